@@ -1,0 +1,239 @@
+//! The only place in the library that spawns processes.
+//!
+//! Every child gets an explicit environment (never ours: the library does not read the
+//! environment), an explicit working directory and a deadline, and every spawn is logged
+//! at debug level so `RUST_LOG=debug` shows exactly what ran. Failures are classified
+//! here (not found, exit status, signal, timeout) so callers can explain them.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// PATH given to children: the system directories only, so a user's PATH cannot
+/// substitute a `make` or `bash` for one that runs as root.
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a child process did not produce what we needed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("`{program}` was not found: install it (it is needed to {purpose})")]
+    NotFound { program: String, purpose: String },
+    #[error("could not run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` did not finish within {} seconds and was killed", .timeout.as_secs())]
+    Timeout { command: String, timeout: Duration },
+    #[error("`{command}` {status}{}", tail_suffix(.stderr_tail))]
+    Failed {
+        command: String,
+        status: ExitDescription,
+        stderr_tail: String,
+    },
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    }
+}
+
+/// How a process ended, worded for an error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitDescription {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitDescription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitDescription::Code(code) => write!(f, "exited with status {code}"),
+            ExitDescription::Signal(sig) => write!(f, "was killed by signal {sig}"),
+        }
+    }
+}
+
+/// A command to run: program, arguments, environment and working directory.
+#[derive(Debug, Clone)]
+pub struct Command {
+    program: String,
+    args: Vec<OsString>,
+    env: Vec<(String, OsString)>,
+    dir: Option<PathBuf>,
+    timeout: Option<Duration>,
+    purpose: String,
+}
+
+/// What a finished command printed, and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitDescription,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == ExitDescription::Code(0)
+    }
+}
+
+impl Command {
+    /// A command with an empty environment except `PATH` (see [`SYSTEM_PATH`]).
+    /// `purpose` finishes the sentence "it is needed to ..." in a not-found error.
+    pub fn new(program: &str, purpose: &str) -> Self {
+        Command {
+            program: program.to_string(),
+            args: Vec::new(),
+            env: vec![("PATH".to_string(), SYSTEM_PATH.into())],
+            dir: None,
+            timeout: None,
+            purpose: purpose.to_string(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The command line as a user would type it, for logs and error messages.
+    pub fn display(&self) -> String {
+        let mut line = self.program.clone();
+        for arg in &self.args {
+            line.push(' ');
+            let arg = arg.to_string_lossy();
+            if arg.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') || arg.is_empty()
+            {
+                line.push('\'');
+                line.push_str(&arg.replace('\'', r"'\''"));
+                line.push('\'');
+            } else {
+                line.push_str(&arg);
+            }
+        }
+        line
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let mut expr =
+            duct::cmd(&self.program, &self.args).full_env(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.dir {
+            expr = expr.dir(dir);
+        }
+        expr
+    }
+
+    /// Runs the command with `stdin` as its input, capturing stdout and stderr. Fails
+    /// only when it could not be run or timed out; a non-zero exit is in the output.
+    pub fn output_with_stdin(&self, stdin: &[u8]) -> Result<Output, ExecError> {
+        log::debug!("running {}", self.display());
+        let handle = self
+            .expression()
+            .stdin_bytes(stdin.to_vec())
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .start()
+            .map_err(|e| self.spawn_error(e))?;
+        let output = match self.timeout {
+            None => handle.wait().map_err(|e| self.spawn_error(e))?.clone(),
+            Some(timeout) => {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    if let Some(output) = handle.try_wait().map_err(|e| self.spawn_error(e))? {
+                        break output.clone();
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = handle.kill();
+                        return Err(ExecError::Timeout {
+                            command: self.display(),
+                            timeout,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        };
+        Ok(Output {
+            status: describe(&output.status),
+            stdout: output.stdout,
+            stderr: output.stderr,
+        })
+    }
+
+    /// Runs the command and fails unless it exits 0; returns its stdout.
+    pub fn read(&self) -> Result<Vec<u8>, ExecError> {
+        let output = self.output_with_stdin(&[])?;
+        if output.success() {
+            Ok(output.stdout)
+        } else {
+            Err(ExecError::Failed {
+                command: self.display(),
+                status: output.status,
+                stderr_tail: last_lines(&output.stderr, 5),
+            })
+        }
+    }
+
+    fn spawn_error(&self, source: io::Error) -> ExecError {
+        if source.kind() == io::ErrorKind::NotFound {
+            ExecError::NotFound {
+                program: self.program.clone(),
+                purpose: self.purpose.clone(),
+            }
+        } else {
+            ExecError::Spawn {
+                command: self.display(),
+                source,
+            }
+        }
+    }
+}
+
+fn describe(status: &std::process::ExitStatus) -> ExitDescription {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitDescription::Code(code),
+        (None, Some(sig)) => ExitDescription::Signal(sig),
+        (None, None) => ExitDescription::Code(-1),
+    }
+}
+
+/// The last `n` non-empty lines of a child's output, joined for an error message.
+pub fn last_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}

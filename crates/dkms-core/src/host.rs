@@ -1,0 +1,65 @@
+//! The machine dkms-hook acts on: its paths, its distribution's install location and
+//! its settings, gathered once per command and passed down by shared reference.
+
+use crate::conf::{self, ConfError, DkmsConf, EvalContext};
+use crate::paths::Paths;
+use crate::settings::Settings;
+
+/// Everything the library needs to know about the system, read once.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub paths: Paths,
+    pub settings: Settings,
+    /// Where os-release says modules go (`/updates/dkms` on Arch and Debian).
+    pub dest_location_override: Option<String>,
+}
+
+impl Host {
+    /// Reads os-release once; settings and paths come already merged by the caller.
+    pub fn new(paths: Paths, settings: Settings) -> Host {
+        let dest_location_override = crate::distro::dest_location_override(&paths.os_release);
+        Host {
+            paths,
+            settings,
+            dest_location_override,
+        }
+    }
+
+    /// The variables a dkms.conf of `module`/`version` sees when evaluated for a kernel.
+    pub fn eval_context(
+        &self,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        arch: &str,
+    ) -> EvalContext {
+        EvalContext {
+            kernelver: kernel.to_string(),
+            arch: arch.to_string(),
+            kernel_source_dir: self.paths.kernel_source_dir(kernel),
+            kernel_config: self.paths.kernel_config(kernel),
+            dkms_tree: self.paths.dkms_tree.clone(),
+            source_tree: self.paths.source_tree.clone(),
+            install_tree: self.paths.install_tree.clone(),
+            module: module.to_string(),
+            module_version: version.to_string(),
+            etc_dir: self.paths.etc_dir.clone(),
+            dest_location_override: self.dest_location_override.clone(),
+        }
+    }
+
+    /// Evaluates the dkms.conf of an added module version for one kernel.
+    pub fn read_conf(
+        &self,
+        module: &str,
+        version: &str,
+        kernel: &str,
+        arch: &str,
+    ) -> Result<DkmsConf, ConfError> {
+        let file = self
+            .paths
+            .version_dir(module, version)
+            .join("source/dkms.conf");
+        conf::evaluate(&file, &self.eval_context(module, version, kernel, arch))
+    }
+}

@@ -1,0 +1,23 @@
+//! dkms-core: the DKMS state model behind the `dkms-hook` binary.
+//!
+//! It reads what dkms keeps on disk (dkms.conf files, the tree under /var/lib/dkms,
+//! the kernels under /usr/lib/modules) and answers questions about it. It never
+//! prints and never reads the process environment: the binary gathers settings and
+//! paths into a [`host::Host`] and turns results into output and exit codes.
+//! See docs/ARCHITECTURE.md for the map.
+
+pub mod conf;
+pub mod distro;
+pub mod exec;
+pub mod host;
+pub mod kernel;
+pub mod modinfo;
+pub mod paths;
+pub mod settings;
+pub mod status;
+pub mod tree;
+pub mod version;
+
+pub use host::Host;
+pub use paths::Paths;
+pub use settings::Settings;

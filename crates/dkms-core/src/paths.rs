@@ -1,0 +1,94 @@
+//! Every absolute path the library touches comes from one [`Paths`] value, so tests
+//! (and `--dkmstree`/`--sourcetree`/`--installtree`) relocate everything at once.
+
+use std::path::{Path, PathBuf};
+
+/// Where the DKMS state, module sources, installed kernels and configuration live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// `/var/lib/dkms`: added sources, built modules, logs, install links.
+    pub dkms_tree: PathBuf,
+    /// `/usr/src`: module sources, `<module>-<version>/dkms.conf`.
+    pub source_tree: PathBuf,
+    /// `/usr/lib/modules`: one directory per installed kernel.
+    pub install_tree: PathBuf,
+    /// `/etc/dkms`: framework.conf, per-module override files, `no-autoinstall`.
+    pub etc_dir: PathBuf,
+    /// os-release files, first existing wins (decides DEST_MODULE_LOCATION).
+    pub os_release: Vec<PathBuf>,
+    /// `--kernelsourcedir`: headers to use instead of `<install_tree>/<k>/build`.
+    pub kernel_source_dir: Option<PathBuf>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            dkms_tree: "/var/lib/dkms".into(),
+            source_tree: "/usr/src".into(),
+            install_tree: "/usr/lib/modules".into(),
+            etc_dir: "/etc/dkms".into(),
+            os_release: vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
+            kernel_source_dir: None,
+        }
+    }
+}
+
+impl Paths {
+    /// `<install_tree>/<kernel>/build` unless `--kernelsourcedir` was given.
+    pub fn kernel_source_dir(&self, kernel: &str) -> PathBuf {
+        self.kernel_source_dir
+            .clone()
+            .unwrap_or_else(|| self.install_tree.join(kernel).join("build"))
+    }
+
+    /// The kernel config BUILD_EXCLUSIVE_CONFIG reads, preferring `auto.conf` as dkms does.
+    pub fn kernel_config(&self, kernel: &str) -> PathBuf {
+        let source = self.kernel_source_dir(kernel);
+        let auto = source.join("include/config/auto.conf");
+        if auto.exists() {
+            auto
+        } else {
+            source.join(".config")
+        }
+    }
+
+    /// `<dkms_tree>/<module>`.
+    pub fn module_dir(&self, module: &str) -> PathBuf {
+        self.dkms_tree.join(module)
+    }
+
+    /// `<dkms_tree>/<module>/<version>`.
+    pub fn version_dir(&self, module: &str, version: &str) -> PathBuf {
+        self.dkms_tree.join(module).join(version)
+    }
+
+    /// `<source_tree>/<module>-<version>`, where packages put sources.
+    pub fn source_dir(&self, module: &str, version: &str) -> PathBuf {
+        self.source_tree.join(format!("{module}-{version}"))
+    }
+
+    /// `<install_tree>/<kernel>`.
+    pub fn kernel_dir(&self, kernel: &str) -> PathBuf {
+        self.install_tree.join(kernel)
+    }
+
+    /// The framework.conf files dkms reads, in order: the main file, then the drop-ins.
+    pub fn framework_conf_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.etc_dir.join("framework.conf")];
+        if let Ok(entries) = std::fs::read_dir(self.etc_dir.join("framework.conf.d")) {
+            let mut dropins: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+                .collect();
+            // Bash globs sort in the C locale when run with an empty environment.
+            dropins.sort();
+            files.extend(dropins);
+        }
+        files
+    }
+
+    /// Path of `p` relative to `base` when it lies inside it, for messages.
+    pub fn display_within(base: &Path, p: &Path) -> String {
+        p.strip_prefix(base).unwrap_or(p).display().to_string()
+    }
+}

@@ -1,0 +1,282 @@
+//! `status`: what is added, built and installed, as plain data, plus the exact lines
+//! upstream dkms (3.1.3 and later) prints for it.
+//!
+//! The states are read from the tree alone (no dkms.conf needed); only the suffixes
+//! of built and installed lines need the dkms.conf, to know each module's file names
+//! and install location. Nothing here prints: the binary writes the lines.
+
+use crate::conf::{ConfError, DkmsConf};
+use crate::host::Host;
+use crate::tree::{self, SourceState};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Which part of the tree to report on: `-m`, `-v`, and `-k [kernel[/arch]]`/`-a`.
+#[derive(Debug, Clone, Default)]
+pub struct StatusQuery {
+    pub module: Option<String>,
+    pub version: Option<String>,
+    /// Each requested kernel, with its arch if one was given. Upstream prints the
+    /// whole listing once per requested kernel.
+    pub kernels: Vec<(String, Option<String>)>,
+    /// `-a` without `-k`.
+    pub arch: Option<String>,
+}
+
+/// The state of one status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Added,
+    Built,
+    Installed,
+    Broken,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Added => "added",
+            State::Built => "built",
+            State::Installed => "installed",
+            State::Broken => "broken",
+        }
+    }
+}
+
+/// A remark upstream appends to built and installed lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Note {
+    /// `original_module/<k>/<a>` exists: installing replaced a module of the kernel.
+    OriginalModulesExist,
+    /// A module dkms.conf names is not in the build's `module/` directory.
+    BuiltModulesMissing,
+    /// The installed file differs from the built one (or is gone).
+    BuiltDiffersFromInstalled,
+}
+
+impl Note {
+    /// The suffix upstream 3.1.3+ prints, with its leading space.
+    pub fn compat_suffix(self) -> &'static str {
+        match self {
+            Note::OriginalModulesExist => " (Original modules exist)",
+            Note::BuiltModulesMissing => {
+                " (Built modules are missing in the kernel modules folder)"
+            }
+            Note::BuiltDiffersFromInstalled => " (Differences between built and installed modules)",
+        }
+    }
+}
+
+/// One line of status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub module: String,
+    pub version: String,
+    /// Set for built and installed entries.
+    pub kernel: Option<String>,
+    pub arch: Option<String>,
+    pub state: State,
+    pub notes: Vec<Note>,
+    /// Why the notes could not be worked out (an unreadable or invalid dkms.conf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conf_error: Option<String>,
+}
+
+impl Entry {
+    /// The line upstream dkms prints for this entry, without the newline.
+    pub fn compat_line(&self) -> String {
+        let mut line = match (&self.kernel, &self.arch) {
+            (Some(k), Some(a)) => format!(
+                "{}/{}, {k}, {a}: {}",
+                self.module,
+                self.version,
+                self.state.as_str()
+            ),
+            _ => format!("{}/{}: {}", self.module, self.version, self.state.as_str()),
+        };
+        for note in &self.notes {
+            line.push_str(note.compat_suffix());
+        }
+        line
+    }
+
+    /// What upstream prints on stderr after a broken line.
+    pub fn compat_broken_message(&self) -> String {
+        format!(
+            "\nError! {}/{}: Missing the module source directory or the symbolic link pointing to it.\nManual intervention is required!\n",
+            self.module, self.version
+        )
+    }
+}
+
+/// Lists status entries in upstream's order. `read_conf` evaluates a dkms.conf for the
+/// notes; callers pass [`Host::read_conf`] or a cached equivalent.
+pub fn status<F>(host: &Host, query: &StatusQuery, mut read_conf: F) -> Vec<Entry>
+where
+    F: FnMut(&str, &str, &str, &str) -> Result<DkmsConf, ConfError>,
+{
+    let mut compression = HashMap::new();
+    let passes: Vec<(Option<&str>, Option<&str>)> = if query.kernels.is_empty() {
+        vec![(None, query.arch.as_deref())]
+    } else {
+        query
+            .kernels
+            .iter()
+            .map(|(k, a)| (Some(k.as_str()), a.as_deref().or(query.arch.as_deref())))
+            .collect()
+    };
+    let mut entries = Vec::new();
+    for (kernel, arch) in passes {
+        for mv in tree::module_versions(
+            &host.paths,
+            query.module.as_deref(),
+            query.version.as_deref(),
+        ) {
+            let entry = |state, kernel: Option<&str>, arch: Option<&str>| Entry {
+                module: mv.module.clone(),
+                version: mv.version.clone(),
+                kernel: kernel.map(str::to_string),
+                arch: arch.map(str::to_string),
+                state,
+                notes: Vec::new(),
+                conf_error: None,
+            };
+            match mv.source {
+                SourceState::Unknown => continue,
+                SourceState::Broken => {
+                    entries.push(entry(State::Broken, None, None));
+                    continue;
+                }
+                SourceState::Added => {}
+            }
+            let builds = tree::built_for(&host.paths, &mv.module, &mv.version, kernel, arch);
+            if builds.is_empty() {
+                entries.push(entry(State::Added, None, None));
+            }
+            for (k, a) in builds {
+                let installed = tree::is_installed(&host.paths, &mv.module, &mv.version, &k, &a);
+                let state = if installed {
+                    State::Installed
+                } else {
+                    State::Built
+                };
+                let mut e = entry(state, Some(&k), Some(&a));
+                if tree::original_module_dir(&host.paths, &mv.module, &k, &a).is_dir() {
+                    e.notes.push(Note::OriginalModulesExist);
+                }
+                match read_conf(&mv.module, &mv.version, &k, &a) {
+                    Ok(conf) => {
+                        let suffix = compression.entry(k.clone()).or_insert_with(|| {
+                            tree::kernel_module_compression(&host.paths.kernel_dir(&k))
+                        });
+                        let build = BuildRef {
+                            module: &mv.module,
+                            version: &mv.version,
+                            kernel: &k,
+                            arch: &a,
+                        };
+                        if let Some(note) =
+                            module_files_note(host, &conf, &build, installed, *suffix)
+                        {
+                            e.notes.push(note);
+                        }
+                    }
+                    Err(err) => e.conf_error = Some(err.to_string()),
+                }
+                entries.push(e);
+            }
+        }
+    }
+    entries
+}
+
+/// One build in the tree: a module version for a kernel and arch.
+#[derive(Debug, Clone, Copy)]
+struct BuildRef<'a> {
+    module: &'a str,
+    version: &'a str,
+    kernel: &'a str,
+    arch: &'a str,
+}
+
+/// The first problem with the module files of one build, checked module by module in
+/// dkms.conf order (modules BUILD_EXCLUSIVE excludes are skipped), as upstream does.
+fn module_files_note(
+    host: &Host,
+    conf: &DkmsConf,
+    build: &BuildRef,
+    installed: bool,
+    compression: Option<&str>,
+) -> Option<Note> {
+    let BuildRef {
+        module,
+        version,
+        kernel,
+        arch,
+    } = *build;
+    let built_dir = tree::build_dir(&host.paths, module, version, kernel, arch).join("module");
+    let owned_dir = tree::install_link(&host.paths, module, kernel, arch).join("module");
+    let kernel_dir = host.paths.kernel_dir(kernel);
+    for spec in conf.modules.iter().filter(|m| m.excluded.is_none()) {
+        let Some(built) = tree::module_file(&built_dir, &spec.dest_name, compression) else {
+            return Some(Note::BuiltModulesMissing);
+        };
+        if !installed {
+            continue;
+        }
+        let owned = tree::module_file(&owned_dir, &spec.dest_name, compression);
+        let mut locations = vec![spec.dest_location.as_str()];
+        if spec.declared_dest_location != spec.dest_location {
+            locations.push(spec.declared_dest_location.as_str());
+        }
+        let actual = locations.into_iter().find_map(|location| {
+            let dir = kernel_dir.join(location.trim_start_matches('/'));
+            let file = tree::module_file(&dir, &spec.dest_name, compression)?;
+            same_module_version(owned.as_deref(), &file).then_some(file)
+        });
+        // With no matching location upstream looks directly in the kernel directory.
+        let actual =
+            actual.or_else(|| tree::module_file(&kernel_dir, &spec.dest_name, compression));
+        if !actual.is_some_and(|file| same_contents(&built, &file)) {
+            return Some(Note::BuiltDiffersFromInstalled);
+        }
+    }
+    None
+}
+
+/// Whether two modules carry the same `version=` (both absent counts as the same),
+/// upstream's test for "this installed file is ours". Identical files are the same.
+fn same_module_version(owned: Option<&Path>, installed: &Path) -> bool {
+    if let Some(owned) = owned {
+        if same_contents(owned, installed) {
+            return true;
+        }
+    }
+    let version = |p: Option<&Path>| {
+        p.and_then(|p| crate::modinfo::field(p, "version"))
+            .unwrap_or_default()
+    };
+    version(owned) == version(Some(installed))
+}
+
+fn same_contents(a: &Path, b: &Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    if ma.len() != mb.len() {
+        return false;
+    }
+    matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// A machine-readable report of status entries, stable for scripts (`--json`).
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    /// Bumped when a field changes meaning or disappears.
+    pub schema: u32,
+    pub dkms_tree: &'a PathBuf,
+    pub entries: &'a [Entry],
+}

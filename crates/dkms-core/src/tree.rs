@@ -1,0 +1,273 @@
+//! The DKMS tree (`/var/lib/dkms`): the only module that knows its layout.
+//!
+//! ```text
+//! <dkms_tree>/<module>/<version>/source -> <source_tree>/<module>-<version>
+//! <dkms_tree>/<module>/<version>/<kernel>/<arch>/module/<name>.ko[.zst|.xz|.gz]
+//! <dkms_tree>/<module>/<version>/<kernel>/<arch>/log/make.log
+//! <dkms_tree>/<module>/kernel-<kernel>-<arch> -> <version>/<kernel>/<arch>   (installed)
+//! <dkms_tree>/<module>/original_module/<kernel>/<arch>/   (modules dkms replaced)
+//! ```
+//!
+//! Architecture invariant: listings come back in the order upstream dkms prints them,
+//! which is bash's glob order over the whole relative path in the C locale (so
+//! `a-b/1` sorts before `a/1`), and nothing here spawns a process.
+
+use crate::paths::Paths;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Module file suffixes dkms recognises, uncompressed first.
+pub const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.zst", ".ko.xz", ".ko.gz"];
+
+/// Whether a module version's source is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// `source` is a symlink to a directory.
+    Added,
+    /// `source` is a dangling symlink, or is missing while `<source_tree>/<m>-<v>`
+    /// exists: dkms calls this broken and asks for manual intervention.
+    Broken,
+    /// Neither: not a module version (e.g. `original_module`), skipped like dkms does.
+    Unknown,
+}
+
+/// A `<module>/<version>` directory of the DKMS tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleVersion {
+    pub module: String,
+    pub version: String,
+    pub source: SourceState,
+}
+
+/// Lists `<module>/<version>` directories, optionally only one module or version, in
+/// upstream's order. Entries named `kernel-*-*` (the install links) are not versions.
+pub fn module_versions(
+    paths: &Paths,
+    module: Option<&str>,
+    version: Option<&str>,
+) -> Vec<ModuleVersion> {
+    let mut found = Vec::new();
+    for m in child_names(&paths.dkms_tree, module) {
+        let module_dir = paths.dkms_tree.join(&m);
+        for v in child_names(&module_dir, version) {
+            if is_install_link_name(&v) || !module_dir.join(&v).is_dir() {
+                continue;
+            }
+            let source = source_state(paths, &m, &v);
+            found.push(ModuleVersion {
+                module: m.clone(),
+                version: v,
+                source,
+            });
+        }
+    }
+    found.sort_by(|a, b| {
+        glob_key(&[&a.module, &a.version]).cmp(&glob_key(&[&b.module, &b.version]))
+    });
+    found
+}
+
+/// `kernel-<k>-<a>` names: dkms skips `*/kernel-*-*` when listing versions.
+fn is_install_link_name(name: &str) -> bool {
+    name.strip_prefix("kernel-")
+        .is_some_and(|rest| rest.contains('-'))
+}
+
+/// The byte string bash's glob sorts by: the relative path joined with `/`.
+fn glob_key(parts: &[&str]) -> Vec<u8> {
+    parts.join("/").into_bytes()
+}
+
+/// Names in `dir` (not starting with `.`, as `*` skips them), or just `only` if given
+/// and present. Non-UTF-8 names are skipped: they cannot be module names or versions.
+fn child_names(dir: &Path, only: Option<&str>) -> Vec<String> {
+    if let Some(name) = only {
+        return if !name.is_empty() && dir.join(name).exists() {
+            vec![name.to_string()]
+        } else {
+            Vec::new()
+        };
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+fn source_state(paths: &Paths, module: &str, version: &str) -> SourceState {
+    let link = paths.version_dir(module, version).join("source");
+    let is_link = link
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink());
+    let is_dir = link.is_dir();
+    if is_link && is_dir {
+        SourceState::Added
+    } else if (is_link && !is_dir) || (!is_link && paths.source_dir(module, version).is_dir()) {
+        SourceState::Broken
+    } else {
+        SourceState::Unknown
+    }
+}
+
+/// `<dkms_tree>/<m>/<v>/<k>/<a>`.
+pub fn build_dir(paths: &Paths, module: &str, version: &str, kernel: &str, arch: &str) -> PathBuf {
+    paths.version_dir(module, version).join(kernel).join(arch)
+}
+
+/// The `(kernel, arch)` pairs a version is built for (a `module/` directory exists),
+/// in upstream's order. Without a kernel filter only directories that look like
+/// kernel releases (digits then a dot) count, as dkms's `+([0-9]).*` glob does.
+pub fn built_for(
+    paths: &Paths,
+    module: &str,
+    version: &str,
+    kernel: Option<&str>,
+    arch: Option<&str>,
+) -> Vec<(String, String)> {
+    let version_dir = paths.version_dir(module, version);
+    let mut found = Vec::new();
+    for k in child_names(&version_dir, kernel) {
+        if kernel.is_none() && !looks_like_release(&k) {
+            continue;
+        }
+        for a in child_names(&version_dir.join(&k), arch) {
+            if version_dir.join(&k).join(&a).join("module").is_dir() {
+                found.push((k.clone(), a));
+            }
+        }
+    }
+    found.sort_by_key(|(k, a)| glob_key(&[k, a]));
+    found
+}
+
+/// dkms's `+([0-9]).*`: one or more digits, then a dot.
+fn looks_like_release(name: &str) -> bool {
+    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && name.as_bytes().get(digits) == Some(&b'.')
+}
+
+/// `<dkms_tree>/<m>/kernel-<k>-<a>`: its presence, pointing at this version's build,
+/// is what "installed" means.
+pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> PathBuf {
+    paths
+        .module_dir(module)
+        .join(format!("kernel-{kernel}-{arch}"))
+}
+
+/// Whether version `version` is the one installed for `kernel`/`arch`: the install
+/// link is a symlink that resolves to its build directory (dkms's `readlink -f` test).
+pub fn is_installed(paths: &Paths, module: &str, version: &str, kernel: &str, arch: &str) -> bool {
+    let link = install_link(paths, module, kernel, arch);
+    if !link
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return false;
+    }
+    match (
+        std::fs::canonicalize(&link),
+        std::fs::canonicalize(build_dir(paths, module, version, kernel, arch)),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `<dkms_tree>/<m>/original_module/<k>/<a>`: modules that installing replaced.
+pub fn original_module_dir(paths: &Paths, module: &str, kernel: &str, arch: &str) -> PathBuf {
+    paths
+        .module_dir(module)
+        .join("original_module")
+        .join(kernel)
+        .join(arch)
+}
+
+/// The first of `<dir>/<name><suffix>` that exists, trying `.ko` and then the
+/// kernel's compressed suffix, as dkms's `compressed_or_uncompressed` does.
+pub fn module_file(dir: &Path, name: &str, compressed_suffix: Option<&str>) -> Option<PathBuf> {
+    let plain = dir.join(format!("{name}.ko"));
+    if plain.exists() {
+        return Some(plain);
+    }
+    let compressed = dir.join(format!("{name}.ko{}", compressed_suffix?));
+    compressed.exists().then_some(compressed)
+}
+
+/// The compression suffix dkms assumes for a kernel: `.zst` if any `*.ko.zst` exists
+/// in its install directory, else `.xz`, else `.gz`, else none. Stops walking as
+/// soon as the answer is certain.
+pub fn kernel_module_compression(kernel_dir: &Path) -> Option<&'static str> {
+    let mut seen_xz = false;
+    let mut seen_gz = false;
+    let mut stack = vec![kernel_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            let name = name.as_encoded_bytes();
+            if file_type.is_dir() {
+                stack.push(entry.path());
+            } else if name.ends_with(b".ko.zst") {
+                return Some(".zst");
+            } else if name.ends_with(b".ko.xz") {
+                seen_xz = true;
+            } else if name.ends_with(b".ko.gz") {
+                seen_gz = true;
+            }
+        }
+    }
+    if seen_xz {
+        Some(".xz")
+    } else if seen_gz {
+        Some(".gz")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_like_bash_globs_over_the_whole_path() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            dkms_tree: root.path().to_path_buf(),
+            ..Paths::default()
+        };
+        for mv in [
+            "a/1",
+            "a-b/1",
+            "a/10",
+            "a/9",
+            "A/1",
+            "a/kernel-6.1-x86_64",
+            "a/.hidden",
+        ] {
+            std::fs::create_dir_all(root.path().join(mv)).unwrap();
+        }
+        let listed: Vec<String> = module_versions(&paths, None, None)
+            .into_iter()
+            .map(|mv| format!("{}/{}", mv.module, mv.version))
+            .collect();
+        assert_eq!(listed, ["A/1", "a-b/1", "a/1", "a/10", "a/9"]);
+    }
+
+    #[test]
+    fn kernel_directories_must_look_like_releases() {
+        assert!(looks_like_release("6.1.0-54-amd64"));
+        assert!(!looks_like_release("source"));
+        assert!(!looks_like_release("6"));
+        assert!(!looks_like_release("log"));
+    }
+}

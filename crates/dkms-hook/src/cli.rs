@@ -1,0 +1,98 @@
+//! Command-line arguments: upstream dkms's commands and options, plus ours.
+//!
+//! Options are accepted before or after the command, as upstream accepts them
+//! (`dkms status -m foo` and `dkms -m foo status`).
+
+use clap::{Args, Parser, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dkms-hook",
+    version,
+    about = "Dynamic Kernel Module Support for pacman: dependency-ordered, parallel, atomic rebuilds"
+)]
+pub struct Cli {
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: Action,
+    /// `module/version` (or a module source directory, for add).
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// Print the same facts as JSON (status).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Module name, or `name/version`.
+    #[arg(short = 'm', long = "module", value_name = "MODULE[/VERSION]")]
+    pub module: Option<String>,
+    /// Module version.
+    #[arg(short = 'v', value_name = "VERSION")]
+    pub module_version: Option<String>,
+    /// Kernel release, optionally `release/arch`; repeatable.
+    #[arg(short = 'k', long = "kernelver", value_name = "KERNEL[/ARCH]")]
+    pub kernels: Vec<String>,
+    /// Architecture; one for all kernels, or one per `-k`.
+    #[arg(short = 'a', long = "arch", value_name = "ARCH")]
+    pub arches: Vec<String>,
+    /// Every kernel the module is built for.
+    #[arg(long = "all")]
+    pub all: bool,
+    /// Use this dkms.conf instead of the one in the module source.
+    #[arg(short = 'c', long = "conf", value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+    #[arg(long)]
+    pub force: bool,
+    /// Do not run depmod after installing or removing.
+    #[arg(long = "no-depmod")]
+    pub no_depmod: bool,
+    /// Parallel make jobs.
+    #[arg(short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print only errors.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    #[arg(long)]
+    pub verbose: bool,
+    /// DKMS tree (default /var/lib/dkms).
+    #[arg(long = "dkmstree", value_name = "DIR")]
+    pub dkms_tree: Option<PathBuf>,
+    /// Module sources (default /usr/src).
+    #[arg(long = "sourcetree", value_name = "DIR")]
+    pub source_tree: Option<PathBuf>,
+    /// Kernel module directories (default /usr/lib/modules).
+    #[arg(long = "installtree", value_name = "DIR")]
+    pub install_tree: Option<PathBuf>,
+    /// Kernel headers to build against instead of <installtree>/<kernel>/build.
+    #[arg(long = "kernelsourcedir", value_name = "DIR")]
+    pub kernel_source_dir: Option<PathBuf>,
+    /// Directory of framework.conf and per-module override files (default /etc/dkms).
+    #[arg(long = "etc-dir", value_name = "DIR")]
+    pub etc_dir: Option<PathBuf>,
+    /// dkms-hook settings file (default /etc/dkms-hook.toml, or $DKMS_HOOK_CONFIG).
+    #[arg(long = "settings", value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// When to colour output.
+    #[arg(long = "color", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// The commands. Upstream dkms has one flat set of options shared by every command,
+/// accepted anywhere on the line; so does this parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Action {
+    /// Show what is added, built and installed, as upstream dkms prints it.
+    Status,
+}

@@ -1,0 +1,235 @@
+//! The `dkms-hook` binary (also installed as `dkms`): parses arguments, gathers the
+//! host's paths and settings, calls the library, prints, and maps errors to exit codes.
+//!
+//! Run as `dkms` it must behave like upstream dkms byte for byte where scripts look;
+//! run as `dkms-hook` it adds our own commands. Everything else lives in dkms-core.
+
+mod cli;
+mod output;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cli::{Action, Cli, GlobalArgs};
+use dkms_core::settings::{read_framework_conf, Settings};
+use dkms_core::status::{self, StatusQuery};
+use dkms_core::{Host, Paths};
+use output::Printer;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// An error that carries the exit code upstream dkms uses for it.
+#[derive(Debug)]
+struct Exit {
+    code: u8,
+    message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Which name we were run as: `dkms` promises upstream's exact behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Face {
+    Dkms,
+    DkmsHook,
+}
+
+fn face() -> Face {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name == "dkms" {
+        Face::Dkms
+    } else {
+        Face::DkmsHook
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::new(cli.global.color, cli.global.quiet);
+    init_logging(&cli.global);
+    match run(cli, face(), &printer) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            printer.error(&err);
+            let code = err.downcast_ref::<Exit>().map_or(1, |e| e.code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(global: &GlobalArgs) {
+    let default = if global.verbose { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
+    let host = host(&cli.global)?;
+    let target = cli.targets.first().map(String::as_str);
+    match cli.action {
+        Action::Status => {
+            let query = status_query(&cli.global, target)?;
+            let _ = face; // The explained status of `dkms-hook` arrives with the status matrix.
+            run_status(&host, &query, cli.json, printer)
+        }
+    }
+}
+
+/// Merges settings files and command-line overrides into the host description.
+fn host(global: &GlobalArgs) -> Result<Host> {
+    let mut paths = Paths::default();
+    if let Some(dir) = &global.etc_dir {
+        paths.etc_dir = dir.clone();
+    }
+    let settings_file = global
+        .settings
+        .clone()
+        .or_else(|| std::env::var_os("DKMS_HOOK_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/dkms-hook.toml"));
+    let toml = Settings::from_toml_file(&settings_file)?;
+    let framework = read_framework_conf(&paths.framework_conf_files())?;
+    let settings = toml.or(framework);
+    settings.apply_trees(&mut paths);
+    if let Some(t) = &global.dkms_tree {
+        paths.dkms_tree = t.clone();
+    }
+    if let Some(t) = &global.source_tree {
+        paths.source_tree = t.clone();
+    }
+    if let Some(t) = &global.install_tree {
+        paths.install_tree = t.clone();
+    }
+    paths.kernel_source_dir = global.kernel_source_dir.clone();
+    Ok(Host::new(paths, settings))
+}
+
+/// Splits `module/version` as upstream does: exactly one slash.
+fn split_module_version(value: &str) -> Option<(String, String)> {
+    let (m, v) = value.split_once('/')?;
+    (!v.contains('/')).then(|| (m.to_string(), v.to_string()))
+}
+
+fn status_query(global: &GlobalArgs, target: Option<&str>) -> Result<StatusQuery> {
+    let mut module = global.module.clone();
+    let mut version = global.module_version.clone();
+    for given in [target.map(str::to_string), global.module.clone()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some((m, v)) = split_module_version(&given) {
+            module = Some(m);
+            version = Some(v);
+        } else if target.is_some() && module.is_none() {
+            module = Some(given);
+        }
+    }
+    let kernels = kernels_with_arches(global)?;
+    let arch = if global.kernels.is_empty() {
+        global.arches.first().cloned()
+    } else {
+        None
+    };
+    Ok(StatusQuery {
+        module,
+        version,
+        kernels,
+        arch,
+    })
+}
+
+/// Pairs `-k` values with arches: `-k kernel/arch`, one `-a` for all, or one `-a`
+/// per `-k` (upstream exits 1 on any other count).
+fn kernels_with_arches(global: &GlobalArgs) -> Result<Vec<(String, Option<String>)>> {
+    if !global.kernels.is_empty() && global.all {
+        bail!(exit(
+            2,
+            "You cannot specify a kernel version and also specify --all on the command line."
+        ));
+    }
+    let mut pairs: Vec<(String, Option<String>)> = global
+        .kernels
+        .iter()
+        .map(|k| match k.split_once('/') {
+            Some((k, a)) => (k.to_string(), Some(a.to_string())),
+            None => (k.clone(), None),
+        })
+        .collect();
+    match global.arches.len() {
+        0 => {}
+        1 => {
+            for pair in &mut pairs {
+                pair.1.get_or_insert_with(|| global.arches[0].clone());
+            }
+        }
+        n if n == pairs.len() => {
+            for (pair, arch) in pairs.iter_mut().zip(&global.arches) {
+                pair.1.get_or_insert_with(|| arch.clone());
+            }
+        }
+        _ => bail!(exit(
+            1,
+            "If more than one arch is specified on the command line, then there must be an equal number of kernel versions also specified (1:1 relationship)."
+        )),
+    }
+    Ok(pairs)
+}
+
+fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -> Result<ExitCode> {
+    let entries = status::status(host, query, |m, v, k, a| host.read_conf(m, v, k, a));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        let report = status::JsonReport {
+            schema: 1,
+            dkms_tree: &host.paths.dkms_tree,
+            entries: &entries,
+        };
+        serde_json::to_writer_pretty(&mut out, &report).context("writing status JSON")?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for entry in &entries {
+        if let Some(problem) = &entry.conf_error {
+            out.flush()?;
+            printer.warning(problem);
+        }
+        writeln!(out, "{}", entry.compat_line())?;
+        if entry.state == status::State::Broken {
+            out.flush()?;
+            printer.raw_stderr(&entry.compat_broken_message());
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,65 @@
+//! Messages in makepkg's style: `==> ` steps, `  -> ` sub-steps, `==> WARNING:` and
+//! `==> ERROR:` on stderr. Colour is decided per stream: never inside a pacman hook
+//! (a pipe), never with NO_COLOR, always with `--color always`.
+
+use crate::cli::ColorChoice;
+use std::io::{IsTerminal, Write};
+
+pub struct Printer {
+    color_stderr: bool,
+    quiet: bool,
+}
+
+const RED: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[1;33m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+impl Printer {
+    pub fn new(choice: ColorChoice, quiet: bool) -> Printer {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color_stderr = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => !no_color && std::io::stderr().is_terminal(),
+        };
+        Printer {
+            color_stderr,
+            quiet,
+        }
+    }
+
+    /// `==> WARNING: ...` on stderr (suppressed by -q).
+    pub fn warning(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        let (c, b, r) = self.styles(YELLOW);
+        let _ = writeln!(std::io::stderr(), "{c}==> WARNING:{r}{b} {message}{r}");
+    }
+
+    /// `==> ERROR: <error>` then `  -> <cause>` for each cause in the chain.
+    pub fn error(&self, err: &anyhow::Error) {
+        let (c, b, r) = self.styles(RED);
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{c}==> ERROR:{r}{b} {err}{r}");
+        for cause in err.chain().skip(1) {
+            let _ = writeln!(stderr, "  -> {cause}");
+        }
+    }
+
+    /// Text upstream dkms prints on stderr, byte for byte.
+    pub fn raw_stderr(&self, text: &str) {
+        if !self.quiet {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
+
+    fn styles(&self, colour: &'static str) -> (&'static str, &'static str, &'static str) {
+        if self.color_stderr {
+            (colour, BOLD, RESET)
+        } else {
+            ("", "", "")
+        }
+    }
+}
