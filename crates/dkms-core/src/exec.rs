@@ -134,6 +134,11 @@ impl Command {
         for arg in &self.args {
             line.push(' ');
             let arg = arg.to_string_lossy();
+            // Inline scripts would drown the message; they are ours, not the user's.
+            if arg.len() > 200 {
+                line.push_str("<script>");
+                continue;
+            }
             if arg.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') || arg.is_empty()
             {
                 line.push('\'');

@@ -45,6 +45,7 @@ impl Host {
             module_version: version.to_string(),
             etc_dir: self.paths.etc_dir.clone(),
             dest_location_override: self.dest_location_override.clone(),
+            timeout: conf::EVAL_TIMEOUT,
         }
     }
 

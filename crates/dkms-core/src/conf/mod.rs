@@ -43,6 +43,8 @@ pub struct EvalContext {
     /// What os-release says DEST_MODULE_LOCATION must become (`/updates/dkms` on Arch
     /// and Debian), if anything.
     pub dest_location_override: Option<String>,
+    /// How long evaluation may take before the dkms.conf is considered hung.
+    pub timeout: Duration,
 }
 
 impl EvalContext {
@@ -86,6 +88,8 @@ pub enum ConfError {
         #[source]
         source: ExecError,
     },
+    #[error("{file}: evaluating it took longer than {} seconds (a loop, or a command waiting for input?); a dkms.conf must only set variables", .timeout.as_secs())]
+    Hung { file: PathBuf, timeout: Duration },
     #[error("{file}: the file exited the shell while being read; a dkms.conf must only set variables (remove the `exit`)")]
     Exited { file: PathBuf },
     #[error("{file}: bash could not parse it: {message}")]
@@ -202,12 +206,18 @@ pub fn evaluate_raw(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError
         .arg("--")
         .args(ctx.conf_files(conf))
         .dir(conf.parent().unwrap_or(Path::new("/")))
-        .timeout(EVAL_TIMEOUT);
+        .timeout(ctx.timeout);
     let output = command
         .output_with_stdin(&[])
-        .map_err(|source| ConfError::Eval {
-            file: conf.to_path_buf(),
-            source,
+        .map_err(|source| match source {
+            ExecError::Timeout { timeout, .. } => ConfError::Hung {
+                file: conf.to_path_buf(),
+                timeout,
+            },
+            source => ConfError::Eval {
+                file: conf.to_path_buf(),
+                source,
+            },
         })?;
     let mut raw = parse_dump(&output.stdout);
     raw.file = conf.to_path_buf();
@@ -393,7 +403,10 @@ fn module_specs(
             "add DEST_MODULE_LOCATION[0]=\"/updates/dkms\" (and BUILT_MODULE_NAME[0] if the module is not named like the package)",
         ));
     }
-    for name in ARRAYS {
+    // A hole in an optional array means "the default" for that module, as upstream
+    // reads it; a hole in a required one is an error here rather than a confusing
+    // "missing" later.
+    for name in ["BUILT_MODULE_NAME", "DEST_MODULE_LOCATION"] {
         let Some(max) = raw.max_index(name) else {
             continue;
         };

@@ -1,1 +1,591 @@
+//! dkms.conf cases, each evaluated by real bash through [`evaluate`].
 
+use super::*;
+use std::time::Duration;
+
+const KERNEL: &str = "6.1.0-54-amd64";
+
+/// A dkms.conf in a temp dir, plus optional override files, evaluated for `kernel`.
+struct Case {
+    dir: tempfile::TempDir,
+    kernel: String,
+    arch: String,
+    dest_override: Option<String>,
+    timeout: Duration,
+}
+
+impl Case {
+    fn new(conf: &str) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("src/dkms.conf"), conf).unwrap();
+        Case {
+            dir,
+            kernel: KERNEL.into(),
+            arch: "x86_64".into(),
+            dest_override: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn kernel(mut self, kernel: &str) -> Case {
+        self.kernel = kernel.into();
+        self
+    }
+
+    fn arch(mut self, arch: &str) -> Case {
+        self.arch = arch.into();
+        self
+    }
+
+    fn on_arch_linux(mut self) -> Case {
+        self.dest_override = Some("/updates/dkms".into());
+        self
+    }
+
+    fn override_file(self, name: &str, text: &str) -> Case {
+        std::fs::write(self.dir.path().join("etc").join(name), text).unwrap();
+        self
+    }
+
+    fn kernel_config(self, text: &str) -> Case {
+        std::fs::write(self.dir.path().join(".config"), text).unwrap();
+        self
+    }
+
+    fn conf_path(&self) -> PathBuf {
+        self.dir.path().join("src/dkms.conf")
+    }
+
+    fn eval(&self) -> Result<DkmsConf, String> {
+        let root = self.dir.path();
+        let ctx = EvalContext {
+            kernelver: self.kernel.clone(),
+            arch: self.arch.clone(),
+            kernel_source_dir: root.join("headers"),
+            kernel_config: root.join(".config"),
+            dkms_tree: root.join("dkms"),
+            source_tree: root.join("src"),
+            install_tree: root.join("modules"),
+            module: "foo".into(),
+            module_version: "1.0".into(),
+            etc_dir: root.join("etc"),
+            dest_location_override: self.dest_override.clone(),
+            timeout: self.timeout,
+        };
+        evaluate(&self.conf_path(), &ctx).map_err(|e| e.to_string())
+    }
+
+    fn ok(&self) -> DkmsConf {
+        self.eval()
+            .unwrap_or_else(|e| panic!("expected a valid dkms.conf, got: {e}"))
+    }
+
+    /// Asserts evaluation fails with an error naming the file and containing `parts`.
+    fn err(&self, parts: &[&str]) -> String {
+        let err = match self.eval() {
+            Ok(conf) => panic!("expected an error, got {conf:#?}"),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains(&self.conf_path().display().to_string()) || err.contains("/etc/"),
+            "error does not name the file: {err}"
+        );
+        for part in parts {
+            assert!(err.contains(part), "error {err:?} lacks {part:?}");
+        }
+        err
+    }
+}
+
+fn names(conf: &DkmsConf) -> Vec<(String, String, String, String)> {
+    conf.modules
+        .iter()
+        .map(|m| {
+            (
+                m.built_location.clone(),
+                m.built_name.clone(),
+                m.dest_location.clone(),
+                m.dest_name.clone(),
+            )
+        })
+        .collect()
+}
+
+const SINGLE: &str = r#"
+PACKAGE_NAME="foo"
+PACKAGE_VERSION="1.0"
+DEST_MODULE_LOCATION[0]="/extra"
+"#;
+
+#[test]
+fn a_single_module_defaults_its_name_to_the_package() {
+    let conf = Case::new(SINGLE).ok();
+    assert_eq!(conf.package_name, "foo");
+    assert_eq!(conf.package_version, "1.0");
+    assert_eq!(
+        names(&conf),
+        [("".into(), "foo".into(), "/extra".into(), "foo".into())]
+    );
+    assert!(conf.modules[0].strip);
+    assert!(!conf.autoinstall);
+    assert_eq!(conf.make_command, None);
+}
+
+#[test]
+fn arrays_describe_several_modules_with_locations() {
+    let conf = Case::new(
+        r#"
+PACKAGE_NAME=pair
+PACKAGE_VERSION=2.1
+BUILT_MODULE_NAME[0]=alpha
+BUILT_MODULE_LOCATION[0]=src
+DEST_MODULE_LOCATION[0]=/kernel/drivers/misc
+BUILT_MODULE_NAME[1]=beta
+BUILT_MODULE_LOCATION[1]=sub/dir/
+DEST_MODULE_NAME[1]=beta_renamed
+DEST_MODULE_LOCATION[1]=/extra
+STRIP[0]=no
+AUTOINSTALL=Yes
+"#,
+    )
+    .ok();
+    assert_eq!(
+        names(&conf),
+        [
+            (
+                "src/".into(),
+                "alpha".into(),
+                "/kernel/drivers/misc".into(),
+                "alpha".into()
+            ),
+            (
+                "sub/dir/".into(),
+                "beta".into(),
+                "/extra".into(),
+                "beta_renamed".into()
+            ),
+        ]
+    );
+    // STRIP[1] is empty, so it follows STRIP[0] as upstream does.
+    assert_eq!(
+        conf.modules.iter().map(|m| m.strip).collect::<Vec<_>>(),
+        [false, false]
+    );
+    assert!(conf.autoinstall);
+}
+
+#[test]
+fn a_for_loop_can_fill_the_module_arrays() {
+    let conf = Case::new(
+        r#"
+PACKAGE_NAME=zfs
+PACKAGE_VERSION=2.2.0
+i=0
+for m in spl zavl znvpair zfs; do
+    BUILT_MODULE_NAME[$i]=$m
+    BUILT_MODULE_LOCATION[$i]=module/$m
+    DEST_MODULE_LOCATION[$i]=/extra
+    i=$((i + 1))
+done
+"#,
+    )
+    .ok();
+    let built: Vec<&str> = conf.modules.iter().map(|m| m.built_name.as_str()).collect();
+    assert_eq!(built, ["spl", "zavl", "znvpair", "zfs"]);
+    assert_eq!(conf.modules[3].built_location, "module/zfs/");
+}
+
+#[test]
+fn per_kernel_if_else_sees_kernelver_and_arch() {
+    let text = r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+DEST_MODULE_LOCATION[0]=/extra
+if [[ $kernelver == 6.1.0-53* ]]; then
+    MAKE[0]="make OLD=1 -C $kernel_source_dir M=$dkms_tree/$module/$module_version/build"
+else
+    MAKE[0]="make NEW=1 ARCH=$arch"
+fi
+"#;
+    let old = Case::new(text).kernel("6.1.0-53-amd64").ok();
+    assert!(old
+        .make_command
+        .as_deref()
+        .unwrap()
+        .starts_with("make OLD=1 -C "));
+    assert!(old
+        .make_command
+        .as_deref()
+        .unwrap()
+        .ends_with("/dkms/foo/1.0/build"));
+    let new = Case::new(text).arch("aarch64").ok();
+    assert_eq!(new.make_command.as_deref(), Some("make NEW=1 ARCH=aarch64"));
+}
+
+#[test]
+fn make_match_picks_the_last_matching_command() {
+    let text = r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+DEST_MODULE_LOCATION[0]=/extra
+MAKE[0]="make zero"
+MAKE_MATCH[0]="^5\."
+MAKE[1]="make one"
+MAKE_MATCH[1]="^6\.1"
+MAKE[2]="make two"
+MAKE_MATCH[2]="-amd64$"
+"#;
+    assert_eq!(
+        Case::new(text).ok().make_command.as_deref(),
+        Some("make two")
+    );
+    assert_eq!(
+        Case::new(text)
+            .kernel("6.1.0-1-arm64")
+            .ok()
+            .make_command
+            .as_deref(),
+        Some("make one")
+    );
+    assert_eq!(Case::new(text).kernel("4.19.0").ok().make_command, None);
+}
+
+#[test]
+fn patches_follow_patch_match_and_may_not_leave_the_source() {
+    let text = r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+DEST_MODULE_LOCATION[0]=/extra
+PATCH[0]=always.patch
+PATCH[1]=old-only.patch
+PATCH_MATCH[1]="^5\."
+PATCH[2]=new-only.patch
+PATCH_MATCH[2]="^6\."
+"#;
+    assert_eq!(
+        Case::new(text).ok().patches,
+        ["always.patch", "new-only.patch"]
+    );
+    Case::new(&format!("{SINGLE}PATCH[0]=../../etc/evil.patch\n")).err(&["PATCH", "'..'"]);
+}
+
+#[test]
+fn crlf_files_evaluate_like_lf_files() {
+    let text = SINGLE.replace('\n', "\r\n")
+        + "if [[ $kernelver == 6.* ]]; then\r\n  MAKE[0]=\"make crlf\"\r\nfi\r\n";
+    let conf = Case::new(&text).ok();
+    assert_eq!(conf.package_name, "foo");
+    assert_eq!(conf.modules[0].dest_location, "/extra");
+    assert_eq!(conf.make_command.as_deref(), Some("make crlf"));
+}
+
+#[test]
+fn sparse_module_arrays_are_errors() {
+    Case::new(
+        r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+BUILT_MODULE_NAME[0]=a
+BUILT_MODULE_NAME[2]=c
+DEST_MODULE_LOCATION[0]=/extra
+DEST_MODULE_LOCATION[1]=/extra
+DEST_MODULE_LOCATION[2]=/extra
+"#,
+    )
+    .err(&["BUILT_MODULE_NAME", "no entry [1]", "sparse"]);
+}
+
+#[test]
+fn module_arrays_of_different_lengths_are_errors() {
+    Case::new(
+        r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+BUILT_MODULE_NAME[0]=a
+BUILT_MODULE_NAME[1]=b
+DEST_MODULE_LOCATION[0]=/extra
+"#,
+    )
+    .err(&["DEST_MODULE_LOCATION", "has 1 entries but 2 modules"]);
+}
+
+#[test]
+fn missing_package_name_or_version_is_an_error_with_the_fix() {
+    Case::new("PACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/extra\n").err(&[
+        "PACKAGE_NAME",
+        "is missing",
+        "add PACKAGE_NAME=",
+    ]);
+    Case::new("PACKAGE_NAME=foo\nDEST_MODULE_LOCATION[0]=/extra\n")
+        .err(&["PACKAGE_VERSION", "is missing"]);
+    Case::new("").err(&["PACKAGE_NAME"]);
+}
+
+#[test]
+fn module_names_with_a_ko_or_o_suffix_are_errors() {
+    Case::new(&format!("{SINGLE}BUILT_MODULE_NAME[0]=foo.ko\n")).err(&[
+        "BUILT_MODULE_NAME[0]",
+        "'foo.ko'",
+        "without its suffix",
+    ]);
+    Case::new(&format!("{SINGLE}DEST_MODULE_NAME[0]=foo.o\n"))
+        .err(&["DEST_MODULE_NAME[0]", "'foo.o'"]);
+}
+
+#[test]
+fn dest_module_location_must_start_with_kernel_updates_or_extra() {
+    Case::new("PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/lib/evil\n").err(&[
+        "DEST_MODULE_LOCATION[0]",
+        "'/lib/evil'",
+        "/kernel, /updates or /extra",
+    ]);
+    Case::new("PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/extra/../../../etc\n")
+        .err(&["DEST_MODULE_LOCATION[0]", "'..'"]);
+    Case::new("PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME[0]=foo\n")
+        .err(&["DEST_MODULE_LOCATION[0]", "is missing"]);
+}
+
+#[test]
+fn arch_and_debian_install_to_updates_dkms_whatever_dkms_conf_says() {
+    let conf = Case::new(
+        "PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/kernel/drivers/net\n",
+    )
+    .on_arch_linux()
+    .ok();
+    assert_eq!(conf.modules[0].dest_location, "/updates/dkms");
+    assert_eq!(
+        conf.modules[0].declared_dest_location,
+        "/kernel/drivers/net"
+    );
+}
+
+#[test]
+fn duplicate_module_names_are_errors() {
+    Case::new(
+        r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+BUILT_MODULE_NAME=(a a)
+DEST_MODULE_LOCATION=(/extra /updates)
+"#,
+    )
+    .err(&["BUILT_MODULE_NAME[1]", "listed twice"]);
+    Case::new(
+        r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+BUILT_MODULE_NAME=(a b)
+DEST_MODULE_NAME=(same same)
+DEST_MODULE_LOCATION=(/extra /extra)
+"#,
+    )
+    .on_arch_linux()
+    .err(&["DEST_MODULE_NAME[1]", "installed twice"]);
+}
+
+#[test]
+fn quotes_and_newlines_in_values_survive_evaluation() {
+    let conf = Case::new(&format!(
+        "{SINGLE}POST_INSTALL=\"echo 'it''s' \\\"quoted\\\"\"\nPRE_BUILD=$'line one\\nline two\\0'\nMAKE[0]='make CFLAGS=\"-O2 -g\"'\n"
+    ))
+    .ok();
+    assert_eq!(
+        conf.post_install.as_deref(),
+        Some("echo 'it''s' \"quoted\"")
+    );
+    assert_eq!(conf.pre_build.as_deref(), Some("line one\nline two"));
+    assert_eq!(conf.make_command.as_deref(), Some("make CFLAGS=\"-O2 -g\""));
+}
+
+#[test]
+fn override_files_in_the_etc_dir_apply_in_order_of_specificity() {
+    let conf = Case::new(&format!(
+        "{SINGLE}MAKE[0]=base\nPOST_BUILD=base\nPRE_BUILD=base\n"
+    ))
+    .override_file(
+        "foo.conf",
+        "MAKE[0]=module\nPOST_BUILD=module\nPRE_BUILD=module\n",
+    )
+    .override_file("foo-1.0.conf", "POST_BUILD=version\nPRE_BUILD=version\n")
+    .override_file(
+        &format!("foo-1.0-{KERNEL}.conf"),
+        "PRE_BUILD=\"kernel $PRE_BUILD\"\n",
+    )
+    .override_file("foo-9.9.conf", "MAKE[0]=other-version\n")
+    .ok();
+    assert_eq!(conf.make_command.as_deref(), Some("module"));
+    assert_eq!(conf.post_build.as_deref(), Some("version"));
+    assert_eq!(conf.pre_build.as_deref(), Some("kernel version"));
+}
+
+#[test]
+fn helper_functions_and_variables_do_not_leak_into_override_files() {
+    let conf = Case::new(&format!("{SINGLE}helper=secret\nPOST_BUILD=x\n"))
+        .override_file("foo.conf", "POST_BUILD=\"[$helper]\"\n")
+        .ok();
+    assert_eq!(conf.post_build.as_deref(), Some("[]"));
+}
+
+#[test]
+fn yes_no_directives_reject_other_words() {
+    assert!(
+        Case::new(&format!("{SINGLE}AUTOINSTALL=YES\n"))
+            .ok()
+            .autoinstall
+    );
+    assert!(
+        !Case::new(&format!("{SINGLE}AUTOINSTALL=no\n"))
+            .ok()
+            .autoinstall
+    );
+    Case::new(&format!("{SINGLE}AUTOINSTALL=true\n")).err(&["AUTOINSTALL", "'true'", "\"yes\""]);
+    Case::new(&format!("{SINGLE}NO_WEAK_MODULES=1\n")).err(&["NO_WEAK_MODULES"]);
+    Case::new(&format!("{SINGLE}STRIP[0]=maybe\n")).err(&["STRIP[0]", "'maybe'"]);
+}
+
+#[test]
+fn deprecated_directives_are_accepted_with_a_warning() {
+    let conf = Case::new(&format!(
+        "{SINGLE}CLEAN=\"make clean\"\nREMAKE_INITRD=yes\nMODULES_CONF[0]=x\n"
+    ))
+    .ok();
+    let deprecated: Vec<&str> = conf
+        .deprecations
+        .iter()
+        .map(|d| d.directive.as_str())
+        .collect();
+    assert_eq!(deprecated, ["CLEAN", "REMAKE_INITRD", "MODULES_CONF"]);
+    assert!(Case::new(&format!("{SINGLE}CLEAN=true\n"))
+        .ok()
+        .deprecations
+        .is_empty());
+}
+
+#[test]
+fn build_depends_lists_module_names() {
+    let conf = Case::new(&format!(
+        "{SINGLE}BUILD_DEPENDS=(spl \"icp zcommon\")\nBUILD_DEPENDS_REBUILD=yes\n"
+    ))
+    .ok();
+    assert_eq!(conf.build_depends, ["spl", "icp", "zcommon"]);
+    assert!(conf.build_depends_rebuild);
+}
+
+#[test]
+fn build_exclusive_kernel_is_a_bash_regex() {
+    let text = format!("{SINGLE}BUILD_EXCLUSIVE_KERNEL=\"^6\\.1\\.0-5[34]-\"\n");
+    assert_eq!(Case::new(&text).ok().excluded, None);
+    let excluded = Case::new(&text)
+        .kernel("6.12.4-arch1-1")
+        .ok()
+        .excluded
+        .unwrap();
+    assert!(excluded.contains("BUILD_EXCLUSIVE_KERNEL"), "{excluded}");
+    // In POSIX ERE `\d` is a literal `d`, unlike Perl-style regexes.
+    assert!(
+        Case::new(&format!("{SINGLE}BUILD_EXCLUSIVE_KERNEL=\"^\\d\"\n"))
+            .ok()
+            .excluded
+            .is_some()
+    );
+    Case::new(&format!("{SINGLE}BUILD_EXCLUSIVE_KERNEL=\"(\"\n"))
+        .err(&["BUILD_EXCLUSIVE_KERNEL[0]", "regular expression"]);
+}
+
+#[test]
+fn build_exclusive_min_max_compare_like_upstream_ver() {
+    let text =
+        format!("{SINGLE}BUILD_EXCLUSIVE_KERNEL_MIN=6.1.0-54\nBUILD_EXCLUSIVE_KERNEL_MAX=6.6\n");
+    assert_eq!(Case::new(&text).ok().excluded, None);
+    assert!(Case::new(&text)
+        .kernel("6.1.0-53-amd64")
+        .ok()
+        .excluded
+        .unwrap()
+        .contains("older"));
+    assert!(Case::new(&text)
+        .kernel("6.7.1")
+        .ok()
+        .excluded
+        .unwrap()
+        .contains("newer"));
+    // OBSOLETE_BY still works, as a maximum.
+    let conf = Case::new(&format!("{SINGLE}OBSOLETE_BY=6.0\n")).ok();
+    assert!(conf.excluded.unwrap().contains("newer"));
+    assert_eq!(conf.deprecations[0].directive, "OBSOLETE_BY");
+}
+
+#[test]
+fn build_exclusive_arch_and_config() {
+    let conf = Case::new(&format!(
+        "{SINGLE}BUILD_EXCLUSIVE_ARCH=\"^(aarch64|arm64)$\"\n"
+    ))
+    .ok();
+    assert!(conf.excluded.unwrap().contains("x86_64"));
+    let text = format!("{SINGLE}BUILD_EXCLUSIVE_CONFIG=\"CONFIG_PCI !CONFIG_FOO\"\n");
+    assert_eq!(
+        Case::new(&text)
+            .kernel_config("CONFIG_PCI=y\n# CONFIG_FOO is not set\n")
+            .ok()
+            .excluded,
+        None
+    );
+    let reason = Case::new(&text)
+        .kernel_config("CONFIG_PCI=y\nCONFIG_FOO=m\n")
+        .ok()
+        .excluded
+        .unwrap();
+    assert!(reason.contains("CONFIG_FOO"), "{reason}");
+}
+
+#[test]
+fn per_module_build_exclusive_excludes_only_that_module() {
+    let conf = Case::new(
+        r#"
+PACKAGE_NAME=foo
+PACKAGE_VERSION=1.0
+BUILT_MODULE_NAME=(a b)
+DEST_MODULE_LOCATION=(/extra /extra)
+BUILD_EXCLUSIVE_ARCH[1]="^aarch64$"
+"#,
+    )
+    .ok();
+    assert_eq!(conf.excluded, None);
+    assert!(conf.modules[0].excluded.is_none());
+    assert!(conf.modules[1]
+        .excluded
+        .as_deref()
+        .unwrap()
+        .contains("BUILD_EXCLUSIVE_ARCH[1]"));
+}
+
+#[test]
+fn a_dkms_conf_that_exits_is_an_error() {
+    Case::new(&format!("{SINGLE}exit 3\n")).err(&["exited the shell"]);
+}
+
+#[test]
+fn a_syntax_error_names_the_line() {
+    Case::new("PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nif then fi\n")
+        .err(&["bash could not parse it", "line 3"]);
+}
+
+#[test]
+fn a_dkms_conf_that_loops_times_out() {
+    let mut case = Case::new(&format!("{SINGLE}while :; do :; done\n"));
+    case.timeout = Duration::from_millis(300);
+    let err = case.eval().unwrap_err();
+    assert!(err.contains("took longer than"), "{err:?}");
+}
+
+#[test]
+fn names_with_whitespace_or_slashes_are_errors() {
+    Case::new("PACKAGE_NAME='my mod'\nPACKAGE_VERSION=1\nDEST_MODULE_LOCATION[0]=/extra\n")
+        .err(&["PACKAGE_NAME", "whitespace"]);
+    Case::new("PACKAGE_NAME=foo\nPACKAGE_VERSION=../1\nDEST_MODULE_LOCATION[0]=/extra\n")
+        .err(&["PACKAGE_VERSION", "path"]);
+    Case::new(&format!("{SINGLE}BUILT_MODULE_LOCATION[0]=/abs\n"))
+        .err(&["BUILT_MODULE_LOCATION[0]", "leaves its directory"]);
+}
