@@ -157,7 +157,13 @@ impl Command {
         if let Some(dir) = &self.dir {
             expr = expr.dir(dir);
         }
-        expr
+        // A process group of its own, so a timeout can kill the subshells a script
+        // started too, not just the script.
+        expr.before_spawn(|command| {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+            Ok(())
+        })
     }
 
     /// Runs the command with `stdin` as its input, capturing stdout and stderr. Fails
@@ -181,6 +187,9 @@ impl Command {
                         break output.clone();
                     }
                     if Instant::now() >= deadline {
+                        for pid in handle.pids() {
+                            kill_process_group(pid);
+                        }
                         let _ = handle.kill();
                         return Err(ExecError::Timeout {
                             command: self.display(),
@@ -223,6 +232,17 @@ impl Command {
                 command: self.display(),
                 source,
             }
+        }
+    }
+}
+
+/// Sends SIGKILL to the process group led by `pid` (every spawn leads its own group).
+fn kill_process_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a negative pid only signals that process group; a stale
+        // group id at worst fails with ESRCH.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
         }
     }
 }
