@@ -4,14 +4,23 @@
 use crate::conf::{self, ConfError, DkmsConf, EvalContext};
 use crate::paths::Paths;
 use crate::settings::Settings;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Everything the library needs to know about the system, read once.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Host {
     pub paths: Paths,
     pub settings: Settings,
     /// Where os-release says modules go (`/updates/dkms` on Arch and Debian).
     pub dest_location_override: Option<String>,
+    /// The etc dir's file names, listed on first use: one directory read instead of
+    /// six stats per dkms.conf evaluation. Commands are short-lived, so no staleness.
+    etc_entries: OnceLock<Arc<HashSet<OsString>>>,
+    /// Each kernel's config path (auto.conf or .config), looked up once per kernel.
+    kernel_configs: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl Host {
@@ -22,7 +31,31 @@ impl Host {
             paths,
             settings,
             dest_location_override,
+            etc_entries: OnceLock::new(),
+            kernel_configs: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn etc_entries(&self) -> Arc<HashSet<OsString>> {
+        self.etc_entries
+            .get_or_init(|| {
+                let names = std::fs::read_dir(&self.paths.etc_dir)
+                    .map(|entries| entries.filter_map(|e| Some(e.ok()?.file_name())).collect())
+                    .unwrap_or_default();
+                Arc::new(names)
+            })
+            .clone()
+    }
+
+    fn kernel_config(&self, kernel: &str) -> PathBuf {
+        let mut configs = self
+            .kernel_configs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        configs
+            .entry(kernel.to_string())
+            .or_insert_with(|| self.paths.kernel_config(kernel))
+            .clone()
     }
 
     /// The variables a dkms.conf of `module`/`version` sees when evaluated for a kernel.
@@ -37,7 +70,7 @@ impl Host {
             kernelver: kernel.to_string(),
             arch: arch.to_string(),
             kernel_source_dir: self.paths.kernel_source_dir(kernel),
-            kernel_config: self.paths.kernel_config(kernel),
+            kernel_config: self.kernel_config(kernel),
             dkms_tree: self.paths.dkms_tree.clone(),
             source_tree: self.paths.source_tree.clone(),
             install_tree: self.paths.install_tree.clone(),
@@ -46,6 +79,7 @@ impl Host {
             etc_dir: self.paths.etc_dir.clone(),
             dest_location_override: self.dest_location_override.clone(),
             timeout: conf::EVAL_TIMEOUT,
+            etc_entries: Some(self.etc_entries()),
         }
     }
 

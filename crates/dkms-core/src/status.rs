@@ -7,10 +7,11 @@
 
 use crate::conf::{ConfError, DkmsConf};
 use crate::host::Host;
-use crate::tree::{self, SourceState};
+use crate::tree::{self, ModuleVersion, SourceState};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Which part of the tree to report on: `-m`, `-v`, and `-k [kernel[/arch]]`/`-a`.
 #[derive(Debug, Clone, Default)]
@@ -114,11 +115,10 @@ impl Entry {
 
 /// Lists status entries in upstream's order. `read_conf` evaluates a dkms.conf for the
 /// notes; callers pass [`Host::read_conf`] or a cached equivalent.
-pub fn status<F>(host: &Host, query: &StatusQuery, mut read_conf: F) -> Vec<Entry>
+pub fn status<F>(host: &Host, query: &StatusQuery, read_conf: F) -> Vec<Entry>
 where
-    F: FnMut(&str, &str, &str, &str) -> Result<DkmsConf, ConfError>,
+    F: Fn(&str, &str, &str, &str) -> Result<DkmsConf, ConfError> + Sync,
 {
-    let mut compression = HashMap::new();
     let passes: Vec<(Option<&str>, Option<&str>)> = if query.kernels.is_empty() {
         vec![(None, query.arch.as_deref())]
     } else {
@@ -128,67 +128,105 @@ where
             .map(|(k, a)| (Some(k.as_str()), a.as_deref().or(query.arch.as_deref())))
             .collect()
     };
-    let mut entries = Vec::new();
-    for (kernel, arch) in passes {
-        for mv in tree::module_versions(
-            &host.paths,
-            query.module.as_deref(),
-            query.version.as_deref(),
-        ) {
-            let entry = |state, kernel: Option<&str>, arch: Option<&str>| Entry {
-                module: mv.module.clone(),
-                version: mv.version.clone(),
-                kernel: kernel.map(str::to_string),
-                arch: arch.map(str::to_string),
-                state,
-                notes: Vec::new(),
-                conf_error: None,
-            };
-            match mv.source {
-                SourceState::Unknown => continue,
-                SourceState::Broken => {
-                    entries.push(entry(State::Broken, None, None));
-                    continue;
-                }
-                SourceState::Added => {}
-            }
-            let builds = tree::built_for(&host.paths, &mv.module, &mv.version, kernel, arch);
-            if builds.is_empty() {
-                entries.push(entry(State::Added, None, None));
-            }
-            for (k, a) in builds {
-                let installed = tree::is_installed(&host.paths, &mv.module, &mv.version, &k, &a);
-                let state = if installed {
-                    State::Installed
-                } else {
-                    State::Built
-                };
-                let mut e = entry(state, Some(&k), Some(&a));
-                if tree::original_module_dir(&host.paths, &mv.module, &k, &a).is_dir() {
-                    e.notes.push(Note::OriginalModulesExist);
-                }
-                match read_conf(&mv.module, &mv.version, &k, &a) {
-                    Ok(conf) => {
-                        let suffix = compression.entry(k.clone()).or_insert_with(|| {
-                            tree::kernel_module_compression(&host.paths.kernel_dir(&k))
-                        });
-                        let build = BuildRef {
-                            module: &mv.module,
-                            version: &mv.version,
-                            kernel: &k,
-                            arch: &a,
-                        };
-                        if let Some(note) =
-                            module_files_note(host, &conf, &build, installed, *suffix)
-                        {
-                            e.notes.push(note);
-                        }
-                    }
-                    Err(err) => e.conf_error = Some(err.to_string()),
-                }
-                entries.push(e);
-            }
+    let versions = tree::module_versions(
+        &host.paths,
+        query.module.as_deref(),
+        query.version.as_deref(),
+    );
+    let work: Vec<(Option<&str>, Option<&str>, &ModuleVersion)> = passes
+        .iter()
+        .flat_map(|&(k, a)| versions.iter().map(move |mv| (k, a, mv)))
+        .collect();
+    let compression = Mutex::new(HashMap::new());
+    let lines_of = |&(kernel, arch, mv): &(Option<&str>, Option<&str>, &ModuleVersion)| {
+        version_entries(host, mv, kernel, arch, &read_conf, &compression)
+    };
+    // Each module version is independent and mostly waits on the filesystem, so the
+    // versions are spread over the cores; results are joined back in listing order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work.len().max(1));
+    if threads <= 1 {
+        return work.iter().flat_map(lines_of).collect();
+    }
+    let chunk = work.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().flat_map(lines_of).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// The status lines of one module version within one pass (one `-k`, or all kernels).
+fn version_entries<F>(
+    host: &Host,
+    mv: &ModuleVersion,
+    kernel: Option<&str>,
+    arch: Option<&str>,
+    read_conf: &F,
+    compression: &Mutex<HashMap<String, Option<&'static str>>>,
+) -> Vec<Entry>
+where
+    F: Fn(&str, &str, &str, &str) -> Result<DkmsConf, ConfError>,
+{
+    let entry = |state, kernel: Option<&str>, arch: Option<&str>| Entry {
+        module: mv.module.clone(),
+        version: mv.version.clone(),
+        kernel: kernel.map(str::to_string),
+        arch: arch.map(str::to_string),
+        state,
+        notes: Vec::new(),
+        conf_error: None,
+    };
+    match mv.source {
+        SourceState::Unknown => return Vec::new(),
+        SourceState::Broken => return vec![entry(State::Broken, None, None)],
+        SourceState::Added => {}
+    }
+    let builds = tree::built_for(&host.paths, &mv.module, &mv.version, kernel, arch);
+    if builds.is_empty() {
+        return vec![entry(State::Added, None, None)];
+    }
+    let mut entries = Vec::with_capacity(builds.len());
+    for (k, a) in builds {
+        let installed = tree::is_installed(&host.paths, &mv.module, &mv.version, &k, &a);
+        let state = if installed {
+            State::Installed
+        } else {
+            State::Built
+        };
+        let mut e = entry(state, Some(&k), Some(&a));
+        if tree::original_module_dir(&host.paths, &mv.module, &k, &a).is_dir() {
+            e.notes.push(Note::OriginalModulesExist);
         }
+        match read_conf(&mv.module, &mv.version, &k, &a) {
+            Ok(conf) => {
+                let suffix = *compression
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .entry(k.clone())
+                    .or_insert_with(|| tree::kernel_module_compression(&host.paths.kernel_dir(&k)));
+                let build = BuildRef {
+                    module: &mv.module,
+                    version: &mv.version,
+                    kernel: &k,
+                    arch: &a,
+                };
+                if let Some(note) = module_files_note(host, &conf, &build, installed, suffix) {
+                    e.notes.push(note);
+                }
+            }
+            Err(err) => e.conf_error = Some(err.to_string()),
+        }
+        entries.push(e);
     }
     entries
 }
@@ -227,6 +265,10 @@ fn module_files_note(
         if !installed {
             continue;
         }
+        // Upstream takes the first location holding a module of the same version as
+        // the one the install link points at (which, installed, is `built`), then
+        // compares contents. Identical files have the same version, so one read of
+        // each file settles the common case.
         let owned = tree::module_file(&owned_dir, &spec.dest_name, compression);
         let mut locations = vec![spec.dest_location.as_str()];
         if spec.declared_dest_location != spec.dest_location {
@@ -235,12 +277,18 @@ fn module_files_note(
         let actual = locations.into_iter().find_map(|location| {
             let dir = kernel_dir.join(location.trim_start_matches('/'));
             let file = tree::module_file(&dir, &spec.dest_name, compression)?;
-            same_module_version(owned.as_deref(), &file).then_some(file)
+            if same_contents(&built, &file) {
+                Some(true)
+            } else {
+                same_module_version(owned.as_deref(), &file).then_some(false)
+            }
         });
         // With no matching location upstream looks directly in the kernel directory.
-        let actual =
-            actual.or_else(|| tree::module_file(&kernel_dir, &spec.dest_name, compression));
-        if !actual.is_some_and(|file| same_contents(&built, &file)) {
+        let identical = actual.unwrap_or_else(|| {
+            tree::module_file(&kernel_dir, &spec.dest_name, compression)
+                .is_some_and(|file| same_contents(&built, &file))
+        });
+        if !identical {
             return Some(Note::BuiltDiffersFromInstalled);
         }
     }
@@ -248,13 +296,8 @@ fn module_files_note(
 }
 
 /// Whether two modules carry the same `version=` (both absent counts as the same),
-/// upstream's test for "this installed file is ours". Identical files are the same.
+/// upstream's test for "this installed file is ours".
 fn same_module_version(owned: Option<&Path>, installed: &Path) -> bool {
-    if let Some(owned) = owned {
-        if same_contents(owned, installed) {
-            return true;
-        }
-    }
     let version = |p: Option<&Path>| {
         p.and_then(|p| crate::modinfo::field(p, "version"))
             .unwrap_or_default()
@@ -262,14 +305,21 @@ fn same_module_version(owned: Option<&Path>, installed: &Path) -> bool {
     version(owned) == version(Some(installed))
 }
 
+/// `diff -q`'s answer, opening each file once and reading only when sizes agree.
 fn same_contents(a: &Path, b: &Path) -> bool {
-    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+    use std::io::Read;
+    let (Ok(mut fa), Ok(mut fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
+        return false;
+    };
+    let (Ok(ma), Ok(mb)) = (fa.metadata(), fb.metadata()) else {
         return false;
     };
     if ma.len() != mb.len() {
         return false;
     }
-    matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+    let size = usize::try_from(ma.len()).unwrap_or(0);
+    let (mut x, mut y) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    fa.read_to_end(&mut x).is_ok() && fb.read_to_end(&mut y).is_ok() && x == y
 }
 
 /// A machine-readable report of status entries, stable for scripts (`--json`).

@@ -81,8 +81,11 @@ fn glob_key(parts: &[&str]) -> Vec<u8> {
 
 /// Names in `dir` (not starting with `.`, as `*` skips them), or just `only` if given
 /// and present. Non-UTF-8 names are skipped: they cannot be module names or versions.
+///
+/// `only` is a bash glob when it holds a glob character: dkms expands `-m`/`-v`
+/// unquoted (with extglob on), so `-m 'nvidia*'` matches several modules.
 fn child_names(dir: &Path, only: Option<&str>) -> Vec<String> {
-    if let Some(name) = only {
+    if let Some(name) = only.filter(|n| !n.contains(['*', '?', '[', '('])) {
         return if !name.is_empty() && dir.join(name).exists() {
             vec![name.to_string()]
         } else {
@@ -95,7 +98,28 @@ fn child_names(dir: &Path, only: Option<&str>) -> Vec<String> {
     entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| !n.starts_with('.'))
+        .filter(|n| only.is_none_or(|pattern| glob_matches(pattern, n)))
         .collect()
+}
+
+/// glibc's fnmatch with extglob patterns, as bash matches a pathname component.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    /// GNU's FNM_EXTMATCH: `+(a|b)` and friends, which dkms turns on.
+    const FNM_EXTMATCH: libc::c_int = 1 << 5;
+    let (Ok(pattern), Ok(name)) = (
+        std::ffi::CString::new(pattern),
+        std::ffi::CString::new(name),
+    ) else {
+        return false;
+    };
+    // SAFETY: both arguments are valid NUL-terminated strings for the whole call.
+    unsafe {
+        libc::fnmatch(
+            pattern.as_ptr(),
+            name.as_ptr(),
+            libc::FNM_PERIOD | FNM_EXTMATCH,
+        ) == 0
+    }
 }
 
 fn source_state(paths: &Paths, module: &str, version: &str) -> SourceState {
@@ -162,11 +186,12 @@ pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Pa
 /// link is a symlink that resolves to its build directory (dkms's `readlink -f` test).
 pub fn is_installed(paths: &Paths, module: &str, version: &str, kernel: &str, arch: &str) -> bool {
     let link = install_link(paths, module, kernel, arch);
-    if !link
-        .symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
+    let Ok(target) = std::fs::read_link(&link) else {
         return false;
+    };
+    // The link dkms and we write, `<v>/<k>/<a>`, needs no path resolution.
+    if target == Path::new(version).join(kernel).join(arch) {
+        return build_dir(paths, module, version, kernel, arch).is_dir();
     }
     match (
         std::fs::canonicalize(&link),
@@ -261,6 +286,37 @@ mod tests {
             .map(|mv| format!("{}/{}", mv.module, mv.version))
             .collect();
         assert_eq!(listed, ["A/1", "a-b/1", "a/1", "a/10", "a/9"]);
+    }
+
+    #[test]
+    fn module_and_version_filters_are_bash_globs() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            dkms_tree: root.path().to_path_buf(),
+            ..Paths::default()
+        };
+        for mv in ["hello/1.0", "hello/2.0", "hello-extra/1.0", "other/1.5"] {
+            std::fs::create_dir_all(root.path().join(mv)).unwrap();
+        }
+        let listed = |m: Option<&str>, v: Option<&str>| -> Vec<String> {
+            module_versions(&paths, m, v)
+                .into_iter()
+                .map(|mv| format!("{}/{}", mv.module, mv.version))
+                .collect()
+        };
+        assert_eq!(
+            listed(Some("hel*"), None),
+            ["hello-extra/1.0", "hello/1.0", "hello/2.0"]
+        );
+        assert_eq!(
+            listed(None, Some("1.*")),
+            ["hello-extra/1.0", "hello/1.0", "other/1.5"]
+        );
+        assert_eq!(
+            listed(Some("+(other|hello)"), Some("?.0")),
+            ["hello/1.0", "hello/2.0"]
+        );
+        assert_eq!(listed(Some("hello"), None), ["hello/1.0", "hello/2.0"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! which is what the unit tests exercise. Functions defined by a dkms.conf are never
 //! read back, and values are bytes until a directive is known to need text.
 
+mod fast;
 mod raw;
 
 pub use raw::{parse_dump, RawConf};
@@ -20,6 +21,43 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const EVAL_SCRIPT: &str = include_str!("eval.sh");
+
+/// Every variable dkms reads back from a dkms.conf (eval.sh lists the same names).
+pub const DIRECTIVES: [&str; 33] = [
+    "PACKAGE_NAME",
+    "PACKAGE_VERSION",
+    "BUILT_MODULE_NAME",
+    "BUILT_MODULE_LOCATION",
+    "DEST_MODULE_NAME",
+    "DEST_MODULE_LOCATION",
+    "STRIP",
+    "MAKE",
+    "MAKE_MATCH",
+    "PATCH",
+    "PATCH_MATCH",
+    "PRE_BUILD",
+    "POST_BUILD",
+    "POST_ADD",
+    "PRE_INSTALL",
+    "POST_INSTALL",
+    "POST_REMOVE",
+    "AUTOINSTALL",
+    "BUILD_DEPENDS",
+    "BUILD_DEPENDS_REBUILD",
+    "NO_WEAK_MODULES",
+    "BUILD_EXCLUSIVE_KERNEL",
+    "BUILD_EXCLUSIVE_KERNEL_MIN",
+    "BUILD_EXCLUSIVE_KERNEL_MAX",
+    "BUILD_EXCLUSIVE_ARCH",
+    "BUILD_EXCLUSIVE_CONFIG",
+    "CLEAN",
+    "REMAKE_INITRD",
+    "MODULES_CONF",
+    "MODULES_CONF_OBSOLETES",
+    "MODULES_CONF_ALIAS_TYPE",
+    "MODULES_CONF_OBSOLETE_ONLY",
+    "OBSOLETE_BY",
+];
 
 /// How long a dkms.conf may take to evaluate before it is considered hung.
 pub const EVAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +83,9 @@ pub struct EvalContext {
     pub dest_location_override: Option<String>,
     /// How long evaluation may take before the dkms.conf is considered hung.
     pub timeout: Duration,
+    /// The names in `etc_dir`, when the caller already listed it: saves a stat per
+    /// candidate override file on every evaluation.
+    pub etc_entries: Option<std::sync::Arc<std::collections::HashSet<std::ffi::OsString>>>,
 }
 
 impl EvalContext {
@@ -66,7 +107,13 @@ impl EvalContext {
             format!("{m}--{k}.conf"),
             format!("{m}--{k}-{a}.conf"),
         ] {
-            files.push(self.etc_dir.join(name));
+            let present = match &self.etc_entries {
+                Some(entries) => entries.contains(std::ffi::OsStr::new(&name)),
+                None => self.etc_dir.join(&name).exists(),
+            };
+            if present {
+                files.push(self.etc_dir.join(name));
+            }
         }
         files
     }
@@ -182,14 +229,21 @@ pub fn evaluate(conf: &Path, ctx: &EvalContext) -> Result<DkmsConf, ConfError> {
     validate(&raw, ctx)
 }
 
-/// Runs bash on the dkms.conf and its override files and parses what it printed.
+/// Evaluates the dkms.conf and its override files: without a shell when the file is
+/// plain assignments (see `fast`), else through bash.
 pub fn evaluate_raw(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError> {
-    if let Err(source) = std::fs::metadata(conf) {
-        return Err(ConfError::Unreadable {
-            file: conf.to_path_buf(),
-            source,
-        });
+    let text = std::fs::read(conf).map_err(|source| ConfError::Unreadable {
+        file: conf.to_path_buf(),
+        source,
+    })?;
+    if let Some(raw) = fast::evaluate(conf, &text, ctx) {
+        return Ok(raw);
     }
+    evaluate_with_bash(conf, ctx)
+}
+
+/// The general path: bash sources the files (see eval.sh).
+pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError> {
     let marker = marker();
     let command = Command::new("bash", "evaluate dkms.conf files")
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
@@ -717,7 +771,8 @@ fn apply_build_exclusive(
     let implied_max = (!obsolete_by.is_empty() && global_max.is_empty() && !per_module_max)
         .then_some(obsolete_by);
 
-    let config = KernelConfigOptions::read(&ctx.kernel_config);
+    // Read only when a BUILD_EXCLUSIVE_CONFIG asks: a kernel config is 10,000 lines.
+    let config = std::cell::OnceCell::new();
     let mut any_directive = implied_max.is_some();
     for (index, module) in modules.iter_mut().enumerate() {
         // Index 0 is both the global (scalar) form and module 0's own entry.
@@ -767,7 +822,15 @@ fn apply_build_exclusive(
                     "architecture {} does not match BUILD_EXCLUSIVE_ARCH{suffix}='{arch}'",
                     ctx.arch
                 ));
-            } else if let Some(config_reason) = config.as_ref().and_then(|c| c.unmet(&configs)) {
+            } else if let Some(config_reason) = (!configs.is_empty())
+                .then(|| {
+                    config
+                        .get_or_init(|| KernelConfigOptions::read(&ctx.kernel_config))
+                        .as_ref()
+                })
+                .flatten()
+                .and_then(|c| c.unmet(&configs))
+            {
                 reason = Some(format!("{config_reason} (BUILD_EXCLUSIVE_CONFIG{suffix})"));
             }
         }

@@ -73,6 +73,7 @@ impl Case {
             etc_dir: root.join("etc"),
             dest_location_override: self.dest_override.clone(),
             timeout: self.timeout,
+            etc_entries: None,
         };
         evaluate(&self.conf_path(), &ctx).map_err(|e| e.to_string())
     }
@@ -588,4 +589,125 @@ fn names_with_whitespace_or_slashes_are_errors() {
         .err(&["PACKAGE_VERSION", "path"]);
     Case::new(&format!("{SINGLE}BUILT_MODULE_LOCATION[0]=/abs\n"))
         .err(&["BUILT_MODULE_LOCATION[0]", "leaves its directory"]);
+}
+
+impl Case {
+    fn context(&self) -> EvalContext {
+        let root = self.dir.path();
+        EvalContext {
+            kernelver: self.kernel.clone(),
+            arch: self.arch.clone(),
+            kernel_source_dir: root.join("headers"),
+            kernel_config: root.join(".config"),
+            dkms_tree: root.join("dkms"),
+            source_tree: root.join("src"),
+            install_tree: root.join("modules"),
+            module: "foo".into(),
+            module_version: "1.0".into(),
+            etc_dir: root.join("etc"),
+            dest_location_override: self.dest_override.clone(),
+            timeout: self.timeout,
+            etc_entries: None,
+        }
+    }
+
+    /// The static evaluator's result, if the file is in its subset.
+    fn fast(&self) -> Option<RawConf> {
+        let text = std::fs::read(self.conf_path()).unwrap();
+        fast::evaluate(&self.conf_path(), &text, &self.context())
+    }
+
+    fn bash(&self) -> RawConf {
+        evaluate_with_bash(&self.conf_path(), &self.context()).unwrap()
+    }
+}
+
+#[test]
+fn plain_assignment_files_evaluate_without_bash_exactly_as_bash_does() {
+    let cases = [
+        SINGLE.to_string(),
+        SINGLE.replace('\n', "\r\n"),
+        r#"
+# a comment
+PACKAGE_NAME="nvidia"   # trailing comment
+PACKAGE_VERSION=550.54.14
+BUILT_MODULE_NAME[0]="nvidia"
+BUILT_MODULE_NAME[1]='nvidia-uvm'
+DEST_MODULE_LOCATION[0]="/kernel/drivers/video"
+DEST_MODULE_LOCATION[1]=/kernel/drivers/video
+MAKE[0]="make -C ${kernel_source_dir} M=$dkms_tree/$module/$module_version/build KVER=$kernelver ARCH=$arch"
+CLEAN="make clean"
+AUTOINSTALL=yes
+  BUILD_EXCLUSIVE_KERNEL="^6\.[0-9]+\.\d"
+BUILD_EXCLUSIVE_ARCH='x86_64|i.86'
+MAKE_MATCH[0]="(^6\.1)"
+PATCH[0]=fix-$PACKAGE_VERSION.patch
+PATCH_MATCH[0]="["
+POST_INSTALL="echo \"done\" \$HOME \\ \x"
+STRIP[0]=n
+"#
+        .to_string(),
+    ];
+    for text in cases {
+        let case = Case::new(&text);
+        let fast = case
+            .fast()
+            .unwrap_or_else(|| panic!("not in the fast subset:\n{text}"));
+        let bash = case.bash();
+        assert_eq!(fast.values, bash.values, "values differ for:\n{text}");
+        assert_eq!(
+            fast.matches, bash.matches,
+            "regex matches differ for:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn anything_beyond_plain_assignments_goes_to_bash() {
+    for text in [
+        "PACKAGE_NAME=$(echo foo)\n",
+        "PACKAGE_NAME=`echo foo`\n",
+        "BUILT_MODULE_NAME=(a b)\n",
+        "for m in a; do BUILT_MODULE_NAME[0]=$m; done\n",
+        "PACKAGE_NAME=${UNKNOWN:-x}\n",
+        "PACKAGE_NAME=$HOME\n",
+        "A=1 B=2\n",
+        "PACKAGE_NAME=foo; PACKAGE_VERSION=1\n",
+        "PACKAGE_NAME=~/x\n",
+        "PACKAGE_NAME=\"unterminated\n\"\n",
+        "source /etc/x\n",
+    ] {
+        assert!(
+            Case::new(text).fast().is_none(),
+            "wrongly taken as plain:\n{text}"
+        );
+    }
+    let with_override = Case::new(SINGLE).override_file("foo.conf", "MAKE[0]=x\n");
+    assert!(with_override.fast().is_none(), "override files need bash");
+}
+
+#[test]
+fn eval_script_reads_back_every_directive() {
+    for name in DIRECTIVES {
+        assert!(
+            EVAL_SCRIPT.contains(&format!(" {name}")),
+            "eval.sh does not list {name}"
+        );
+    }
+}
+
+#[test]
+fn a_timed_out_evaluation_leaves_no_process_behind() {
+    let mut case = Case::new(&format!("{SINGLE}while :; do :; done\n"));
+    // The conf file's path is on the evaluating shell's command line.
+    let marker = case.dir.path().display().to_string();
+    case.timeout = Duration::from_millis(200);
+    assert!(case.eval().unwrap_err().contains("took longer than"));
+    std::thread::sleep(Duration::from_millis(100));
+    let leftovers = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&marker))
+        .count();
+    assert_eq!(leftovers, 0, "the looping dkms.conf is still running");
 }
