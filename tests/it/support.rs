@@ -1,0 +1,496 @@
+//! The test harness: a sandbox holding a DKMS tree, a source tree and an install tree
+//! for the two real kernels whose headers are installed, plus runners for our binary
+//! and for Debian's upstream dkms 3.0.10.
+//!
+//! Upstream dkms is run in a private mount namespace, because even with
+//! `--installtree` it writes `/var/lib/dkms/mok.{key,pub}` and runs depmod on the real
+//! `/lib/modules/<kernel>`. Inside that namespace `/var/lib/dkms` is an empty tmpfs and
+//! `/usr/lib/modules` (which is `/lib/modules` on merged-/usr Debian) is the sandbox's
+//! install tree, so the real system is never touched. [`Sandbox::run_upstream`] also
+//! checks after every run that the real directories still hold what they held before.
+//!
+//! Nothing here skips: missing headers, a missing or different upstream dkms, or a
+//! failing `unshare` make the tests fail.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The kernels the sandbox installs, whose headers must be in `/usr/src`.
+pub const KERNELS: [&str; 2] = ["6.1.0-53-amd64", "6.1.0-54-amd64"];
+/// The older of the two kernels.
+pub const K53: &str = KERNELS[0];
+/// The newer of the two kernels.
+pub const K54: &str = KERNELS[1];
+/// The only architecture the sandbox builds for.
+pub const ARCH: &str = "x86_64";
+
+/// Debian's upstream dkms, the reference implementation.
+pub const UPSTREAM_DKMS: &str = "/usr/sbin/dkms";
+/// The upstream version whose output the normalizer knows.
+pub const UPSTREAM_VERSION: &str = "dkms-3.0.10";
+
+/// What a command printed and how it exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "exit code: {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A temporary directory `T` with:
+///
+/// ```text
+/// T/dkms                     the DKMS tree (--dkmstree)
+/// T/src                      module sources (--sourcetree)
+/// T/inst/<K>/kernel/         an empty kernel module directory, for each of KERNELS
+/// T/inst/<K>/build -> /usr/src/linux-headers-<K>
+/// T/etc                      our --etc-dir (empty)
+/// T/bin/dkms -> dkms-hook    our binary under its compat name
+/// ```
+pub struct Sandbox {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        check_prerequisites();
+        let dir = tempfile::Builder::new()
+            .prefix("dkms-hook-it.")
+            .tempdir()
+            .expect("creating the sandbox directory");
+        // Upstream compares `readlink -f` of the install link with the tree path as a
+        // string, so the tree must be named by its canonical path.
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("canonicalizing the sandbox");
+        for sub in ["dkms", "src", "inst", "etc", "bin"] {
+            mkdir(&root.join(sub));
+        }
+        for kernel in KERNELS {
+            mkdir(&root.join("inst").join(kernel).join("kernel"));
+            symlink(
+                &headers(kernel),
+                &root.join("inst").join(kernel).join("build"),
+            );
+        }
+        symlink(Path::new(ours_exe()), &root.join("bin").join("dkms"));
+        Sandbox { _dir: dir, root }
+    }
+
+    pub fn dkms_tree(&self) -> PathBuf {
+        self.root.join("dkms")
+    }
+
+    pub fn source_tree(&self) -> PathBuf {
+        self.root.join("src")
+    }
+
+    pub fn install_tree(&self) -> PathBuf {
+        self.root.join("inst")
+    }
+
+    pub fn etc_dir(&self) -> PathBuf {
+        self.root.join("etc")
+    }
+
+    /// `T/dkms/<m>/<v>/<k>/<arch>/module/`: where a build keeps its modules.
+    pub fn built_module_dir(&self, module: &str, version: &str, kernel: &str) -> PathBuf {
+        self.dkms_tree()
+            .join(module)
+            .join(version)
+            .join(kernel)
+            .join(ARCH)
+            .join("module")
+    }
+
+    /// `T/inst/<k>/updates/dkms/`: where Debian's dkms installs modules.
+    pub fn installed_module_dir(&self, kernel: &str) -> PathBuf {
+        self.install_tree()
+            .join(kernel)
+            .join("updates")
+            .join("dkms")
+    }
+
+    /// `T/dkms/<m>/original_module/<k>/<arch>/`.
+    pub fn original_module_dir(&self, module: &str, kernel: &str) -> PathBuf {
+        self.dkms_tree()
+            .join(module)
+            .join("original_module")
+            .join(kernel)
+            .join(ARCH)
+    }
+
+    /// Copies `tests/fixtures/<module>-<version>` to `T/src/<module>-<version>`.
+    pub fn copy_fixture(&self, module: &str, version: &str) -> PathBuf {
+        let name = format!("{module}-{version}");
+        let from = fixtures_dir().join(&name);
+        assert!(
+            from.join("dkms.conf").is_file(),
+            "no fixture {}",
+            from.display()
+        );
+        let to = self.source_tree().join(&name);
+        copy_dir(&from, &to);
+        to
+    }
+
+    /// Removes `T/src/<module>-<version>`, leaving the DKMS tree's `source` link dangling.
+    pub fn remove_source(&self, module: &str, version: &str) {
+        let dir = self.source_tree().join(format!("{module}-{version}"));
+        fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("removing {}: {e}", dir.display()));
+    }
+
+    /// The options that point a dkms at this sandbox's trees.
+    fn tree_args(&self) -> Vec<String> {
+        vec![
+            "--dkmstree".into(),
+            path_str(&self.dkms_tree()),
+            "--sourcetree".into(),
+            path_str(&self.source_tree()),
+            "--installtree".into(),
+            path_str(&self.install_tree()),
+        ]
+    }
+
+    /// Runs our binary as `dkms-hook <args> --dkmstree T/dkms --sourcetree T/src
+    /// --installtree T/inst --etc-dir T/etc`.
+    pub fn run_ours(&self, args: &[&str]) -> Output {
+        self.run_ours_at(Path::new(ours_exe()), args)
+    }
+
+    /// Runs our binary under its compat name: argv[0] is `T/bin/dkms`, a symlink to it.
+    pub fn run_ours_as_dkms(&self, args: &[&str]) -> Output {
+        self.run_ours_at(&self.root.join("bin").join("dkms"), args)
+    }
+
+    fn run_ours_at(&self, program: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .args(self.tree_args())
+            .arg("--etc-dir")
+            .arg(self.etc_dir())
+            // No settings file from the host: this one does not exist.
+            .env("DKMS_HOOK_CONFIG", self.etc_dir().join("dkms-hook.toml"))
+            .env_remove("RUST_LOG");
+        run(cmd)
+    }
+
+    /// Runs Debian's dkms with `<args> --dkmstree T/dkms --sourcetree T/src
+    /// --installtree T/inst` in a private mount namespace (see the module docs), with
+    /// `LC_ALL=C`, and checks that the real system was left alone.
+    pub fn run_upstream(&self, args: &[&str]) -> Output {
+        let before = real_system_snapshot();
+        const SCRIPT: &str = r#"root=$1; shift
+mount --make-rprivate / &&
+mount -t tmpfs tmpfs /var/lib/dkms &&
+mount --bind "$root/inst" /usr/lib/modules &&
+exec "$0" "$@""#;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "sh", "-c", SCRIPT, UPSTREAM_DKMS])
+            .arg(&self.root)
+            .args(args)
+            .args(self.tree_args())
+            .env("LC_ALL", "C");
+        let out = run(cmd);
+        let after = real_system_snapshot();
+        assert_eq!(
+            before, after,
+            "upstream dkms {args:?} changed /var/lib/dkms or /usr/lib/modules/<kernel> on the real system\n{out}"
+        );
+        out
+    }
+
+    /// Runs upstream dkms and fails the test unless it exits 0.
+    pub fn upstream(&self, args: &[&str]) -> Output {
+        let out = self.run_upstream(args);
+        assert_eq!(out.code, 0, "upstream dkms {args:?} failed\n{out}");
+        out
+    }
+
+    /// Copies the fixture (unless already in T/src) and `dkms add`s it.
+    pub fn add(&self, module: &str, version: &str) {
+        if !self
+            .source_tree()
+            .join(format!("{module}-{version}"))
+            .exists()
+        {
+            self.copy_fixture(module, version);
+        }
+        self.upstream(&["add", "-m", module, "-v", version]);
+    }
+
+    /// `dkms build` for one kernel (the module must be added).
+    pub fn build(&self, module: &str, version: &str, kernel: &str) {
+        self.upstream(&["build", "-m", module, "-v", version, "-k", kernel]);
+        let built = self.built_module_dir(module, version, kernel);
+        assert!(built.is_dir(), "dkms build left no {}", built.display());
+    }
+
+    /// `dkms install` for one kernel (builds first if needed).
+    pub fn install(&self, module: &str, version: &str, kernel: &str) {
+        self.upstream(&["install", "-m", module, "-v", version, "-k", kernel]);
+        let link = self
+            .dkms_tree()
+            .join(module)
+            .join(format!("kernel-{kernel}-{ARCH}"));
+        assert!(
+            link.symlink_metadata().is_ok(),
+            "dkms install left no {}",
+            link.display()
+        );
+    }
+}
+
+/// The fixed prefix upstream 3.4 (and we) print on stderr after a `m/v: broken` line.
+pub fn broken_message(module_version: &str) -> String {
+    format!(
+        "\nError! {module_version}: Missing the module source directory or the symbolic link pointing to it.\nManual intervention is required!\n"
+    )
+}
+
+/// The three remarks status appends to built and installed lines, as dkms 3.0.10
+/// words them and as 3.1.3 and later (and we) do. Index 0 is the original-module
+/// remark; 1 and 2 come from the per-module loop.
+const SUFFIXES: [(&str, &str); 3] = [
+    (" (original_module exists)", " (Original modules exist)"),
+    (
+        " (WARNING! Missing some built modules!)",
+        " (Built modules are missing in the kernel modules folder)",
+    ),
+    (
+        " (WARNING! Diff between built and installed module!)",
+        " (Differences between built and installed modules)",
+    ),
+];
+
+/// Turns dkms 3.0.10's status stdout into what 3.1.3+ prints for the same tree:
+///
+/// - the remarks get their new wording; 3.0.10 repeats the per-module remark once per
+///   module (no `break`), 3.1.3+ prints only the first, so only the first is kept;
+/// - each `m/v` in `broken` (a version whose `source` link dangles) is listed by
+///   3.0.10 as `m/v: added` and by 3.0.13+ as `m/v: broken`.
+///
+/// Returns the normalized stdout and the stderr 3.4 adds: one [`broken_message`] per
+/// broken line, in order.
+pub fn normalize_upstream_3_0_10(stdout: &str, broken: &[&str]) -> (String, String) {
+    let mut out = String::new();
+    let mut stderr = String::new();
+    for line in stdout.lines() {
+        if let Some(mv) = line.strip_suffix(": added") {
+            if broken.contains(&mv) {
+                out.push_str(&format!("{mv}: broken\n"));
+                stderr.push_str(&broken_message(mv));
+                continue;
+            }
+        }
+        let (mut base, mut found) = (line, Vec::new());
+        'strip: loop {
+            for (i, (old, _)) in SUFFIXES.iter().enumerate() {
+                if let Some(rest) = base.strip_suffix(old) {
+                    base = rest;
+                    found.push(i);
+                    continue 'strip;
+                }
+            }
+            break;
+        }
+        found.reverse();
+        out.push_str(base);
+        if found.contains(&0) {
+            out.push_str(SUFFIXES[0].1);
+        }
+        if let Some(&first) = found.iter().find(|&&i| i != 0) {
+            out.push_str(SUFFIXES[first].1);
+        }
+        out.push('\n');
+    }
+    (out, stderr)
+}
+
+/// Runs `status <args>` with upstream and with ours (as `dkms-hook` and as `dkms`) and
+/// fails unless stdout, stderr and the exit code agree byte for byte after
+/// [`normalize_upstream_3_0_10`]. Returns the (normalized) expected stdout so callers
+/// can also pin it down literally.
+pub fn assert_status_matches_upstream(sb: &Sandbox, args: &[&str], broken: &[&str]) -> String {
+    let mut full = vec!["status"];
+    full.extend_from_slice(args);
+    let upstream = sb.upstream(&full);
+    let (stdout, broken_stderr) = normalize_upstream_3_0_10(&upstream.stdout, broken);
+    let expected = Output {
+        stdout,
+        stderr: upstream.stderr.clone() + &broken_stderr,
+        code: upstream.code,
+    };
+    for (face, ours) in [
+        ("dkms-hook", sb.run_ours(&full)),
+        ("dkms", sb.run_ours_as_dkms(&full)),
+    ] {
+        if ours != expected {
+            panic!(
+                "`{face} {}` differs from upstream dkms 3.0.10 (normalized)\n\
+                 === upstream, as printed ===\n{upstream}\n\
+                 === expected (normalized) ===\n{expected}\n\
+                 === ours ===\n{ours}",
+                full.join(" ")
+            );
+        }
+    }
+    expected.stdout
+}
+
+/// [`assert_status_matches_upstream`] for each argument list.
+pub fn assert_statuses_match_upstream(sb: &Sandbox, arg_lists: &[&[&str]], broken: &[&str]) {
+    for args in arg_lists {
+        assert_status_matches_upstream(sb, args, broken);
+    }
+}
+
+/// Runs `status <args>` with ours (both faces) and fails unless it prints exactly
+/// `stdout` and `stderr` and exits 0.
+pub fn assert_ours_status(sb: &Sandbox, args: &[&str], stdout: &str, stderr: &str) {
+    let mut full = vec!["status"];
+    full.extend_from_slice(args);
+    let expected = Output {
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+        code: 0,
+    };
+    for (face, ours) in [
+        ("dkms-hook", sb.run_ours(&full)),
+        ("dkms", sb.run_ours_as_dkms(&full)),
+    ] {
+        if ours != expected {
+            panic!(
+                "`{face} {}` is wrong\n=== expected ===\n{expected}\n=== ours ===\n{ours}",
+                full.join(" ")
+            );
+        }
+    }
+}
+
+/// `<module>/<version>, <kernel>, x86_64: <state>` plus the newline.
+pub fn line(module_version: &str, kernel: &str, state: &str) -> String {
+    format!("{module_version}, {kernel}, {ARCH}: {state}\n")
+}
+
+fn ours_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_dkms-hook")
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn headers(kernel: &str) -> PathBuf {
+    PathBuf::from(format!("/usr/src/linux-headers-{kernel}"))
+}
+
+/// Fails (never skips) when what the suite needs is missing.
+fn check_prerequisites() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        for kernel in KERNELS {
+            let makefile = headers(kernel).join("Makefile");
+            assert!(
+                makefile.is_file(),
+                "kernel headers for {kernel} are missing ({} does not exist): \
+                 install linux-headers-{kernel}",
+                makefile.display()
+            );
+        }
+        assert!(
+            Path::new(UPSTREAM_DKMS).is_file(),
+            "upstream dkms is missing ({UPSTREAM_DKMS}): install Debian's dkms {UPSTREAM_VERSION}"
+        );
+        let mut cmd = Command::new(UPSTREAM_DKMS);
+        cmd.arg("--version");
+        let version = run(cmd);
+        assert_eq!(
+            version.stdout.trim(),
+            UPSTREAM_VERSION,
+            "the normalizer knows only {UPSTREAM_VERSION}'s output\n{version}"
+        );
+        for tool in ["unshare", "make", "gcc", "depmod"] {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "command -v \"$0\"", tool]);
+            assert_eq!(run(cmd).code, 0, "{tool} is missing");
+        }
+    });
+}
+
+/// The names in the real directories upstream dkms must not write to.
+fn real_system_snapshot() -> Vec<(PathBuf, BTreeSet<String>)> {
+    let mut dirs = vec![PathBuf::from("/var/lib/dkms")];
+    dirs.extend(
+        KERNELS
+            .iter()
+            .map(|k| Path::new("/usr/lib/modules").join(k)),
+    );
+    dirs.into_iter()
+        .map(|dir| {
+            let names = fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (dir, names)
+        })
+        .collect()
+}
+
+fn run(mut cmd: Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    Output {
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_str().expect("sandbox paths are UTF-8").to_string()
+}
+
+pub fn mkdir(dir: &Path) {
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+}
+
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link)
+        .unwrap_or_else(|e| panic!("linking {} -> {}: {e}", link.display(), target.display()));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    mkdir(to);
+    for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display())) {
+        let entry = entry.expect("reading a fixture entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().expect("fixture file type").is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            fs::copy(&src, &dst)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), dst.display()));
+        }
+    }
+}
