@@ -261,3 +261,79 @@ fn status_reports_a_missing_source_link_as_broken_only_while_the_source_dir_exis
     let listed = assert_status_matches_upstream(&sb, &[], &[]);
     assert_eq!(listed, "hello-extra/1.0: added\n");
 }
+
+/// hello-extra/1.0 added, hello/1.0 installed on K53 and built on K54, hello/2.0 added.
+fn hello_installed_and_built_with_extra_and_second_version() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.add("hello", "1.0");
+    sb.add("hello", "2.0");
+    sb.add("hello-extra", "1.0");
+    sb.install("hello", "1.0", K53);
+    sb.build("hello", "1.0", K54);
+    sb
+}
+
+#[test]
+fn status_module_and_version_filters_are_bash_globs_like_upstream() {
+    // Upstream expands `$dkms_tree/$module/$module_version` unquoted with extglob on,
+    // so -m and -v are bash patterns matched per path component.
+    let sb = hello_installed_and_built_with_extra_and_second_version();
+
+    let listed = assert_status_matches_upstream(&sb, &[], &[]);
+    assert_eq!(
+        listed,
+        "hello-extra/1.0: added\n".to_string()
+            + &line("hello/1.0", K53, "installed")
+            + &line("hello/1.0", K54, "built")
+            + "hello/2.0: added\n"
+    );
+    let hel = assert_status_matches_upstream(&sb, &["-m", "hel*"], &[]);
+    assert_eq!(hel, listed);
+    let v1 = assert_status_matches_upstream(&sb, &["-v", "1.*"], &[]);
+    assert_eq!(
+        v1,
+        "hello-extra/1.0: added\n".to_string()
+            + &line("hello/1.0", K53, "installed")
+            + &line("hello/1.0", K54, "built")
+    );
+    let extglob = assert_status_matches_upstream(&sb, &["-m", "+(hello|nothing)"], &[]);
+    assert_eq!(
+        extglob,
+        line("hello/1.0", K53, "installed")
+            + &line("hello/1.0", K54, "built")
+            + "hello/2.0: added\n"
+    );
+    let both = assert_status_matches_upstream(&sb, &["-m", "hello-*", "-v", "?.0"], &[]);
+    assert_eq!(both, "hello-extra/1.0: added\n");
+}
+
+#[test]
+fn status_reports_installed_modules_even_when_the_dkms_tree_path_is_a_symlink() {
+    let sb = hello_installed_and_built_with_extra_and_second_version();
+    // T/dkms becomes a symlink to the real tree, so --dkmstree names a link.
+    let tree = sb.dkms_tree();
+    let real = tree.with_file_name("dkms-real");
+    std::fs::rename(&tree, &real).expect("moving the DKMS tree");
+    std::os::unix::fs::symlink(&real, &tree).expect("linking the DKMS tree");
+
+    // Deliberate difference: upstream 3.x decides `installed` by comparing
+    // `readlink -f $dkms_tree/$module/kernel-<k>-<arch>` (a canonical path, through
+    // T/dkms-real) with the string "$dkms_tree/$module/$version/<k>/<arch>" (through
+    // the T/dkms link), so the two never match and it lists hello/1.0 on K53 as
+    // `built`. We compare where the paths lead and still say `installed`.
+    assert_ours_status(
+        &sb,
+        &[],
+        &("hello-extra/1.0: added\n".to_string()
+            + &line("hello/1.0", K53, "installed")
+            + &line("hello/1.0", K54, "built")
+            + "hello/2.0: added\n"),
+        "",
+    );
+    assert_ours_status(
+        &sb,
+        &["-m", "hello", "-v", "1.0", "-k", K53],
+        &line("hello/1.0", K53, "installed"),
+        "",
+    );
+}
