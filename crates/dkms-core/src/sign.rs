@@ -1,0 +1,620 @@
+//! Module signing, as dkms does it: the kernel's own `scripts/sign-file`, a Machine
+//! Owner Key (MOK) generated once with `openssl`, and the hash the kernel was built for.
+//!
+//! Signing is left to `sign-file` rather than done in Rust because it is the kernel's
+//! definition of the signature format, it ships with every set of headers, and it also
+//! understands `pkcs11:` keys. The hash comes from the kernel config, because a kernel
+//! only accepts signatures made with the algorithm it was configured for; a kernel
+//! without `CONFIG_MODULE_SIG_HASH` does not check signatures and its modules are left
+//! unsigned.
+
+use crate::exec::{Command, ExecError};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `openssl req` needs well under a second for a 2048-bit key; a minute means it hangs
+/// (for instance waiting for entropy), and a hook must not wait forever.
+const KEYGEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `sign-file` hashes one module; even a huge module takes seconds.
+const SIGN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The subject upstream dkms gives its key; `modinfo -F signer` shows it, and users
+/// recognise it in `mokutil --list-enrolled`.
+pub const KEY_SUBJECT_CN: &str = "DKMS module signing key";
+
+/// Where Debian's `linux-kbuild-<major.minor>` packages put `scripts/`.
+const DEBIAN_KBUILD_ROOT: &str = "/usr/lib";
+
+/// Why a module could not be signed, or a signing key could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// Generating a new certificate for an existing key would produce a certificate
+    /// nobody enrolled, so a lone key is never "repaired" behind the user's back.
+    #[error(
+        "the signing certificate {certificate} is missing but its key {key} exists: restore the \
+         certificate, or remove the key so that a new pair is generated (and enroll the new \
+         certificate with `mokutil --import`)"
+    )]
+    CertificateMissing { key: PathBuf, certificate: PathBuf },
+    /// A lone certificate is useless: its private key is gone.
+    #[error(
+        "the signing key {key} is missing but its certificate {certificate} exists: restore the \
+         key, or remove the certificate so that a new pair is generated (and enroll the new \
+         certificate with `mokutil --import`)"
+    )]
+    KeyMissing { key: PathBuf, certificate: PathBuf },
+    #[error("cannot create {dir} for the signing key: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("generating the signing key {key} and certificate {certificate} failed")]
+    Generate {
+        key: PathBuf,
+        certificate: PathBuf,
+        #[source]
+        source: ExecError,
+    },
+    /// openssl exited 0 but did not write what it was asked to (a broken openssl.cnf
+    /// can do that); signing with nothing would fail later with a vaguer message.
+    #[error("`{command}` succeeded but did not create {missing}")]
+    GeneratedNothing { command: String, missing: PathBuf },
+    #[error("cannot make the new signing key {key} private (mode 0600): {source}")]
+    KeyPermissions {
+        key: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot move the new signing file {from} to {to}: {source}")]
+    Install {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("signing {module} failed")]
+    Sign {
+        module: PathBuf,
+        #[source]
+        source: ExecError,
+    },
+}
+
+/// The signing key pair: dkms's `mok_signing_key` and `mok_certificate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    /// The private key (PEM), or a `pkcs11:` URI that `sign-file` understands.
+    pub key: PathBuf,
+    /// The X.509 certificate (DER), the file users enroll with `mokutil --import`.
+    pub certificate: PathBuf,
+}
+
+/// The hash algorithm the kernel checks module signatures with: the value of
+/// `CONFIG_MODULE_SIG_HASH` in `kernel_config` (quotes removed, as dkms's `sed` does).
+///
+/// `None` when the option is absent or empty, or the config cannot be read: such a kernel
+/// was built without module signing, so there is nothing to sign for.
+pub fn signature_hash(kernel_config: &Path) -> Option<String> {
+    let text = match std::fs::read(kernel_config) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            log::debug!("cannot read {}: {e}", kernel_config.display());
+            return None;
+        }
+    };
+    // The last assignment wins, as it does when make includes the file.
+    let value = text
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("CONFIG_MODULE_SIG_HASH="))?;
+    let value = value.trim().replace('"', "");
+    (!value.is_empty()).then_some(value)
+}
+
+/// The `sign-file` to sign with, or `None` when there is none (then modules stay unsigned,
+/// as with dkms).
+///
+/// Tried in order: `configured` (framework.conf's `sign_file`), the headers'
+/// `<kernel_source_dir>/scripts/sign-file`, and Debian's
+/// `/usr/lib/linux-kbuild-<major.minor>/scripts/sign-file` for `kernel_release`. Each must
+/// be an executable file; symlinks are followed (Debian's headers link `scripts` into
+/// the kbuild package).
+pub fn find_sign_file(
+    kernel_source_dir: &Path,
+    configured: Option<&Path>,
+    kernel_release: &str,
+) -> Option<PathBuf> {
+    find_sign_file_in(
+        kernel_source_dir,
+        configured,
+        kernel_release,
+        Path::new(DEBIAN_KBUILD_ROOT),
+    )
+}
+
+/// [`find_sign_file`] with the directory holding `linux-kbuild-*` as a parameter, so
+/// tests need not write to /usr/lib.
+fn find_sign_file_in(
+    kernel_source_dir: &Path,
+    configured: Option<&Path>,
+    kernel_release: &str,
+    kbuild_root: &Path,
+) -> Option<PathBuf> {
+    if let Some(configured) = configured {
+        if is_executable_file(configured) {
+            return Some(configured.to_path_buf());
+        }
+        log::warn!(
+            "the configured sign_file {} is not an executable file; looking for the kernel's",
+            configured.display()
+        );
+    }
+    let mut candidates = vec![kernel_source_dir.join("scripts/sign-file")];
+    if let Some(series) = major_minor(kernel_release) {
+        candidates.push(kbuild_root.join(format!("linux-kbuild-{series}/scripts/sign-file")));
+    }
+    candidates.into_iter().find(|c| is_executable_file(c))
+}
+
+/// `6.1` from `6.1.0-54-amd64`: the version Debian names its kbuild packages after.
+fn major_minor(kernel_release: &str) -> Option<String> {
+    let (major, rest) = kernel_release.split_once('.')?;
+    let minor_len = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let minor = &rest[..minor_len];
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(major) && digits(minor)).then(|| format!("{major}.{minor}"))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Makes sure the key pair exists, generating it as upstream dkms does when neither file
+/// exists. Returns whether a new pair was made (the caller should then tell the user to
+/// enroll the certificate).
+///
+/// The pair is written into a private temporary directory next to the key and moved into
+/// place, so the private key is never readable by others, not even for a moment, and
+/// an interrupted run leaves no half-written key. Fails when only one of the two files
+/// exists (see [`SignError::KeyMissing`]), or when openssl fails or is not installed.
+pub fn ensure_signing_key(key: &SigningKey) -> Result<bool, SignError> {
+    // sign-file takes PKCS#11 URIs for keys kept in a token; there is no file to check.
+    let key_is_uri = key.key.to_str().is_some_and(|k| k.starts_with("pkcs11:"));
+    let key_exists = key_is_uri || key.key.exists();
+    match (key_exists, key.certificate.exists()) {
+        (true, true) => return Ok(false),
+        (true, false) => {
+            return Err(SignError::CertificateMissing {
+                key: key.key.clone(),
+                certificate: key.certificate.clone(),
+            })
+        }
+        (false, true) => {
+            return Err(SignError::KeyMissing {
+                key: key.key.clone(),
+                certificate: key.certificate.clone(),
+            })
+        }
+        (false, false) => {}
+    }
+
+    let key_dir = parent_dir(&key.key);
+    let cert_dir = parent_dir(&key.certificate);
+    for dir in [key_dir, cert_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| SignError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    // tempfile creates the directory with mode 0700.
+    let scratch = tempfile::Builder::new()
+        .prefix(".dkms-signing-key-")
+        .tempdir_in(key_dir)
+        .map_err(|source| SignError::CreateDir {
+            dir: key_dir.to_path_buf(),
+            source,
+        })?;
+    const NEW_KEY: &str = "key.pem";
+    const NEW_CERT: &str = "cert.der";
+    let new_key = scratch.path().join(NEW_KEY);
+    let new_cert = scratch.path().join(NEW_CERT);
+
+    let subject = format!("/CN={KEY_SUBJECT_CN}");
+    let openssl = Command::new("openssl", "generate the module signing key")
+        .args(["req", "-new", "-x509", "-nodes", "-days", "36500", "-subj"])
+        .arg(&subject)
+        .args(["-newkey", "rsa:2048", "-keyout", NEW_KEY])
+        .args([
+            "-addext",
+            "extendedKeyUsage=codeSigning",
+            "-outform",
+            "DER",
+            "-out",
+        ])
+        .arg(NEW_CERT)
+        // Bare names inside the scratch directory, so a relative key path still works.
+        .dir(scratch.path())
+        .timeout(KEYGEN_TIMEOUT);
+    openssl.read().map_err(|source| SignError::Generate {
+        key: key.key.clone(),
+        certificate: key.certificate.clone(),
+        source,
+    })?;
+    for made in [&new_key, &new_cert] {
+        if !made.is_file() {
+            return Err(SignError::GeneratedNothing {
+                command: openssl.display(),
+                missing: made.clone(),
+            });
+        }
+    }
+
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&new_key, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| SignError::KeyPermissions {
+                key: key.key.clone(),
+                source,
+            },
+        )?;
+    }
+    // The certificate first: the key appearing is what marks the pair complete.
+    move_into_place(&new_cert, &key.certificate)?;
+    move_into_place(&new_key, &key.key)?;
+    Ok(true)
+}
+
+/// The directory a file lives in, `.` for a bare file name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Renames `from` to `to`; copies when they are on different filesystems (the certificate
+/// may live elsewhere than the key). Both are owner-only until they arrive.
+fn move_into_place(from: &Path, to: &Path) -> Result<(), SignError> {
+    let install_error = |source| SignError::Install {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    };
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            std::fs::copy(from, to).map_err(install_error)?;
+            Ok(())
+        }
+        Err(e) => Err(install_error(e)),
+    }
+}
+
+/// Signs `module` in place: `sign-file <hash> <key> <certificate> <module>`, exactly as
+/// dkms runs it. Fails with the command line, its exit status and the last lines of its
+/// output when `sign-file` fails, or when `sign_file` does not exist.
+pub fn sign_module(
+    sign_file: &Path,
+    hash: &str,
+    key: &SigningKey,
+    module: &Path,
+) -> Result<(), SignError> {
+    let program = sign_file.to_string_lossy();
+    Command::new(&program, "sign kernel modules")
+        .arg(hash)
+        .arg(&key.key)
+        .arg(&key.certificate)
+        .arg(module)
+        // No working directory of its own, so relative paths mean what the caller meant.
+        .timeout(SIGN_TIMEOUT)
+        .read()
+        .map_err(|source| SignError::Sign {
+            module: module.to_path_buf(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// A real module built once per test binary, shared by the signing and compression tests.
+#[cfg(test)]
+pub(crate) mod test_module {
+    use crate::exec::Command;
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// The headers installed on the test machine (and by `.ci/run`). Tests that need
+    /// them fail when they are missing: a skipped test proves nothing.
+    pub(crate) const HEADERS: &str = "/usr/src/linux-headers-6.1.0-54-amd64";
+    pub(crate) const RELEASE: &str = "6.1.0-54-amd64";
+
+    /// The bytes of `hello.ko` built from tests/fixtures/hello-1.0 against [`HEADERS`].
+    pub(crate) fn hello_ko() -> &'static [u8] {
+        static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+        match BUILT.get_or_init(build_hello) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("building the test module failed: {e}"),
+        }
+    }
+
+    /// Writes a fresh copy of `hello.ko` into `dir` and returns its path.
+    pub(crate) fn write_hello_ko(dir: &Path) -> PathBuf {
+        let path = dir.join("hello.ko");
+        std::fs::write(&path, hello_ko()).unwrap();
+        path
+    }
+
+    /// `path` as seen from the current directory (`../../tmp/...`), to check that
+    /// relative paths are not resolved against a child's working directory.
+    pub(crate) fn relative_to_cwd(path: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let mut relative = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            relative.push("..");
+        }
+        relative.join(path.strip_prefix("/").unwrap())
+    }
+
+    fn build_hello() -> Result<Vec<u8>, String> {
+        if !Path::new(HEADERS).join("Makefile").is_file() {
+            return Err(format!("kernel headers {HEADERS} are not installed"));
+        }
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hello-1.0");
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        for file in ["hello.c", "Makefile"] {
+            std::fs::copy(fixture.join(file), dir.path().join(file))
+                .map_err(|e| format!("{}: {e}", fixture.join(file).display()))?;
+        }
+        Command::new("make", "build the test module")
+            .arg("-C")
+            .arg(HEADERS)
+            .arg(format!("M={}", dir.path().display()))
+            .arg("modules")
+            .dir(dir.path())
+            .timeout(Duration::from_secs(600))
+            .read()
+            .map_err(|e| e.to_string())?;
+        std::fs::read(dir.path().join("hello.ko")).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_module::{relative_to_cwd, write_hello_ko, HEADERS, RELEASE};
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn modinfo_field(field: &str, module: &Path) -> String {
+        let out = Command::new("modinfo", "read module metadata in tests")
+            .args(["-F", field])
+            .arg(module)
+            .read()
+            .unwrap();
+        String::from_utf8_lossy(&out).trim().to_string()
+    }
+
+    fn write_executable(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn signature_hash_is_config_module_sig_hash_without_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |config: &str, expected: Option<&str>| {
+            let file = dir.path().join("config");
+            std::fs::write(&file, config).unwrap();
+            assert_eq!(signature_hash(&file).as_deref(), expected, "{config:?}");
+        };
+        check(
+            "CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_HASH=\"sha512\"\nCONFIG_X=y\n",
+            Some("sha512"),
+        );
+        check("CONFIG_MODULE_SIG_HASH=sha384\n", Some("sha384"));
+        check(
+            "# CONFIG_MODULE_SIG is not set\nCONFIG_MODULE_SIG_ALL=y\n",
+            None,
+        );
+        check("CONFIG_MODULE_SIG_HASH=\"\"\n", None);
+        check("# CONFIG_MODULE_SIG_HASH=\"sha1\"\n", None);
+        assert_eq!(signature_hash(&dir.path().join("absent")), None);
+    }
+
+    #[test]
+    fn signature_hash_of_the_installed_headers_is_sha256() {
+        let config = Path::new(HEADERS).join(".config");
+        assert_eq!(signature_hash(&config).as_deref(), Some("sha256"));
+    }
+
+    #[test]
+    fn sign_file_is_looked_for_in_configured_then_headers_then_debian_kbuild() {
+        let root = tempfile::tempdir().unwrap();
+        let headers = root.path().join("headers");
+        let kbuild = root.path().join("usr-lib");
+        let configured = root.path().join("my-sign-file");
+        let in_headers = headers.join("scripts/sign-file");
+        let in_kbuild = kbuild.join("linux-kbuild-6.1/scripts/sign-file");
+        let find =
+            |configured: Option<&Path>| find_sign_file_in(&headers, configured, RELEASE, &kbuild);
+
+        assert_eq!(find(None), None);
+        write_executable(&in_kbuild);
+        assert_eq!(find(None), Some(in_kbuild.clone()));
+        write_executable(&in_headers);
+        assert_eq!(find(None), Some(in_headers.clone()));
+        // A configured path that does not exist falls back to the kernel's.
+        assert_eq!(find(Some(&configured)), Some(in_headers.clone()));
+        write_executable(&configured);
+        assert_eq!(find(Some(&configured)), Some(configured.clone()));
+        // Not executable: unusable.
+        std::fs::set_permissions(&in_headers, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(find(None), Some(in_kbuild));
+    }
+
+    #[test]
+    fn debian_kbuild_series_is_major_dot_minor_of_the_release() {
+        assert_eq!(major_minor("6.1.0-54-amd64").as_deref(), Some("6.1"));
+        assert_eq!(major_minor("6.12.38+deb13-amd64").as_deref(), Some("6.12"));
+        assert_eq!(major_minor("6.7-rc1").as_deref(), Some("6.7"));
+        assert_eq!(major_minor("6.12.4-arch1-1").as_deref(), Some("6.12"));
+        assert_eq!(major_minor("linux"), None);
+        assert_eq!(major_minor("x.1"), None);
+        assert_eq!(major_minor("6.rc"), None);
+    }
+
+    #[test]
+    fn sign_file_of_the_installed_headers_is_found_through_the_scripts_symlink() {
+        let found = find_sign_file(Path::new(HEADERS), None, RELEASE).unwrap();
+        assert_eq!(found, Path::new(HEADERS).join("scripts/sign-file"));
+    }
+
+    #[test]
+    fn missing_key_pair_is_generated_as_private_key_and_der_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey {
+            key: dir.path().join("state/mok.key"),
+            certificate: dir.path().join("state/mok.pub"),
+        };
+        assert!(ensure_signing_key(&key).unwrap());
+
+        let mode = std::fs::metadata(&key.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let pem = std::fs::read_to_string(&key.key).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+        let der = std::fs::read(&key.certificate).unwrap();
+        assert_eq!(
+            der.first(),
+            Some(&0x30),
+            "a DER certificate is an ASN.1 SEQUENCE"
+        );
+        let subject = Command::new("openssl", "read the test certificate")
+            .args([
+                "x509",
+                "-inform",
+                "DER",
+                "-noout",
+                "-subject",
+                "-ext",
+                "extendedKeyUsage",
+                "-in",
+            ])
+            .arg(&key.certificate)
+            .read()
+            .unwrap();
+        let subject = String::from_utf8_lossy(&subject);
+        assert!(
+            subject.contains("CN = DKMS module signing key"),
+            "{subject}"
+        );
+        assert!(subject.contains("Code Signing"), "{subject}");
+        // Nothing but the pair is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+
+        assert!(
+            !ensure_signing_key(&key).unwrap(),
+            "an existing pair is kept"
+        );
+        assert_eq!(std::fs::read(&key.certificate).unwrap(), der);
+    }
+
+    #[test]
+    fn half_a_key_pair_is_an_error_naming_the_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey {
+            key: dir.path().join("mok.key"),
+            certificate: dir.path().join("mok.pub"),
+        };
+        std::fs::write(&key.key, "key").unwrap();
+        let err = ensure_signing_key(&key).unwrap_err();
+        assert!(
+            matches!(err, SignError::CertificateMissing { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("certificate"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&key.certificate.display().to_string()),
+            "{err}"
+        );
+
+        std::fs::remove_file(&key.key).unwrap();
+        std::fs::write(&key.certificate, "cert").unwrap();
+        let err = ensure_signing_key(&key).unwrap_err();
+        assert!(matches!(err, SignError::KeyMissing { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&key.key.display().to_string()),
+            "{err}"
+        );
+        assert!(
+            !key.key.exists(),
+            "no key is generated for a lone certificate"
+        );
+    }
+
+    #[test]
+    fn real_module_signed_with_generated_key_names_dkms_key_as_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = write_hello_ko(dir.path());
+        assert_eq!(modinfo_field("signer", &module), "", "built unsigned");
+        let key = SigningKey {
+            key: dir.path().join("mok.key"),
+            certificate: dir.path().join("mok.pub"),
+        };
+        ensure_signing_key(&key).unwrap();
+        let hash = signature_hash(&Path::new(HEADERS).join(".config")).unwrap();
+        let sign_file = find_sign_file(Path::new(HEADERS), None, RELEASE).unwrap();
+
+        sign_module(&sign_file, &hash, &key, &module).unwrap();
+
+        assert_eq!(modinfo_field("signer", &module), KEY_SUBJECT_CN);
+        assert_eq!(modinfo_field("sig_hashalgo", &module), "sha256");
+        assert!(modinfo_field("vermagic", &module).starts_with(RELEASE));
+    }
+
+    #[test]
+    fn relative_key_and_module_paths_resolve_from_the_current_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let relative = relative_to_cwd(dir.path());
+        let module = relative.join(write_hello_ko(dir.path()).file_name().unwrap());
+        let key = SigningKey {
+            key: relative.join("mok.key"),
+            certificate: relative.join("mok.pub"),
+        };
+        assert!(ensure_signing_key(&key).unwrap());
+        assert!(dir.path().join("mok.key").is_file());
+        let sign_file = find_sign_file(Path::new(HEADERS), None, RELEASE).unwrap();
+        sign_module(&sign_file, "sha256", &key, &module).unwrap();
+        assert_eq!(
+            modinfo_field("signer", &dir.path().join("hello.ko")),
+            KEY_SUBJECT_CN
+        );
+    }
+
+    #[test]
+    fn failed_signing_names_the_module_and_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey {
+            key: dir.path().join("mok.key"),
+            certificate: dir.path().join("mok.pub"),
+        };
+        ensure_signing_key(&key).unwrap();
+        let sign_file = find_sign_file(Path::new(HEADERS), None, RELEASE).unwrap();
+        let module = dir.path().join("absent.ko");
+        let err = sign_module(&sign_file, "sha256", &key, &module).unwrap_err();
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(chain.contains("absent.ko"), "{chain}");
+        assert!(chain.contains("sign-file sha256"), "{chain}");
+        assert!(chain.contains("exited with status"), "{chain}");
+    }
+}
