@@ -207,6 +207,27 @@ impl Command {
         })
     }
 
+    /// Runs the command with stdout and stderr appended to `log` (make.log), and
+    /// returns how it ended. Fails only when it could not be run.
+    pub fn run_to_log(
+        &self,
+        log: &std::fs::File,
+        stdin: &[u8],
+    ) -> Result<ExitDescription, ExecError> {
+        log::debug!("running {}", self.display());
+        let out = log.try_clone().map_err(|e| self.spawn_error(e))?;
+        let err = log.try_clone().map_err(|e| self.spawn_error(e))?;
+        let output = self
+            .expression()
+            .stdin_bytes(stdin.to_vec())
+            .stdout_file(out)
+            .stderr_file(err)
+            .unchecked()
+            .run()
+            .map_err(|e| self.spawn_error(e))?;
+        Ok(describe(&output.status))
+    }
+
     /// Runs the command and fails unless it exits 0; returns its stdout.
     pub fn read(&self) -> Result<Vec<u8>, ExecError> {
         let output = self.output_with_stdin(&[])?;

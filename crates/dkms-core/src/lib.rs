@@ -6,14 +6,18 @@
 //! paths into a [`host::Host`] and turns results into output and exit codes.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod compress;
 pub mod conf;
 pub mod distro;
+pub mod engine;
 pub mod exec;
 pub mod host;
 pub mod kernel;
 pub mod modinfo;
 pub mod paths;
+pub mod plan;
 pub mod settings;
+pub mod sign;
 pub mod status;
 pub mod tree;
 pub mod version;

@@ -327,3 +327,83 @@ mod tests {
         assert!(!looks_like_release("log"));
     }
 }
+
+/// One module version for one kernel and architecture: the unit dkms builds and
+/// installs, and the node of the build plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Target {
+    pub module: String,
+    pub version: String,
+    pub kernel: String,
+    pub arch: String,
+}
+
+impl Target {
+    pub fn new(module: &str, version: &str, kernel: &str, arch: &str) -> Target {
+        Target {
+            module: module.into(),
+            version: version.into(),
+            kernel: kernel.into(),
+            arch: arch.into(),
+        }
+    }
+
+    /// `<dkms_tree>/<m>/<v>/<k>/<a>`: the finished build (`module/`, `log/`).
+    pub fn build_dir(&self, paths: &Paths) -> PathBuf {
+        build_dir(paths, &self.module, &self.version, &self.kernel, &self.arch)
+    }
+
+    /// `<dkms_tree>/<m>/<v>/build-<k>-<a>`: where the source is compiled. One per
+    /// kernel and arch (upstream has one per version), so kernels build in parallel;
+    /// its name does not look like a kernel release, so upstream's listing skips it.
+    pub fn work_dir(&self, paths: &Paths) -> PathBuf {
+        paths
+            .version_dir(&self.module, &self.version)
+            .join(format!("build-{}-{}", self.kernel, self.arch))
+    }
+
+    /// `<dkms_tree>/<m>/kernel-<k>-<a>`.
+    pub fn install_link(&self, paths: &Paths) -> PathBuf {
+        install_link(paths, &self.module, &self.kernel, &self.arch)
+    }
+
+    /// What the install link contains when this target is installed.
+    pub fn install_link_target(&self) -> PathBuf {
+        Path::new(&self.version).join(&self.kernel).join(&self.arch)
+    }
+
+    pub fn is_built(&self, paths: &Paths) -> bool {
+        self.build_dir(paths).join("module").is_dir()
+    }
+
+    pub fn is_installed(&self, paths: &Paths) -> bool {
+        is_installed(paths, &self.module, &self.version, &self.kernel, &self.arch)
+    }
+
+    /// `<dkms_tree>/<m>/original_module/<k>/<a>`.
+    pub fn original_module_dir(&self, paths: &Paths) -> PathBuf {
+        original_module_dir(paths, &self.module, &self.kernel, &self.arch)
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} for {} ({})",
+            self.module, self.version, self.kernel, self.arch
+        )
+    }
+}
+
+/// The version of `module` installed for a kernel and arch, from its install link.
+pub fn installed_version(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Option<String> {
+    let target = std::fs::read_link(install_link(paths, module, kernel, arch)).ok()?;
+    let version = target
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .to_string();
+    is_installed(paths, module, &version, kernel, arch).then_some(version)
+}

@@ -76,6 +76,21 @@ pub struct GlobalArgs {
     /// dkms-hook settings file (default /etc/dkms-hook.toml, or $DKMS_HOOK_CONFIG).
     #[arg(long = "settings", value_name = "FILE")]
     pub settings: Option<PathBuf>,
+    /// Accepted for compatibility with upstream dkms; these change nothing here.
+    #[arg(long = "no-initrd", hide = true)]
+    pub no_initrd: bool,
+    #[arg(long = "no-clean-kernel", hide = true)]
+    pub no_clean_kernel: bool,
+    #[arg(long = "no-prepare-kernel", hide = true)]
+    pub no_prepare_kernel: bool,
+    #[arg(long = "modprobe-on-install", hide = true)]
+    pub modprobe_on_install: bool,
+    #[arg(long = "force-version-override", hide = true)]
+    pub force_version_override: bool,
+    #[arg(long = "rpm_safe_upgrade", hide = true)]
+    pub rpm_safe_upgrade: bool,
+    #[arg(long = "symlink-modules", hide = true)]
+    pub symlink_modules: bool,
     /// When to colour output.
     #[arg(long = "color", value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -93,6 +108,20 @@ pub enum ColorChoice {
 /// accepted anywhere on the line; so does this parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Action {
+    /// Register a module source (`m/v`, a directory with a dkms.conf, or the file).
+    Add,
+    /// Compile a module version for the kernels given with -k (default: running).
+    Build,
+    /// Build if needed, then install into the kernels' module directories.
+    Install,
+    /// Remove the installed modules, restoring any they replaced.
+    Uninstall,
+    /// Uninstall and delete the builds for the given kernels.
+    Unbuild,
+    /// Unbuild for -k kernels or --all; forget the version once nothing is left.
+    Remove,
+    /// Install the newest version of every AUTOINSTALL module, dependencies first.
+    Autoinstall,
     /// Show what is added, built and installed, as upstream dkms prints it.
     Status,
 }

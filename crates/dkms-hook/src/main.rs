@@ -5,6 +5,7 @@
 //! run as `dkms-hook` it adds our own commands. Everything else lives in dkms-core.
 
 mod cli;
+mod commands;
 mod output;
 
 use anyhow::{bail, Context, Result};
@@ -33,7 +34,7 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
     Exit {
         code,
         message: message.into(),
@@ -72,7 +73,14 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             printer.error(&err);
-            let code = err.downcast_ref::<Exit>().map_or(1, |e| e.code);
+            let code = err
+                .downcast_ref::<Exit>()
+                .map(|e| e.code)
+                .or_else(|| {
+                    err.downcast_ref::<dkms_core::engine::EngineError>()
+                        .map(|e| e.exit_code())
+                })
+                .unwrap_or(1);
             ExitCode::from(code)
         }
     }
@@ -103,6 +111,7 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
             let _ = face; // The explained status of `dkms-hook` arrives with the status matrix.
             run_status(&host, &query, cli.json, printer)
         }
+        action => commands::run(action, &host, &cli.global, &cli.targets, printer),
     }
 }
 
@@ -135,7 +144,7 @@ fn host(global: &GlobalArgs) -> Result<Host> {
 }
 
 /// Splits `module/version` as upstream does: exactly one slash.
-fn split_module_version(value: &str) -> Option<(String, String)> {
+pub(crate) fn split_module_version(value: &str) -> Option<(String, String)> {
     let (m, v) = value.split_once('/')?;
     (!v.contains('/')).then(|| (m.to_string(), v.to_string()))
 }
@@ -170,7 +179,7 @@ fn status_query(global: &GlobalArgs, target: Option<&str>) -> Result<StatusQuery
 
 /// Pairs `-k` values with arches: `-k kernel/arch`, one `-a` for all, or one `-a`
 /// per `-k` (upstream exits 1 on any other count).
-fn kernels_with_arches(global: &GlobalArgs) -> Result<Vec<(String, Option<String>)>> {
+pub(crate) fn kernels_with_arches(global: &GlobalArgs) -> Result<Vec<(String, Option<String>)>> {
     if !global.kernels.is_empty() && global.all {
         bail!(exit(
             2,

@@ -7,11 +7,13 @@ use std::io::{IsTerminal, Write};
 
 pub struct Printer {
     color_stderr: bool,
+    color_stdout: bool,
     quiet: bool,
 }
 
 const RED: &str = "\x1b[1;31m";
 const YELLOW: &str = "\x1b[1;33m";
+const GREEN: &str = "\x1b[1;32m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
@@ -23,8 +25,14 @@ impl Printer {
             ColorChoice::Never => false,
             ColorChoice::Auto => !no_color && std::io::stderr().is_terminal(),
         };
+        let color_stdout = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => !no_color && std::io::stdout().is_terminal(),
+        };
         Printer {
             color_stderr,
+            color_stdout,
             quiet,
         }
     }
@@ -40,12 +48,32 @@ impl Printer {
 
     /// `==> ERROR: <error>` then `  -> <cause>` for each cause in the chain.
     pub fn error(&self, err: &anyhow::Error) {
+        self.error_chain(err.as_ref());
+    }
+
+    /// The same for any error with sources.
+    pub fn error_chain(&self, err: &(dyn std::error::Error + 'static)) {
         let (c, b, r) = self.styles(RED);
         let mut stderr = std::io::stderr().lock();
         let _ = writeln!(stderr, "{c}==> ERROR:{r}{b} {err}{r}");
-        for cause in err.chain().skip(1) {
+        let mut source = err.source();
+        while let Some(cause) = source {
             let _ = writeln!(stderr, "  -> {cause}");
+            source = cause.source();
         }
+    }
+
+    /// `==> <step>` on stdout (suppressed by -q).
+    pub fn step(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        let (c, b, r) = if self.color_stdout {
+            (GREEN, BOLD, RESET)
+        } else {
+            ("", "", "")
+        };
+        let _ = writeln!(std::io::stdout(), "{c}==>{r}{b} {message}{r}");
     }
 
     /// Text upstream dkms prints on stderr, byte for byte.
@@ -61,5 +89,15 @@ impl Printer {
         } else {
             ("", "", "")
         }
+    }
+}
+
+impl dkms_core::engine::Progress for Printer {
+    fn step(&self, message: &str) {
+        Printer::step(self, message);
+    }
+
+    fn warn(&self, message: &str) {
+        self.warning(message);
     }
 }

@@ -1,0 +1,127 @@
+//! `add`: register a module source with DKMS (`<m>/<v>/source -> <source_tree>/<m>-<v>`).
+
+use super::build::run_script;
+use super::fsutil::copy_tree;
+use super::{io_err, EngineError, Options, Progress};
+use crate::conf;
+use crate::host::Host;
+use crate::tree::Target;
+use std::path::{Path, PathBuf};
+
+/// What the user named to add.
+#[derive(Debug, Clone)]
+pub enum AddSource {
+    /// `m/v` or `-m m -v v`: the source is already at `<source_tree>/<m>-<v>`.
+    ModuleVersion { module: String, version: String },
+    /// A directory holding a dkms.conf, or the dkms.conf itself; copied into the
+    /// source tree when it is elsewhere.
+    Path(PathBuf),
+}
+
+/// Adds a module version; returns its `(module, version)`.
+///
+/// Fails when the source or its dkms.conf is missing or invalid, or the version is
+/// already added (exit 3).
+pub fn add(
+    host: &Host,
+    source: &AddSource,
+    kernel: &str,
+    arch: &str,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(String, String), EngineError> {
+    let (module, version, source_dir) = match source {
+        AddSource::ModuleVersion { module, version } => {
+            let dir = host.paths.source_dir(module, version);
+            if !dir.is_dir() {
+                return Err(EngineError::SourceMissing { dir });
+            }
+            (module.clone(), version.clone(), dir)
+        }
+        AddSource::Path(path) => {
+            let dir = if path.file_name().is_some_and(|n| n == "dkms.conf") {
+                path.parent().unwrap_or(Path::new(".")).to_path_buf()
+            } else {
+                path.clone()
+            };
+            if !dir.is_dir() {
+                return Err(EngineError::SourceMissing { dir });
+            }
+            let conf_file = dir.join("dkms.conf");
+            if !conf_file.is_file() {
+                return Err(EngineError::NoDkmsConf { dir });
+            }
+            // The names come from the dkms.conf itself, not from the directory name:
+            // `foo-bar-1.0` is ambiguous, PACKAGE_NAME is not.
+            let ctx = host.eval_context("", "", kernel, arch);
+            let parsed = conf::evaluate(&conf_file, &ctx)?;
+            let (module, version) = (parsed.package_name, parsed.package_version);
+            let wanted = host.paths.source_dir(&module, &version);
+            let same = match (dir.canonicalize(), wanted.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            if !same {
+                if host
+                    .paths
+                    .version_dir(&module, &version)
+                    .join("source")
+                    .exists()
+                {
+                    return Err(EngineError::AlreadyAdded { module, version });
+                }
+                progress.step(&format!(
+                    "Copying {} to {}",
+                    dir.display(),
+                    wanted.display()
+                ));
+                copy_tree(&dir, &wanted)?;
+            }
+            (module, version, wanted)
+        }
+    };
+
+    let version_dir = host.paths.version_dir(&module, &version);
+    let link = version_dir.join("source");
+    if link.symlink_metadata().is_ok() {
+        return Err(EngineError::AlreadyAdded { module, version });
+    }
+    // Validate before touching the tree: a bad dkms.conf adds nothing.
+    let target = Target::new(&module, &version, kernel, arch);
+    let conf_file = options
+        .conf_override
+        .clone()
+        .unwrap_or_else(|| source_dir.join("dkms.conf"));
+    let ctx = host.eval_context(&module, &version, kernel, arch);
+    let parsed = conf::evaluate(&conf_file, &ctx)?;
+    for d in &parsed.deprecations {
+        progress.warn(&format!(
+            "{}: {} is deprecated: {}",
+            conf_file.display(),
+            d.directive,
+            d.advice
+        ));
+    }
+
+    std::fs::create_dir_all(&version_dir)
+        .map_err(io_err("cannot create directory", &version_dir))?;
+    let absolute = source_dir.canonicalize().unwrap_or(source_dir.clone());
+    std::os::unix::fs::symlink(&absolute, &link).map_err(io_err("cannot create symlink", &link))?;
+    progress.step(&format!(
+        "Creating symlink {} -> {}",
+        link.display(),
+        absolute.display()
+    ));
+    if let Some(script) = &parsed.post_add {
+        run_script(
+            host,
+            &target,
+            "post_add",
+            script,
+            &source_dir,
+            None,
+            progress,
+        )?;
+    }
+    Ok((module, version))
+}

@@ -1,0 +1,471 @@
+//! `build`: compile one module version for one kernel in a work directory of its own,
+//! then stage the results (stripped, signed, compressed) and rename them into
+//! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
+
+use super::fsutil::{copy_tree, remove_tree, replace_dir};
+use super::{io_err, read_conf, require_added, EngineError, Options, Progress};
+use crate::compress::{self, Compression};
+use crate::conf::DkmsConf;
+use crate::exec::{Command, ExitDescription};
+use crate::host::Host;
+use crate::sign;
+use crate::tree::{self, Target};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Builds `target`. Fails (with upstream's exit code) when it is excluded by
+/// BUILD_EXCLUSIVE_* (77), has no headers (21), misses BUILD_DEPENDS (13), or make
+/// fails or leaves out a module; the make.log path is in the error.
+pub fn build(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    require_added(host, &target.module, &target.version)?;
+    let conf = read_conf(host, target, options)?;
+    if let Some(reason) = &conf.excluded {
+        return Err(EngineError::Excluded {
+            target: Box::new(target.clone()),
+            reason: reason.clone(),
+        });
+    }
+    let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
+    if !kernel_source_dir.join("include").is_dir() {
+        return Err(EngineError::NoHeaders {
+            kernel: target.kernel.clone(),
+            dir: kernel_source_dir,
+        });
+    }
+    if target.is_built(&host.paths) && !options.force {
+        return Err(EngineError::AlreadyBuilt {
+            target: Box::new(target.clone()),
+        });
+    }
+    let missing = missing_dependencies(host, target, &conf);
+    if !missing.is_empty() {
+        if !options.force {
+            return Err(EngineError::MissingDependencies {
+                target: Box::new(target.clone()),
+                missing,
+            });
+        }
+        progress.warn(&format!(
+            "building {target} despite missing BUILD_DEPENDS: {}",
+            missing.join(", ")
+        ));
+    }
+    for module in conf.modules.iter().filter(|m| m.excluded.is_some()) {
+        progress.warn(&format!(
+            "{target}: module {} is skipped: {}",
+            module.built_name,
+            module.excluded.as_deref().unwrap_or_default()
+        ));
+    }
+
+    progress.step(&format!("Building {target}"));
+    let work = target.work_dir(&host.paths);
+    let source = host
+        .paths
+        .version_dir(&target.module, &target.version)
+        .join("source");
+    copy_tree(&source, &work)?;
+    let log_path = work.join("make.log");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err("cannot create", &log_path))?;
+    let _ = writeln!(
+        log,
+        "DKMS (dkms-hook {}) make.log for {}/{} for kernel {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        target.module,
+        target.version,
+        target.kernel,
+        target.arch
+    );
+
+    apply_patches(host, target, &conf, &work, &log, &log_path)?;
+    if let Some(script) = &conf.pre_build {
+        run_script(
+            host,
+            target,
+            "pre_build",
+            script,
+            &work,
+            Some((&log, &log_path)),
+            progress,
+        )?;
+    }
+    run_make(host, target, &conf, &work, options, &log, &log_path)?;
+
+    let staged = stage_modules(host, target, &conf, &work, &log_path, progress)?;
+    let final_dir = target.build_dir(&host.paths);
+    replace_dir(&staged, &final_dir)?;
+    if let Some(script) = &conf.post_build {
+        run_script(
+            host,
+            target,
+            "post_build",
+            script,
+            &work,
+            Some((&log, &log_path)),
+            progress,
+        )?;
+    }
+    let final_log = final_dir.join("log/make.log");
+    fs::rename(&log_path, &final_log).map_err(io_err("cannot move", &log_path))?;
+    remove_tree(&work)?;
+    Ok(())
+}
+
+/// BUILD_DEPENDS that are not installed for the target's kernel and arch.
+fn missing_dependencies(host: &Host, target: &Target, conf: &DkmsConf) -> Vec<String> {
+    conf.build_depends
+        .iter()
+        .filter(|dep| {
+            tree::installed_version(&host.paths, dep, &target.kernel, &target.arch).is_none()
+        })
+        .cloned()
+        .collect()
+}
+
+fn apply_patches(
+    host: &Host,
+    target: &Target,
+    conf: &DkmsConf,
+    work: &Path,
+    log: &File,
+    log_path: &Path,
+) -> Result<(), EngineError> {
+    for patch in &conf.patches {
+        let file = work.join("patches").join(patch);
+        let bytes = fs::read(&file).map_err(|_| EngineError::Patch {
+            target: Box::new(target.clone()),
+            patch: patch.clone(),
+            problem: format!("cannot be found in {}", work.join("patches").display()),
+            code: 5,
+        })?;
+        let status = Command::new("patch", "apply PATCH[] from dkms.conf")
+            .args(["-p1"])
+            .dir(work)
+            .run_to_log(log, &bytes)?;
+        if status != ExitDescription::Code(0) {
+            return Err(EngineError::Patch {
+                target: Box::new(target.clone()),
+                patch: patch.clone(),
+                problem: format!("did not apply ({status}); see {}", log_path.display()),
+                code: 6,
+            });
+        }
+        let _ = host;
+    }
+    Ok(())
+}
+
+/// The variables dkms gives MAKE and the build scripts, as shell assignments read
+/// from positional parameters (never spliced into the command text).
+const SHELL_PRELUDE: &str = "kernelver=$1 arch=$2 kernel_source_dir=$3 dkms_tree=$4 source_tree=$5 install_tree=$6 module=$7 module_version=$8; shift 8; ";
+
+fn shell(host: &Host, target: &Target, script: &str, purpose: &str) -> Command {
+    Command::new("bash", purpose)
+        .args(["--norc", "--noprofile", "-c"])
+        .arg(format!("{SHELL_PRELUDE}{script}"))
+        .arg("dkms-hook")
+        .arg(&target.kernel)
+        .arg(&target.arch)
+        .arg(host.paths.kernel_source_dir(&target.kernel).as_os_str())
+        .arg(host.paths.dkms_tree.as_os_str())
+        .arg(host.paths.source_tree.as_os_str())
+        .arg(host.paths.install_tree.as_os_str())
+        .arg(&target.module)
+        .arg(&target.version)
+}
+
+/// The make command upstream would run: MAKE[] or the default, with a leading
+/// `make` rewritten to `make -jN KERNELRELEASE=<k>`, `LLVM=1` for clang kernels, and
+/// upstream's shared build path pointed at this target's own work directory.
+pub fn make_command(
+    host: &Host,
+    target: &Target,
+    conf: &DkmsConf,
+    work: &Path,
+    jobs: usize,
+) -> String {
+    let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
+    let mut command = conf.make_command.clone().unwrap_or_else(|| {
+        format!(
+            "make -C {} M={}",
+            kernel_source_dir.display(),
+            work.display()
+        )
+    });
+    let shared = host
+        .paths
+        .version_dir(&target.module, &target.version)
+        .join("build");
+    command = replace_path(
+        &command,
+        &shared.display().to_string(),
+        &work.display().to_string(),
+    );
+    if let Some(rest) = command.strip_prefix("make") {
+        command = format!("make -j{jobs} KERNELRELEASE={}{rest}", target.kernel);
+    }
+    let config = fs::read_to_string(host.paths.kernel_config(&target.kernel)).unwrap_or_default();
+    if config.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y") {
+        command.push_str(" LLVM=1");
+    }
+    command
+}
+
+fn run_make(
+    host: &Host,
+    target: &Target,
+    conf: &DkmsConf,
+    work: &Path,
+    options: &Options,
+    log: &File,
+    log_path: &Path,
+) -> Result<(), EngineError> {
+    let jobs = options.jobs.max(1);
+    let command = make_command(host, target, conf, work, jobs);
+    let mut log_writer = log;
+    let _ = writeln!(
+        log_writer,
+        "\n# command: cd {} && {command}",
+        work.display()
+    );
+    let status = shell(host, target, "eval \"$1\"", "build kernel modules")
+        .arg(&command)
+        .dir(work)
+        .run_to_log(log, &[])?;
+    let _ = writeln!(log_writer, "\n# exit code: {status}");
+    if status != ExitDescription::Code(0) {
+        return Err(EngineError::BuildFailed {
+            target: Box::new(target.clone()),
+            command,
+            status: status.to_string(),
+            log: log_path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Copies every expected module into a staging directory next to the final one, and
+/// strips, signs and compresses it there. Returns the staging directory.
+fn stage_modules(
+    host: &Host,
+    target: &Target,
+    conf: &DkmsConf,
+    work: &Path,
+    log_path: &Path,
+    progress: &dyn Progress,
+) -> Result<PathBuf, EngineError> {
+    let wanted: Vec<_> = conf
+        .modules
+        .iter()
+        .filter(|m| m.excluded.is_none())
+        .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .map(|m| format!("{}{}.ko", m.built_location, m.built_name))
+        .filter(|rel| !work.join(rel).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(EngineError::ModulesMissing {
+            target: Box::new(target.clone()),
+            missing,
+            log: log_path.to_path_buf(),
+        });
+    }
+    let kernel_dir = host
+        .paths
+        .version_dir(&target.module, &target.version)
+        .join(&target.kernel);
+    let staged = kernel_dir.join(format!(
+        "{}-{}-{}",
+        super::fsutil::TEMP_PREFIX,
+        std::process::id(),
+        target.arch
+    ));
+    remove_tree(&staged)?;
+    let module_dir = staged.join("module");
+    fs::create_dir_all(&module_dir).map_err(io_err("cannot create directory", &module_dir))?;
+    fs::create_dir_all(staged.join("log"))
+        .map_err(io_err("cannot create directory", staged.join("log")))?;
+
+    let kernel_config = host.paths.kernel_config(&target.kernel);
+    let compression = Compression::from_kernel_config(&kernel_config);
+    let signing = signing_setup(host, target, &kernel_config, progress);
+    for spec in wanted {
+        let built = work.join(format!("{}{}.ko", spec.built_location, spec.built_name));
+        let staged_ko = module_dir.join(format!("{}.ko", spec.dest_name));
+        fs::copy(&built, &staged_ko).map_err(io_err("cannot copy", &built))?;
+        if spec.strip {
+            if let Err(e) = Command::new("strip", "strip debug symbols from modules")
+                .arg("-g")
+                .arg(staged_ko.as_os_str())
+                .read()
+            {
+                progress.warn(&format!(
+                    "{target}: strip -g failed, keeping debug symbols: {e}"
+                ));
+            }
+        }
+        if let Some((sign_file, hash, key)) = &signing {
+            if let Err(e) = sign::sign_module(sign_file, hash, key, &staged_ko) {
+                progress.warn(&format!(
+                    "{target}: signing {} failed: {e}",
+                    staged_ko.display()
+                ));
+            }
+        }
+        if compression != Compression::None {
+            let options = match compression {
+                Compression::Zstd => host.settings.compress_zstd_opts.as_deref(),
+                Compression::Xz => host.settings.compress_xz_opts.as_deref(),
+                Compression::Gzip => host.settings.compress_gzip_opts.as_deref(),
+                Compression::None => None,
+            };
+            if let Err(e) = compress::compress(&staged_ko, compression, options) {
+                progress.warn(&format!(
+                    "{target}: compressing {} failed, keeping it uncompressed: {e}",
+                    staged_ko.display()
+                ));
+            }
+        }
+    }
+    let symvers = work.join("Module.symvers");
+    if symvers.is_file() {
+        let _ = fs::copy(&symvers, module_dir.join("Module.symvers"));
+    }
+    Ok(staged)
+}
+
+/// sign-file, the hash and the key to sign with, when the kernel wants signed modules
+/// and everything needed is there; a warning otherwise (signing never fails a build).
+fn signing_setup(
+    host: &Host,
+    target: &Target,
+    kernel_config: &Path,
+    progress: &dyn Progress,
+) -> Option<(PathBuf, String, sign::SigningKey)> {
+    let hash = sign::signature_hash(kernel_config)?;
+    let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
+    let Some(sign_file) = sign::find_sign_file(
+        &kernel_source_dir,
+        host.settings.sign_file.as_deref(),
+        &target.kernel,
+    ) else {
+        progress.warn(&format!("{target}: the kernel wants signed modules but sign-file was not found; modules are not signed"));
+        return None;
+    };
+    let key = sign::SigningKey {
+        key: host
+            .settings
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| host.paths.dkms_tree.join("mok.key")),
+        certificate: host
+            .settings
+            .signing_certificate
+            .clone()
+            .unwrap_or_else(|| host.paths.dkms_tree.join("mok.pub")),
+    };
+    match sign::ensure_signing_key(&key) {
+        Ok(true) => progress.step(&format!(
+            "Generated a module signing key: {} and {}",
+            key.key.display(),
+            key.certificate.display()
+        )),
+        Ok(false) => {}
+        Err(e) => {
+            progress.warn(&format!(
+                "{target}: no signing key: {e}; modules are not signed"
+            ));
+            return None;
+        }
+    }
+    Some((sign_file, hash, key))
+}
+
+/// Runs a dkms.conf script (PRE_BUILD, POST_ADD, ...) as upstream does: relative to
+/// `dir`, executable, its words split by the shell. A non-executable script is a
+/// warning, a failing one an error.
+pub(crate) fn run_script(
+    host: &Host,
+    target: &Target,
+    kind: &'static str,
+    script: &str,
+    dir: &Path,
+    log: Option<(&File, &Path)>,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    let program = script.split_whitespace().next().unwrap_or_default();
+    let path = dir.join(program);
+    let executable = fs::metadata(&path).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    });
+    if !executable {
+        progress.warn(&format!(
+            "{target}: the {kind} script {} is not executable; skipped",
+            path.display()
+        ));
+        return Ok(());
+    }
+    progress.step(&format!("Running the {kind} script"));
+    let command = shell(host, target, "cd \"$1\" && exec $1/$2", kind)
+        .arg(dir.as_os_str())
+        .arg(script)
+        .dir(dir);
+    let (status, log_path) = match log {
+        Some((file, path)) => (command.run_to_log(file, &[])?, path.to_path_buf()),
+        None => {
+            let out = command.output_with_stdin(&[])?;
+            (out.status, PathBuf::from("(no log)"))
+        }
+    };
+    if status != ExitDescription::Code(0) {
+        return Err(EngineError::ScriptFailed {
+            target: Box::new(target.clone()),
+            script: kind,
+            status: status.to_string(),
+            log: log_path,
+        });
+    }
+    Ok(())
+}
+
+/// Replaces `from` in `text` where it is a whole path (not followed by more name
+/// characters), so `.../build` is rewritten but `.../build-6.1` is not.
+fn replace_path(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(from) {
+        let after = &rest[pos + from.len()..];
+        let whole = !after.starts_with(|c: char| c.is_alphanumeric() || "_.-".contains(c));
+        out.push_str(&rest[..pos]);
+        out.push_str(if whole { to } else { from });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_path;
+
+    #[test]
+    fn upstream_build_path_is_rewritten_only_as_a_whole_path() {
+        let text = "make -C /k M=/d/m/1/build V=1 X=/d/m/1/build/sub Y=/d/m/1/build-6.1";
+        assert_eq!(
+            replace_path(text, "/d/m/1/build", "/d/m/1/build-6.1-x86_64"),
+            "make -C /k M=/d/m/1/build-6.1-x86_64 V=1 X=/d/m/1/build-6.1-x86_64/sub Y=/d/m/1/build-6.1"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The engine: add, build, install, uninstall, unbuild, remove, as upstream dkms does
+//! them, on the same tree, but atomically: a build is staged next to its final place
+//! and renamed in, an installed file is written to a temp name and renamed over, and
+//! a failed build never touches what is installed.
+//!
+//! The library never prints: progress goes through the [`Progress`] trait the binary
+//! implements, and every failure is an [`EngineError`] that knows upstream's exit code.
+
+mod add;
+mod build;
+mod fsutil;
+mod install;
+mod remove;
+
+pub use add::{add, AddSource};
+pub use build::build;
+pub use install::{depmod, install, uninstall};
+pub use remove::{remove, unbuild};
+
+use crate::conf::ConfError;
+use crate::exec::ExecError;
+use crate::tree::Target;
+use std::path::PathBuf;
+
+/// Receives what the engine has to say while it works.
+pub trait Progress: Sync {
+    /// A step worth a line (`Building hello/1.0 for 6.1.0-54-amd64`).
+    fn step(&self, message: &str);
+    /// Something the user should know that does not stop the work.
+    fn warn(&self, message: &str);
+}
+
+/// A [`Progress`] that drops everything, for callers that only want the result.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// Choices that apply to a whole command.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--force`: build despite missing BUILD_DEPENDS, install despite a failed
+    /// PRE_INSTALL, rebuild what is already built.
+    pub force: bool,
+    /// `--no-depmod`.
+    pub no_depmod: bool,
+    /// `-j`: make jobs for one build.
+    pub jobs: usize,
+    /// `-c FILE`: a dkms.conf to use instead of the module's own.
+    pub conf_override: Option<PathBuf>,
+}
+
+/// Why a command failed, with the exit code upstream dkms uses for it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("DKMS tree already contains: {module}/{version}; you cannot add the same module/version more than once")]
+    AlreadyAdded { module: String, version: String },
+    #[error("could not find module source directory {}", .dir.display())]
+    SourceMissing { dir: PathBuf },
+    #[error("{} must contain a dkms.conf file", .dir.display())]
+    NoDkmsConf { dir: PathBuf },
+    #[error("bad dkms.conf")]
+    Conf(#[from] ConfError),
+    #[error("the module/version {module}/{version} is not in the DKMS tree: add it first (dkms add {module}/{version})")]
+    NotAdded { module: String, version: String },
+    #[error("{module}/{version} is broken: its source directory or the symbolic link to it is missing; reinstall the package that provides it, or remove it with `dkms remove {module}/{version} --all`")]
+    Broken { module: String, version: String },
+    #[error("the headers for kernel {kernel} are not at {}: install the headers package for {kernel}, or give --kernelsourcedir", .dir.display())]
+    NoHeaders { kernel: String, dir: PathBuf },
+    #[error("{target} is skipped: {reason}")]
+    Excluded { target: Box<Target>, reason: String },
+    #[error("{target} needs BUILD_DEPENDS installed first: {}; install them or pass --force", .missing.join(", "))]
+    MissingDependencies {
+        target: Box<Target>,
+        missing: Vec<String>,
+    },
+    #[error("{target}: patch '{patch}' {problem}")]
+    Patch {
+        target: Box<Target>,
+        patch: String,
+        problem: String,
+        code: u8,
+    },
+    #[error("{target}: `{command}` failed ({status}); see {}", .log.display())]
+    BuildFailed {
+        target: Box<Target>,
+        command: String,
+        status: String,
+        log: PathBuf,
+    },
+    #[error("{target}: the {script} script failed ({status}); see {}", .log.display())]
+    ScriptFailed {
+        target: Box<Target>,
+        script: &'static str,
+        status: String,
+        log: PathBuf,
+    },
+    #[error("{target}: make did not produce {}; check BUILT_MODULE_NAME/BUILT_MODULE_LOCATION in dkms.conf, or see {}", .missing.join(", "), .log.display())]
+    ModulesMissing {
+        target: Box<Target>,
+        missing: Vec<String>,
+        log: PathBuf,
+    },
+    #[error("the directory {} does not exist: you cannot install a module onto a kernel that is not installed", .dir.display())]
+    NoKernel { dir: PathBuf },
+    #[error("{target}: the pre_install script failed ({status}); pass --force to install anyway")]
+    PreInstallFailed { target: Box<Target>, status: String },
+    #[error("{target} is not built")]
+    NotBuilt { target: Box<Target> },
+    #[error("{target} is already installed")]
+    AlreadyInstalled { target: Box<Target> },
+    #[error("{target} is already built; run `dkms unbuild` first, or pass --force to rebuild")]
+    AlreadyBuilt { target: Box<Target> },
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+impl EngineError {
+    /// Upstream dkms's exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::AlreadyAdded { .. } => 3,
+            EngineError::SourceMissing { .. } => 2,
+            EngineError::NoDkmsConf { .. } => 9,
+            EngineError::Conf(_) => 8,
+            EngineError::NotAdded { .. } => 3,
+            EngineError::Broken { .. } => 4,
+            EngineError::NoHeaders { .. } => 21,
+            EngineError::Excluded { .. } => 77,
+            EngineError::MissingDependencies { .. } => 13,
+            EngineError::Patch { code, .. } => *code,
+            EngineError::BuildFailed { .. } => 10,
+            EngineError::ScriptFailed { .. } => 10,
+            EngineError::ModulesMissing { .. } => 7,
+            EngineError::NoKernel { .. } => 6,
+            EngineError::PreInstallFailed { .. } => 101,
+            EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
+            EngineError::AlreadyInstalled { .. } => 5,
+            EngineError::Io { .. } | EngineError::Exec(_) => 1,
+        }
+    }
+
+    /// The make.log (or script log) to show the user, when there is one.
+    pub fn log(&self) -> Option<&PathBuf> {
+        match self {
+            EngineError::BuildFailed { log, .. }
+            | EngineError::ScriptFailed { log, .. }
+            | EngineError::ModulesMissing { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+}
+
+/// Attaches what was being done and to which path to an I/O error.
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> EngineError {
+    let path = path.into();
+    move |source| EngineError::Io { what, path, source }
+}
+
+/// Checks that `module/version` is added and not broken, as every command but add does.
+pub(crate) fn require_added(
+    host: &crate::Host,
+    module: &str,
+    version: &str,
+) -> Result<(), EngineError> {
+    let listed = crate::tree::module_versions(&host.paths, Some(module), Some(version));
+    match listed.first().map(|mv| mv.source) {
+        Some(crate::tree::SourceState::Added) => Ok(()),
+        Some(crate::tree::SourceState::Broken) => Err(EngineError::Broken {
+            module: module.into(),
+            version: version.into(),
+        }),
+        _ => Err(EngineError::NotAdded {
+            module: module.into(),
+            version: version.into(),
+        }),
+    }
+}
+
+/// Evaluates the dkms.conf for a target, honouring `-c`.
+pub(crate) fn read_conf(
+    host: &crate::Host,
+    target: &Target,
+    options: &Options,
+) -> Result<crate::conf::DkmsConf, ConfError> {
+    let file = options.conf_override.clone().unwrap_or_else(|| {
+        host.paths
+            .version_dir(&target.module, &target.version)
+            .join("source/dkms.conf")
+    });
+    let ctx = host.eval_context(
+        &target.module,
+        &target.version,
+        &target.kernel,
+        &target.arch,
+    );
+    crate::conf::evaluate(&file, &ctx)
+}

@@ -1,0 +1,95 @@
+//! `unbuild` and `remove`: take builds out of the DKMS tree (uninstalling first), and
+//! a module version out of DKMS once nothing is left. The source under the source
+//! tree is never deleted: it belongs to the package that installed it.
+
+use super::fsutil::{remove_empty_dirs, remove_tree};
+use super::{read_conf, require_added, uninstall, EngineError, Options, Progress};
+use crate::host::Host;
+use crate::tree::{self, Target};
+
+/// Uninstalls (if installed) and deletes one build. Returns false when there was no
+/// build for that kernel.
+pub fn unbuild(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<bool, EngineError> {
+    uninstall(host, target, options, progress)?;
+    let dir = target.build_dir(&host.paths);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    progress.step(&format!("Deleting {target} from the DKMS tree"));
+    remove_tree(&dir)?;
+    remove_tree(&target.work_dir(&host.paths))?;
+    if let Some(kernel_dir) = dir.parent() {
+        remove_empty_dirs(
+            kernel_dir,
+            &host.paths.version_dir(&target.module, &target.version),
+        );
+    }
+    Ok(true)
+}
+
+/// Removes the given builds of `module/version` (every build with `all`), then the
+/// version itself when none is left, running POST_REMOVE as upstream does.
+pub fn remove(
+    host: &Host,
+    module: &str,
+    version: &str,
+    kernels: &[(String, String)],
+    all: bool,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    if let Err(e) = require_added(host, module, version) {
+        // A broken version can still be removed: that is how a user fixes it.
+        if !matches!(e, EngineError::Broken { .. }) {
+            return Err(e);
+        }
+    }
+    let targets: Vec<Target> = if all {
+        tree::built_for(&host.paths, module, version, None, None)
+            .into_iter()
+            .map(|(k, a)| Target::new(module, version, &k, &a))
+            .collect()
+    } else {
+        kernels
+            .iter()
+            .map(|(k, a)| Target::new(module, version, k, a))
+            .collect()
+    };
+    let mut post_remove = None;
+    for target in &targets {
+        if post_remove.is_none() {
+            post_remove = read_conf(host, target, options)
+                .ok()
+                .and_then(|c| c.post_remove);
+        }
+        unbuild(host, target, options, progress)?;
+    }
+    let version_dir = host.paths.version_dir(module, version);
+    if tree::built_for(&host.paths, module, version, None, None).is_empty() {
+        progress.step(&format!(
+            "Deleting module {module}/{version} completely from the DKMS tree"
+        ));
+        if let (Some(script), Some(target)) = (post_remove, targets.first()) {
+            let source = version_dir.join("source");
+            if source.is_dir() {
+                super::build::run_script(
+                    host,
+                    target,
+                    "post_remove",
+                    &script,
+                    &source,
+                    None,
+                    progress,
+                )?;
+            }
+        }
+        remove_tree(&version_dir)?;
+        remove_empty_dirs(&host.paths.module_dir(module), &host.paths.dkms_tree);
+    }
+    Ok(())
+}
