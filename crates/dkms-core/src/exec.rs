@@ -68,6 +68,7 @@ pub struct Command {
     dir: Option<PathBuf>,
     timeout: Option<Duration>,
     purpose: String,
+    jobserver: Option<jobserver::Client>,
 }
 
 /// What a finished command printed, and how it ended.
@@ -95,6 +96,7 @@ impl Command {
             dir: None,
             timeout: None,
             purpose: purpose.to_string(),
+            jobserver: None,
         }
     }
 
@@ -120,6 +122,13 @@ impl Command {
 
     pub fn dir(mut self, dir: &Path) -> Self {
         self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Lets make (and its sub-makes) take job slots from a shared GNU make jobserver,
+    /// so parallel builds together never run more compile jobs than the budget.
+    pub fn jobserver(mut self, client: &jobserver::Client) -> Self {
+        self.jobserver = Some(client.clone());
         self
     }
 
@@ -159,9 +168,13 @@ impl Command {
         }
         // A process group of its own, so a timeout can kill the subshells a script
         // started too, not just the script.
-        expr.before_spawn(|command| {
+        let jobserver = self.jobserver.clone();
+        expr.before_spawn(move |command| {
             use std::os::unix::process::CommandExt;
             command.process_group(0);
+            if let Some(client) = &jobserver {
+                client.configure_make(command);
+            }
             Ok(())
         })
     }

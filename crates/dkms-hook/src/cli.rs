@@ -124,4 +124,7 @@ pub enum Action {
     Autoinstall,
     /// Show what is added, built and installed, as upstream dkms prints it.
     Status,
+    /// (dkms-hook) What autoinstall would build for the kernels, in order, and why
+    /// anything is left out; default: every installed kernel.
+    Plan,
 }

@@ -4,7 +4,7 @@
 use crate::cli::{Action, GlobalArgs};
 use crate::output::Printer;
 use anyhow::{bail, Result};
-use dkms_core::engine::{self, AddSource, EngineError, Options};
+use dkms_core::engine::{self, AddSource, EngineError, JobResult, Options};
 use dkms_core::plan::{self, Left};
 use dkms_core::tree::Target;
 use dkms_core::Host;
@@ -25,6 +25,7 @@ pub fn run(
         no_depmod: global.no_depmod,
         jobs: global.jobs.or(host.settings.jobs).unwrap_or_else(num_cpus),
         conf_override: global.conf.clone(),
+        jobserver: None,
     };
     let kernels = crate::kernels_with_arches(global)?;
     let kernels: Vec<(String, String)> = kernels
@@ -92,7 +93,7 @@ pub fn run(
             Ok(ExitCode::SUCCESS)
         }
         Action::Autoinstall => autoinstall(host, &with_default(), &options, printer),
-        Action::Status => unreachable!("status is not an engine command"),
+        Action::Status | Action::Plan => bail!("{action:?} is not an engine command"),
     }
 }
 
@@ -160,8 +161,8 @@ fn depmod_all(host: &Host, kernels: BTreeSet<String>, options: &Options, printer
     }
 }
 
-/// `autoinstall`: the plan's targets in dependency order; a failure skips what
-/// depends on it, the rest go on; exit 11 when anything failed.
+/// `autoinstall`: the plan's targets, dependencies first, independent ones in
+/// parallel; a failure skips only what depends on it; exit 11 when anything failed.
 fn autoinstall(
     host: &Host,
     kernels: &[(String, String)],
@@ -173,51 +174,141 @@ fn autoinstall(
         return Ok(ExitCode::SUCCESS);
     }
     let plan = plan::autoinstall(host, kernels);
-    let mut failed: Vec<(Target, String)> = Vec::new();
-    let mut installed = BTreeSet::new();
+    let mut failures: Vec<(Target, String)> = Vec::new();
+    let mut skipped: Vec<(Target, String)> = Vec::new();
     for decision in &plan.decisions {
-        let target = &decision.target;
+        let target = decision.target.clone();
         match &decision.left {
-            Some(Left::AlreadyInstalled) => continue,
-            Some(Left::Excluded(reason)) => printer.step(&format!("Skipping {target}: {reason}")),
-            Some(Left::NoHeaders) => printer.warning(&format!("{target}: no kernel headers, skipped")),
-            Some(Left::Deferred(deps)) => printer.warning(&format!(
-                "{target} deferred: BUILD_DEPENDS not registered with DKMS: {}; it is retried on the next run",
-                deps.join(", ")
-            )),
-            Some(Left::Failed(reason)) => failed.push((target.clone(), reason.clone())),
-            None => {
-                if let Some(dep) = decision.after.iter().find(|d| failed.iter().any(|(f, _)| f == *d)) {
-                    failed.push((target.clone(), format!("dependency {}/{} failed on {}", dep.module, dep.version, dep.kernel)));
-                    continue;
-                }
-                printer.step(&format!("Autoinstall of module {}/{} for kernel {} ({})", target.module, target.version, target.kernel, target.arch));
-                match engine::install(host, target, options, printer) {
-                    Ok(()) => {
-                        installed.insert(target.kernel.clone());
-                    }
-                    Err(EngineError::Excluded { reason, .. }) => printer.step(&format!("Skipping {target}: {reason}")),
-                    Err(e) => {
-                        let log = e.log().map(|l| format!(": see {}", l.display())).unwrap_or_default();
-                        failed.push((target.clone(), format!("{e}{log}")));
-                    }
-                }
+            None | Some(Left::AlreadyInstalled) => {}
+            Some(Left::Excluded(reason)) => skipped.push((target, format!("excluded: {reason}"))),
+            Some(Left::NoHeaders) => skipped.push((target, "no kernel headers".into())),
+            Some(Left::Deferred(deps)) => {
+                printer.warning(&format!(
+                    "{}/{} deferred on {}: BUILD_DEPENDS not registered with DKMS: {}; retried on the next run",
+                    target.module,
+                    target.version,
+                    target.kernel,
+                    deps.join(", ")
+                ));
+                skipped.push((target, format!("waits for {}", deps.join(", "))));
+            }
+            Some(Left::Failed(reason)) => failures.push((target, format!("not built: {reason}"))),
+        }
+    }
+    let report = engine::run_plan(host, &plan, options, printer);
+    let mut installed = Vec::new();
+    for outcome in &report.outcomes {
+        let target = outcome.target.clone();
+        match &outcome.result {
+            JobResult::Installed => installed.push(target),
+            JobResult::Excluded { reason } => skipped.push((target, format!("excluded: {reason}"))),
+            JobResult::Skipped { reason } => {
+                failures.push((target, format!("not built: {reason}")))
+            }
+            JobResult::Failed { message, log, .. } => {
+                let why = match log {
+                    Some(log) => format!("failed to build: see {}", log.display()),
+                    None => message.clone(),
+                };
+                failures.push((target, why));
             }
         }
     }
-    depmod_all(host, installed, options, printer);
-    if failed.is_empty() {
+    for (kernel, error) in &report.depmod_failures {
+        failures.push((Target::new("depmod", "-", kernel, ""), error.clone()));
+    }
+    summary(&installed, &skipped, &failures, printer);
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(11)
+    })
+}
+
+/// The closing table: what was installed, skipped (why) and failed (why, log).
+fn summary(
+    installed: &[Target],
+    skipped: &[(Target, String)],
+    failures: &[(Target, String)],
+    printer: &Printer,
+) {
+    let name = |t: &Target| format!("{}/{} for {}", t.module, t.version, t.kernel);
+    if installed.is_empty() && skipped.is_empty() && failures.is_empty() {
+        printer.step("Nothing to do: every module is installed for every kernel.");
+        return;
+    }
+    printer.step(&format!(
+        "Summary: {} installed, {} skipped, {} failed",
+        installed.len(),
+        skipped.len(),
+        failures.len()
+    ));
+    for t in installed {
+        printer.detail(&format!("installed  {}", name(t)));
+    }
+    for (t, why) in skipped {
+        printer.detail(&format!("skipped    {}: {why}", name(t)));
+    }
+    for (t, why) in failures {
+        printer.error(&anyhow::anyhow!("{}: {why}", name(t)));
+    }
+}
+
+/// `dkms-hook plan`: what autoinstall would do for the kernels, and why, without
+/// doing it.
+pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<ExitCode> {
+    let kernels: Vec<(String, String)> = crate::kernels_with_arches(global)?
+        .into_iter()
+        .map(|(k, a)| {
+            (
+                k,
+                a.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string()),
+            )
+        })
+        .collect();
+    let kernels = if kernels.is_empty() {
+        dkms_core::kernel::installed_kernels(&host.paths)
+            .into_iter()
+            .map(|k| (k.release, dkms_core::kernel::default_arch().to_string()))
+            .collect()
+    } else {
+        kernels
+    };
+    let plan = plan::autoinstall(host, &kernels);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for (target, reason) in &failed {
-        printer.error(&anyhow::anyhow!(
-            "{}/{} failed for {}: {reason}",
-            target.module,
-            target.version,
-            target.kernel
-        ));
+    let mut number = 0;
+    for d in &plan.decisions {
+        let t = &d.target;
+        let what = format!("{}/{} for {} ({})", t.module, t.version, t.kernel, t.arch);
+        match &d.left {
+            None => {
+                number += 1;
+                let after: Vec<String> = d
+                    .after
+                    .iter()
+                    .map(|a| format!("{}/{}", a.module, a.version))
+                    .collect();
+                let after = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!(", after {}", after.join(", "))
+                };
+                println!("{number:>3}. build  {what}{after}");
+            }
+            Some(Left::AlreadyInstalled) => println!("     ok     {what}: installed"),
+            Some(Left::Excluded(r)) => println!("     skip   {what}: excluded: {r}"),
+            Some(Left::NoHeaders) => println!("     skip   {what}: no headers for {}", t.kernel),
+            Some(Left::Deferred(deps)) => println!(
+                "     defer  {what}: BUILD_DEPENDS not registered with DKMS: {}",
+                deps.join(", ")
+            ),
+            Some(Left::Failed(r)) => println!("     fail   {what}: {r}"),
+        }
     }
-    Ok(ExitCode::from(11))
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `m/v` from the positional argument, `-m m/v`, or `-m m -v v`.

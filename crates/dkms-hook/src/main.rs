@@ -108,9 +108,13 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
     match cli.action {
         Action::Status => {
             let query = status_query(&cli.global, target)?;
-            let _ = face; // The explained status of `dkms-hook` arrives with the status matrix.
             run_status(&host, &query, cli.json, printer)
         }
+        Action::Plan if face == Face::Dkms => bail!(exit(
+            0,
+            "Error! Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
+        )),
+        Action::Plan => commands::plan(&host, &cli.global, cli.json),
         action => commands::run(action, &host, &cli.global, &cli.targets, printer),
     }
 }

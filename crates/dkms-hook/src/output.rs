@@ -14,6 +14,7 @@ pub struct Printer {
 const RED: &str = "\x1b[1;31m";
 const YELLOW: &str = "\x1b[1;33m";
 const GREEN: &str = "\x1b[1;32m";
+const BLUE: &str = "\x1b[1;34m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
@@ -61,6 +62,19 @@ impl Printer {
             let _ = writeln!(stderr, "  -> {cause}");
             source = cause.source();
         }
+    }
+
+    /// `  -> <detail>` on stdout (suppressed by -q).
+    pub fn detail(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        let (c, b, r) = if self.color_stdout {
+            (BLUE, BOLD, RESET)
+        } else {
+            ("", "", "")
+        };
+        let _ = writeln!(std::io::stdout(), "{c}  ->{r}{b} {message}{r}");
     }
 
     /// `==> <step>` on stdout (suppressed by -q).

@@ -99,7 +99,15 @@ pub fn build(
             progress,
         )?;
     }
-    run_make(host, target, &conf, &work, options, &log, &log_path)?;
+    run_make(
+        host,
+        target,
+        &conf,
+        &work,
+        options,
+        (&log, &log_path),
+        progress,
+    )?;
 
     let staged = stage_modules(host, target, &conf, &work, &log_path, progress)?;
     let final_dir = target.build_dir(&host.paths);
@@ -186,13 +194,15 @@ fn shell(host: &Host, target: &Target, script: &str, purpose: &str) -> Command {
 
 /// The make command upstream would run: MAKE[] or the default, with a leading
 /// `make` rewritten to `make -jN KERNELRELEASE=<k>`, `LLVM=1` for clang kernels, and
-/// upstream's shared build path pointed at this target's own work directory.
+/// upstream's shared build path pointed at this target's own work directory. With
+/// `jobs` = `None` (a shared jobserver provides the slots) no `-j` is added: a `-jN`
+/// on make's command line makes it leave the jobserver.
 pub fn make_command(
     host: &Host,
     target: &Target,
     conf: &DkmsConf,
     work: &Path,
-    jobs: usize,
+    jobs: Option<usize>,
 ) -> String {
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
     let mut command = conf.make_command.clone().unwrap_or_else(|| {
@@ -212,7 +222,8 @@ pub fn make_command(
         &work.display().to_string(),
     );
     if let Some(rest) = command.strip_prefix("make") {
-        command = format!("make -j{jobs} KERNELRELEASE={}{rest}", target.kernel);
+        let jobs = jobs.map(|j| format!(" -j{j}")).unwrap_or_default();
+        command = format!("make{jobs} KERNELRELEASE={}{rest}", target.kernel);
     }
     let config = fs::read_to_string(host.paths.kernel_config(&target.kernel)).unwrap_or_default();
     if config.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y") {
@@ -227,21 +238,29 @@ fn run_make(
     conf: &DkmsConf,
     work: &Path,
     options: &Options,
-    log: &File,
-    log_path: &Path,
+    (log, log_path): (&File, &Path),
+    progress: &dyn Progress,
 ) -> Result<(), EngineError> {
-    let jobs = options.jobs.max(1);
+    let jobs = options.jobserver.is_none().then_some(options.jobs.max(1));
     let command = make_command(host, target, conf, work, jobs);
+    if options.jobserver.is_some() && hard_codes_jobs(&command) {
+        progress.warn(&format!(
+            "{target}: MAKE in dkms.conf passes its own -j, so this build leaves the shared job budget"
+        ));
+    }
     let mut log_writer = log;
     let _ = writeln!(
         log_writer,
         "\n# command: cd {} && {command}",
         work.display()
     );
-    let status = shell(host, target, "eval \"$1\"", "build kernel modules")
+    let mut make = shell(host, target, "eval \"$1\"", "build kernel modules")
         .arg(&command)
-        .dir(work)
-        .run_to_log(log, &[])?;
+        .dir(work);
+    if let Some(client) = &options.jobserver {
+        make = make.jobserver(client);
+    }
+    let status = make.run_to_log(log, &[])?;
     let _ = writeln!(log_writer, "\n# exit code: {status}");
     if status != ExitDescription::Code(0) {
         return Err(EngineError::BuildFailed {
@@ -375,7 +394,13 @@ fn signing_setup(
             .clone()
             .unwrap_or_else(|| host.paths.dkms_tree.join("mok.pub")),
     };
-    match sign::ensure_signing_key(&key) {
+    // Parallel builds must not each generate a key pair and mix the halves.
+    static KEY_GENERATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let generated = {
+        let _guard = KEY_GENERATION.lock().unwrap_or_else(|p| p.into_inner());
+        sign::ensure_signing_key(&key)
+    };
+    match generated {
         Ok(true) => progress.step(&format!(
             "Generated a module signing key: {} and {}",
             key.key.display(),
@@ -438,6 +463,15 @@ pub(crate) fn run_script(
         });
     }
     Ok(())
+}
+
+/// Whether a make command line carries its own `-j`/`-jN`/`--jobs`.
+fn hard_codes_jobs(command: &str) -> bool {
+    command.split_whitespace().any(|word| {
+        word == "-j"
+            || word.starts_with("--jobs")
+            || (word.starts_with("-j") && word[2..].bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Replaces `from` in `text` where it is a whole path (not followed by more name

@@ -11,11 +11,13 @@ mod build;
 mod fsutil;
 mod install;
 mod remove;
+mod run;
 
 pub use add::{add, AddSource};
 pub use build::build;
 pub use install::{depmod, install, uninstall};
 pub use remove::{remove, unbuild};
+pub use run::{run_plan, JobResult, Outcome, RunReport};
 
 use crate::conf::ConfError;
 use crate::exec::ExecError;
@@ -50,6 +52,10 @@ pub struct Options {
     pub jobs: usize,
     /// `-c FILE`: a dkms.conf to use instead of the module's own.
     pub conf_override: Option<PathBuf>,
+    /// A GNU make jobserver shared by every build of the command: make takes its
+    /// parallel job slots from it instead of getting `-jN`, so concurrent builds
+    /// together stay within `jobs`.
+    pub jobserver: Option<jobserver::Client>,
 }
 
 /// Why a command failed, with the exit code upstream dkms uses for it.

@@ -1,0 +1,286 @@
+//! Executes a [`Plan`]: independent targets build in parallel, dependents wait for
+//! their dependencies on the same kernel, a failure skips only what depends on it,
+//! and each kernel gets one depmod as soon as its last target is done.
+//!
+//! Every make draws job slots from one GNU make jobserver holding `jobs` tokens; a
+//! running build holds one token itself (make's implicit slot), so however many
+//! builds run, no more than `jobs` compile jobs run at once.
+
+use super::{depmod, install, EngineError, Options, Progress};
+use crate::host::Host;
+use crate::plan::Plan;
+use crate::tree::Target;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+
+/// What happened to one target of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum JobResult {
+    Installed,
+    /// BUILD_EXCLUSIVE_* turned out to exclude it (exit 77 upstream): not a failure.
+    Excluded {
+        reason: String,
+    },
+    /// Not attempted because a dependency failed.
+    Skipped {
+        reason: String,
+    },
+    Failed {
+        message: String,
+        log: Option<PathBuf>,
+        exit_code: u8,
+    },
+}
+
+/// One target's outcome, in plan order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub target: Target,
+    #[serde(flatten)]
+    pub result: JobResult,
+}
+
+/// Everything a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    pub outcomes: Vec<Outcome>,
+    /// Kernels whose depmod failed, with the error.
+    pub depmod_failures: Vec<(String, String)>,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes.iter().filter(|o| {
+            matches!(
+                o.result,
+                JobResult::Failed { .. } | JobResult::Skipped { .. }
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Done(bool),
+}
+
+struct Shared {
+    states: Vec<State>,
+    results: Vec<Option<JobResult>>,
+    /// Unfinished targets per kernel, for depmod as soon as a kernel is done.
+    left_per_kernel: HashMap<String, usize>,
+    installed_per_kernel: HashMap<String, bool>,
+    started: usize,
+    depmod_failures: Vec<(String, String)>,
+}
+
+/// Runs every job of `plan` with up to `options.jobs` builds at once.
+pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Progress) -> RunReport {
+    let jobs: Vec<&Target> = plan.jobs().map(|d| &d.target).collect();
+    let index_of: HashMap<&Target, usize> = jobs.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let deps: Vec<Vec<usize>> = plan
+        .jobs()
+        .map(|d| {
+            d.after
+                .iter()
+                .filter_map(|t| index_of.get(t).copied())
+                .collect()
+        })
+        .collect();
+    let slots = options.jobs.max(1);
+    let mut options = options.clone();
+    if options.jobserver.is_none() {
+        match jobserver::Client::new(slots) {
+            Ok(client) => options.jobserver = Some(client),
+            Err(e) => progress.warn(&format!(
+                "no shared make jobserver ({e}); each build gets -j{slots}"
+            )),
+        }
+    }
+    let mut left_per_kernel = HashMap::new();
+    for t in &jobs {
+        *left_per_kernel.entry(t.kernel.clone()).or_insert(0) += 1;
+    }
+    let shared = Mutex::new(Shared {
+        states: vec![State::Waiting; jobs.len()],
+        results: vec![None; jobs.len()],
+        left_per_kernel,
+        installed_per_kernel: HashMap::new(),
+        started: 0,
+        depmod_failures: Vec::new(),
+    });
+    let wake = Condvar::new();
+    let total = jobs.len();
+    let workers = slots.min(total).max(1);
+    let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                // Take the first waiting job whose dependencies all succeeded; a job
+                // with a failed dependency is settled as skipped right here.
+                let mut depmod_now = Vec::new();
+                let picked = {
+                    let mut state = lock();
+                    loop {
+                        let mut next = None;
+                        let mut progressed = false;
+                        for i in 0..total {
+                            if state.states[i] != State::Waiting {
+                                continue;
+                            }
+                            if let Some(&bad) = deps[i]
+                                .iter()
+                                .find(|&&d| state.states[d] == State::Done(false))
+                            {
+                                let dep = jobs[bad];
+                                let reason = format!(
+                                    "dependency {}/{} failed on {}",
+                                    dep.module, dep.version, dep.kernel
+                                );
+                                progress.warn(&format!("{} skipped: {reason}", jobs[i]));
+                                state.states[i] = State::Done(false);
+                                state.results[i] = Some(JobResult::Skipped { reason });
+                                depmod_now.extend(finish_kernel(
+                                    &mut state,
+                                    &jobs[i].kernel,
+                                    false,
+                                ));
+                                progressed = true;
+                                continue;
+                            }
+                            if deps[i]
+                                .iter()
+                                .all(|&d| state.states[d] == State::Done(true))
+                            {
+                                next = Some(i);
+                                break;
+                            }
+                        }
+                        if let Some(i) = next {
+                            state.states[i] = State::Running;
+                            state.started += 1;
+                            break Some((i, state.started));
+                        }
+                        if progressed {
+                            wake.notify_all();
+                            continue;
+                        }
+                        if state.states.iter().all(|s| matches!(s, State::Done(_))) {
+                            break None;
+                        }
+                        state = wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                run_depmods(host, &options, progress, &depmod_now, &lock);
+                let Some((i, number)) = picked else {
+                    wake.notify_all();
+                    return;
+                };
+                let target = jobs[i];
+                progress.step(&format!(
+                    "[{number}/{total}] building {}/{} for {}",
+                    target.module, target.version, target.kernel
+                ));
+                // make's implicit job slot: held for the whole build.
+                let token = options.jobserver.as_ref().and_then(|c| c.acquire().ok());
+                let result = match install(host, target, &options, &WarningsOnly(progress)) {
+                    Ok(()) => JobResult::Installed,
+                    Err(EngineError::Excluded { reason, .. }) => JobResult::Excluded { reason },
+                    Err(e) => JobResult::Failed {
+                        message: e.to_string(),
+                        log: e.log().cloned(),
+                        exit_code: e.exit_code(),
+                    },
+                };
+                drop(token);
+                let ok = !matches!(result, JobResult::Failed { .. });
+                let word = match &result {
+                    JobResult::Installed => "installed".to_string(),
+                    JobResult::Excluded { reason } => format!("skipped ({reason})"),
+                    JobResult::Failed { log: Some(log), .. } => {
+                        format!("FAILED (see {})", log.display())
+                    }
+                    _ => "FAILED".to_string(),
+                };
+                progress.step(&format!(
+                    "[{number}/{total}] {}/{} for {}: {word}",
+                    target.module, target.version, target.kernel
+                ));
+                let mut state = lock();
+                state.states[i] = State::Done(ok);
+                let installed = result == JobResult::Installed;
+                state.results[i] = Some(result);
+                let kernel_done = finish_kernel(&mut state, &target.kernel, installed);
+                drop(state);
+                run_depmods(host, &options, progress, kernel_done.as_slice(), &lock);
+                wake.notify_all();
+            });
+        }
+    });
+
+    let state = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+    RunReport {
+        outcomes: jobs
+            .iter()
+            .zip(state.results)
+            .map(|(t, r)| Outcome {
+                target: (*t).clone(),
+                result: r.unwrap_or(JobResult::Skipped {
+                    reason: "not run".into(),
+                }),
+            })
+            .collect(),
+        depmod_failures: state.depmod_failures,
+    }
+}
+
+/// Counts a finished target of `kernel`; after its last one, returns the kernel when
+/// anything was installed there, for one depmod (run outside the lock).
+fn finish_kernel(state: &mut Shared, kernel: &str, installed: bool) -> Option<String> {
+    if installed {
+        state.installed_per_kernel.insert(kernel.to_string(), true);
+    }
+    let left = state.left_per_kernel.get_mut(kernel)?;
+    *left -= 1;
+    (*left == 0
+        && state
+            .installed_per_kernel
+            .get(kernel)
+            .copied()
+            .unwrap_or(false))
+    .then(|| kernel.to_string())
+}
+
+fn run_depmods<'a>(
+    host: &Host,
+    options: &Options,
+    progress: &dyn Progress,
+    kernels: &[String],
+    lock: &dyn Fn() -> std::sync::MutexGuard<'a, Shared>,
+) {
+    for kernel in kernels {
+        if let Err(e) = depmod(host, kernel, options, progress) {
+            lock().depmod_failures.push((kernel.clone(), e.to_string()));
+        }
+    }
+}
+
+/// Passes the engine's warnings on but not its step-by-step lines: with many builds
+/// at once, the scheduler's one line per start and end is what stays readable.
+struct WarningsOnly<'a>(&'a dyn Progress);
+
+impl Progress for WarningsOnly<'_> {
+    fn step(&self, message: &str) {
+        log::info!("{message}");
+    }
+
+    fn warn(&self, message: &str) {
+        self.0.warn(message);
+    }
+}
