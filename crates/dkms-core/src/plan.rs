@@ -40,6 +40,8 @@ pub struct Decision {
     pub left: Option<Left>,
     /// Targets of the same kernel this one waits for.
     pub after: Vec<Target>,
+    /// Build again even though it is built or installed (its source was reinstalled).
+    pub rebuild: bool,
 }
 
 /// The ordered decisions for a set of kernels.
@@ -77,19 +79,62 @@ pub fn newest_versions(host: &Host) -> BTreeMap<String, String> {
 /// module not installed yet, dependencies first.
 pub fn autoinstall(host: &Host, kernels: &[(String, String)]) -> Plan {
     let newest = newest_versions(host);
+    plan(host, kernels, |_, module, version| {
+        (newest.get(module).map(String::as_str) == Some(version))
+            .then_some(Selection::IfAutoinstall)
+    })
+}
+
+/// Why a module version is a candidate on a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Only if its dkms.conf says AUTOINSTALL=yes (a kernel changed).
+    IfAutoinstall,
+    /// Whatever AUTOINSTALL says, and rebuilt even when installed (its source changed).
+    Rebuild,
+}
+
+/// The plan for `kernels`, with `select(kernel, module, version)` choosing among the
+/// added module versions.
+pub fn plan<F>(host: &Host, kernels: &[(String, String)], select: F) -> Plan
+where
+    F: Fn(&str, &str, &str) -> Option<Selection>,
+{
+    let registered = newest_versions(host);
+    let versions = tree::module_versions(&host.paths, None, None);
     let mut plan = Plan::default();
     for (kernel, arch) in kernels {
+        // One version per module and kernel: the newest one selected.
+        let mut chosen: BTreeMap<&str, (&str, Selection)> = BTreeMap::new();
+        for mv in versions.iter().filter(|mv| mv.source == SourceState::Added) {
+            let Some(selection) = select(kernel, &mv.module, &mv.version) else {
+                continue;
+            };
+            match chosen.get(mv.module.as_str()) {
+                Some((v, _)) if ver_cmp(&mv.version, v) != std::cmp::Ordering::Greater => {}
+                _ => {
+                    chosen.insert(&mv.module, (&mv.version, selection));
+                }
+            }
+        }
         let mut candidates = Vec::new();
-        for (module, version) in &newest {
-            let target = Target::new(module, version, kernel, arch);
-            match host.read_conf(module, version, kernel, arch) {
-                Ok(conf) if conf.autoinstall => candidates.push((target, Ok(conf))),
+        for (module, (version, selection)) in chosen {
+            let mv = crate::tree::ModuleVersion {
+                module: module.to_string(),
+                version: version.to_string(),
+                source: SourceState::Added,
+            };
+            let target = Target::new(&mv.module, &mv.version, kernel, arch);
+            match host.read_conf(&mv.module, &mv.version, kernel, arch) {
+                Ok(conf) if conf.autoinstall || selection == Selection::Rebuild => {
+                    candidates.push((target, Ok(conf), selection == Selection::Rebuild))
+                }
                 Ok(_) => {}
-                Err(e) => candidates.push((target, Err(e.to_string()))),
+                Err(e) => candidates.push((target, Err(e.to_string()), false)),
             }
         }
         plan.decisions
-            .extend(order_kernel(host, candidates, &newest));
+            .extend(order_kernel(host, candidates, &registered));
     }
     plan
 }
@@ -97,7 +142,7 @@ pub fn autoinstall(host: &Host, kernels: &[(String, String)]) -> Plan {
 /// Orders one kernel's candidates by BUILD_DEPENDS and decides what is left out.
 fn order_kernel(
     host: &Host,
-    candidates: Vec<(Target, Result<DkmsConf, String>)>,
+    candidates: Vec<(Target, Result<DkmsConf, String>, bool)>,
     registered: &BTreeMap<String, String>,
 ) -> Vec<Decision> {
     let mut decisions: Vec<Decision> = Vec::new();
@@ -111,11 +156,11 @@ fn order_kernel(
             .is_dir()
     };
 
-    for (target, conf) in candidates {
+    for (target, conf, rebuild) in candidates {
         let index = decisions.len();
         let left = match &conf {
             Err(e) => Some(Left::Failed(e.clone())),
-            Ok(_) if target.is_installed(&host.paths) => Some(Left::AlreadyInstalled),
+            Ok(_) if !rebuild && target.is_installed(&host.paths) => Some(Left::AlreadyInstalled),
             Ok(c) if c.excluded.is_some() => {
                 Some(Left::Excluded(c.excluded.clone().unwrap_or_default()))
             }
@@ -129,6 +174,7 @@ fn order_kernel(
             target,
             left,
             after: Vec::new(),
+            rebuild,
         });
         confs.push(conf.ok());
     }

@@ -43,6 +43,10 @@ pub struct Settings {
     pub compress_zstd_opts: Option<String>,
     /// A command run once after a transaction that changed modules.
     pub post_transaction: Option<String>,
+    /// How to regenerate a kernel's initramfs after a headers-only transaction built
+    /// modules for it (mkinitcpio's own hook does not run then); `{kernel}` and
+    /// `{pkgbase}` are replaced. Default: `mkinitcpio -p {pkgbase}` when present.
+    pub initramfs_command: Option<String>,
     /// Overrides of the trees, as framework.conf's variables of the same names.
     pub dkms_tree: Option<PathBuf>,
     pub source_tree: Option<PathBuf>,
@@ -101,6 +105,7 @@ impl Settings {
             compress_xz_opts: self.compress_xz_opts.or(lower.compress_xz_opts),
             compress_zstd_opts: self.compress_zstd_opts.or(lower.compress_zstd_opts),
             post_transaction: self.post_transaction.or(lower.post_transaction),
+            initramfs_command: self.initramfs_command.or(lower.initramfs_command),
             dkms_tree: self.dkms_tree.or(lower.dkms_tree),
             source_tree: self.source_tree.or(lower.source_tree),
             install_tree: self.install_tree.or(lower.install_tree),

@@ -124,6 +124,9 @@ pub enum Action {
     Autoinstall,
     /// Show what is added, built and installed, as upstream dkms prints it.
     Status,
+    /// (dkms-hook) Run by the pacman hooks: reads the transaction's target paths on
+    /// stdin. `dkms-hook hook install|upgrade|remove`.
+    Hook,
     /// (dkms-hook) What autoinstall would build for the kernels, in order, and why
     /// anything is left out; default: every installed kernel.
     Plan,

@@ -12,6 +12,17 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The engine options the command line and settings ask for.
+pub fn options(host: &Host, global: &GlobalArgs) -> Options {
+    Options {
+        force: global.force,
+        no_depmod: global.no_depmod,
+        jobs: global.jobs.or(host.settings.jobs).unwrap_or_else(num_cpus),
+        conf_override: global.conf.clone(),
+        jobserver: None,
+    }
+}
+
 /// Runs one engine action.
 pub fn run(
     action: Action,
@@ -20,13 +31,7 @@ pub fn run(
     targets: &[String],
     printer: &Printer,
 ) -> Result<ExitCode> {
-    let options = Options {
-        force: global.force,
-        no_depmod: global.no_depmod,
-        jobs: global.jobs.or(host.settings.jobs).unwrap_or_else(num_cpus),
-        conf_override: global.conf.clone(),
-        jobserver: None,
-    };
+    let options = options(host, global);
     let kernels = crate::kernels_with_arches(global)?;
     let kernels: Vec<(String, String)> = kernels
         .into_iter()
@@ -93,7 +98,9 @@ pub fn run(
             Ok(ExitCode::SUCCESS)
         }
         Action::Autoinstall => autoinstall(host, &with_default(), &options, printer),
-        Action::Status | Action::Plan => bail!("{action:?} is not an engine command"),
+        Action::Status | Action::Plan | Action::Hook => {
+            bail!("{action:?} is not an engine command")
+        }
     }
 }
 

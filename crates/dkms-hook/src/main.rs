@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod hook;
 mod output;
 
 use anyhow::{bail, Context, Result};
@@ -115,6 +116,15 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
             "Error! Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
         )),
         Action::Plan => commands::plan(&host, &cli.global, cli.json),
+        Action::Hook => {
+            let kind = match target {
+                Some("install") => hook::HookKind::Install,
+                Some("upgrade") => hook::HookKind::Upgrade,
+                Some("remove") => hook::HookKind::Remove,
+                _ => bail!(exit(2, "usage: dkms-hook hook install|upgrade|remove (targets on stdin)")),
+            };
+            hook::run(kind, &host, &commands::options(&host, &cli.global), printer)
+        }
         action => commands::run(action, &host, &cli.global, &cli.targets, printer),
     }
 }

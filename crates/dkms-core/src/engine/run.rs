@@ -82,6 +82,7 @@ struct Shared {
 /// Runs every job of `plan` with up to `options.jobs` builds at once.
 pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Progress) -> RunReport {
     let jobs: Vec<&Target> = plan.jobs().map(|d| &d.target).collect();
+    let rebuild: Vec<bool> = plan.jobs().map(|d| d.rebuild).collect();
     let index_of: HashMap<&Target, usize> = jobs.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let deps: Vec<Vec<usize>> = plan
         .jobs()
@@ -189,7 +190,19 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 ));
                 // make's implicit job slot: held for the whole build.
                 let token = options.jobserver.as_ref().and_then(|c| c.acquire().ok());
-                let result = match install(host, target, &options, &WarningsOnly(progress)) {
+                let quiet = WarningsOnly(progress);
+                let outcome = if rebuild[i] {
+                    // The source was replaced: build it again, then swap it in.
+                    let forced = Options {
+                        force: true,
+                        ..options.clone()
+                    };
+                    super::build(host, target, &forced, &quiet)
+                        .and_then(|()| install(host, target, &forced, &quiet))
+                } else {
+                    install(host, target, &options, &quiet)
+                };
+                let result = match outcome {
                     Ok(()) => JobResult::Installed,
                     Err(EngineError::Excluded { reason, .. }) => JobResult::Excluded { reason },
                     Err(e) => JobResult::Failed {

@@ -1,0 +1,200 @@
+//! The pacman hook: turn the target paths pacman writes on stdin (`NeedsTargets`)
+//! into what changed (module sources, kernels, headers) and then into work.
+//!
+//! pacman gives root-relative paths, sorted and de-duplicated, directories ending in
+//! `/`; install and upgrade targets come mixed. Anything that is not one of our
+//! target shapes is ignored (with a debug log), never an error: a hook that fails on
+//! odd input would block every transaction's output.
+
+use crate::conf::{self, DkmsConf};
+use crate::host::Host;
+use crate::kernel::Kernel;
+use crate::plan::{self, Plan};
+use crate::tree::Target;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What a transaction touched, from the hook's target lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// `usr/src/<dir>/dkms.conf`: the source directories, root-relative.
+    pub sources: BTreeSet<PathBuf>,
+    /// `usr/lib/modules/<k>/build/include/`: kernels whose headers changed.
+    pub headers: BTreeSet<String>,
+    /// `usr/lib/modules/<k>/modules.order`: kernels that were themselves installed,
+    /// upgraded or removed.
+    pub kernels: BTreeSet<String>,
+}
+
+/// Parses pacman's target lines. Lines longer than a path can be, non-UTF-8 lines
+/// and unknown shapes are skipped.
+pub fn parse_targets(input: &[u8]) -> Changes {
+    let mut changes = Changes::default();
+    for line in input.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let Some(line) = std::str::from_utf8(line).ok().filter(|l| l.len() <= 4096) else {
+            log::debug!("ignoring a hook target that is not a UTF-8 path");
+            continue;
+        };
+        let parts: Vec<&str> = line.trim_start_matches('/').split('/').collect();
+        let name_ok = |s: &str| !s.is_empty() && s != "." && s != "..";
+        match parts.as_slice() {
+            ["usr", "src", dir, "dkms.conf"] if name_ok(dir) => {
+                changes.sources.insert(Path::new("usr/src").join(dir));
+            }
+            ["usr", "lib", "modules", k, "build", "include", ""]
+            | ["usr", "lib", "modules", k, "build", "include"]
+                if name_ok(k) =>
+            {
+                changes.headers.insert((*k).to_string());
+            }
+            ["usr", "lib", "modules", k, "modules.order"] if name_ok(k) => {
+                changes.kernels.insert((*k).to_string());
+            }
+            _ => log::debug!("ignoring hook target {line:?}"),
+        }
+    }
+    changes
+}
+
+/// A module source named by the transaction, identified by its dkms.conf.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub dir: PathBuf,
+    pub module: String,
+    pub version: String,
+}
+
+/// Reads PACKAGE_NAME and PACKAGE_VERSION of a source: the directory name is not
+/// trusted (`foo-bar-1.0` could be foo-bar 1.0 or foo bar-1.0).
+pub fn identify(
+    host: &Host,
+    dir: &Path,
+    kernel: &str,
+    arch: &str,
+) -> Result<Source, conf::ConfError> {
+    let ctx = host.eval_context("", "", kernel, arch);
+    let parsed: DkmsConf = conf::evaluate(&dir.join("dkms.conf"), &ctx)?;
+    Ok(Source {
+        dir: dir.to_path_buf(),
+        module: parsed.package_name,
+        version: parsed.package_version,
+    })
+}
+
+/// The post-transaction work: every changed source for every kernel with headers
+/// (rebuilt even if that version is installed: its files were just replaced), plus
+/// the newest AUTOINSTALL modules for kernels whose modules tree or headers changed.
+pub fn install_plan(host: &Host, sources: &[Source], changes: &Changes, arch: &str) -> Plan {
+    let kernels: Vec<(String, String)> = crate::kernel::installed_kernels(&host.paths)
+        .into_iter()
+        .filter(|k| k.has_headers)
+        .map(|k| (k.release, arch.to_string()))
+        .collect();
+    let newest = plan::newest_versions(host);
+    plan::plan(host, &kernels, |kernel, module, version| {
+        if sources
+            .iter()
+            .any(|s| s.module == module && s.version == version)
+        {
+            Some(plan::Selection::Rebuild)
+        } else if (changes.kernels.contains(kernel) || changes.headers.contains(kernel))
+            && newest.get(module).map(String::as_str) == Some(version)
+        {
+            Some(plan::Selection::IfAutoinstall)
+        } else {
+            None
+        }
+    })
+}
+
+/// Kernels in the transaction that have a modules tree but no headers: nothing can be
+/// built for them until the headers package is installed.
+pub fn kernels_without_headers(host: &Host, changes: &Changes) -> Vec<Kernel> {
+    changes
+        .kernels
+        .iter()
+        .filter_map(|k| Kernel::probe(&host.paths, k))
+        .filter(|k| k.has_modules && !k.has_headers)
+        .collect()
+}
+
+/// Kernels that got headers in this transaction while the kernel itself did not
+/// change and no module source did: mkinitcpio's own hook does not run for them, so
+/// the initramfs must be regenerated by us once modules are built.
+pub fn headers_only_kernels(changes: &Changes) -> BTreeSet<String> {
+    if !changes.sources.is_empty() {
+        return BTreeSet::new();
+    }
+    changes
+        .headers
+        .difference(&changes.kernels)
+        .cloned()
+        .collect()
+}
+
+/// Targets of a removed module source, for every kernel it is built for.
+pub fn builds_of(host: &Host, module: &str, version: &str) -> Vec<Target> {
+    crate::tree::built_for(&host.paths, module, version, None, None)
+        .into_iter()
+        .map(|(k, a)| Target::new(module, version, &k, &a))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_sorted_into_sources_headers_and_kernels() {
+        let input = b"usr/lib/modules/6.1.0-54-amd64/build/include/\nusr/lib/modules/6.1.0-54-amd64/modules.order\nusr/src/nvidia-550.54/dkms.conf\nusr/src/zfs-2.2.0/dkms.conf\n";
+        let changes = parse_targets(input);
+        assert_eq!(
+            changes
+                .sources
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+            ["usr/src/nvidia-550.54", "usr/src/zfs-2.2.0"]
+        );
+        assert_eq!(
+            changes.headers.iter().collect::<Vec<_>>(),
+            ["6.1.0-54-amd64"]
+        );
+        assert_eq!(
+            changes.kernels.iter().collect::<Vec<_>>(),
+            ["6.1.0-54-amd64"]
+        );
+    }
+
+    #[test]
+    fn garbage_and_escaping_lines_are_ignored() {
+        let mut input = Vec::new();
+        input.extend_from_slice(
+            b"\xff\xfe binary\n\n../../etc/passwd\nusr/src/../dkms.conf\nusr/src/x/y/dkms.conf\n",
+        );
+        input.extend(std::iter::repeat_n(b'a', 1_000_000));
+        input.extend_from_slice(
+            b"\nusr/lib/modules/../modules.order\nusr/lib/modules/6.1/modules.order\r\n",
+        );
+        let changes = parse_targets(&input);
+        assert!(changes.sources.is_empty());
+        assert_eq!(changes.kernels.iter().collect::<Vec<_>>(), ["6.1"]);
+    }
+
+    #[test]
+    fn a_headers_only_transaction_needs_our_initramfs_regeneration() {
+        let changes = parse_targets(b"usr/lib/modules/6.1.0-54-amd64/build/include/\n");
+        assert_eq!(
+            headers_only_kernels(&changes)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["6.1.0-54-amd64"]
+        );
+        let with_kernel = parse_targets(b"usr/lib/modules/6.1.0-54-amd64/build/include/\nusr/lib/modules/6.1.0-54-amd64/modules.order\n");
+        assert!(headers_only_kernels(&with_kernel).is_empty());
+    }
+}
