@@ -6,6 +6,8 @@
 //! without them the tests fail rather than skip.
 
 mod normalizer;
+mod pacman;
+mod scheduler;
 mod status;
 mod status_json;
 mod status_notes;

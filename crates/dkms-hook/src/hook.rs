@@ -127,6 +127,20 @@ fn remove_kernels(
             }
         }
         let _ = std::fs::remove_dir(host.paths.kernel_dir(kernel).join("updates"));
+        // Work directories of failed builds for that kernel go too.
+        for mv in tree::module_versions(&host.paths, None, None) {
+            let version_dir = host.paths.version_dir(&mv.module, &mv.version);
+            let prefix = format!("build-{kernel}-");
+            for entry in std::fs::read_dir(&version_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -258,12 +272,21 @@ fn retire_removed_versions(
     let _ = std::fs::remove_file(transaction_note(host));
     let noted: BTreeSet<&str> = note.lines().collect();
     for mv in tree::module_versions(&host.paths, None, None) {
-        let gone = mv.source == SourceState::Broken
-            || (noted.contains(format!("{}/{}", mv.module, mv.version).as_str())
-                && !sources
-                    .iter()
-                    .any(|s| s.module == mv.module && s.version == mv.version));
-        if !gone || mv.source == SourceState::Added {
+        if mv.source == SourceState::Added {
+            continue;
+        }
+        // Removed in this transaction (noted while its dkms.conf was readable), or a
+        // broken leftover that no kernel uses any more. A broken version that is still
+        // installed from an earlier transaction (its replacement failed) is kept.
+        let removed_now = noted.contains(format!("{}/{}", mv.module, mv.version).as_str())
+            && !sources
+                .iter()
+                .any(|s| s.module == mv.module && s.version == mv.version);
+        let builds = tree::built_for(&host.paths, &mv.module, &mv.version, None, None);
+        let unused = !builds
+            .iter()
+            .any(|(k, a)| tree::is_installed(&host.paths, &mv.module, &mv.version, k, a));
+        if !removed_now && !unused {
             continue;
         }
         let mut keep = false;
