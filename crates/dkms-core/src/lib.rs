@@ -20,6 +20,7 @@ pub mod plan;
 pub mod settings;
 pub mod sign;
 pub mod status;
+pub mod tarball;
 pub mod tree;
 pub mod version;
 
