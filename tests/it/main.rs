@@ -5,10 +5,11 @@
 //! Needs root, `unshare`, Debian's dkms 3.0.10 and linux-headers-6.1.0-{53,54}-amd64;
 //! without them the tests fail rather than skip.
 
+mod engine;
 mod normalizer;
 mod pacman;
-mod scheduler;
 mod status;
 mod status_json;
 mod status_notes;
 mod support;
+mod tarball;

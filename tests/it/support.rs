@@ -109,6 +109,23 @@ impl Sandbox {
         self.root.join("etc")
     }
 
+    /// `T/<relative>`, for what a test keeps in the sandbox besides the trees.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Creates `T/root/lib/modules/<K>/` (an empty `kernel/` and `build` -> the real
+    /// headers) for each of KERNELS: an install tree laid out as `depmod -b T/root`
+    /// wants it. Returns `T/root/lib/modules`.
+    pub fn rooted_install_tree(&self) -> PathBuf {
+        let tree = self.root.join("root/lib/modules");
+        for kernel in KERNELS {
+            mkdir(&tree.join(kernel).join("kernel"));
+            symlink(&headers(kernel), &tree.join(kernel).join("build"));
+        }
+        tree
+    }
+
     /// `T/dkms/<m>/<v>/<k>/<arch>/module/`: where a build keeps its modules.
     pub fn built_module_dir(&self, module: &str, version: &str, kernel: &str) -> PathBuf {
         self.dkms_tree()
@@ -158,13 +175,17 @@ impl Sandbox {
 
     /// The options that point a dkms at this sandbox's trees.
     fn tree_args(&self) -> Vec<String> {
+        self.tree_args_with(&self.install_tree())
+    }
+
+    fn tree_args_with(&self, install_tree: &Path) -> Vec<String> {
         vec![
             "--dkmstree".into(),
             path_str(&self.dkms_tree()),
             "--sourcetree".into(),
             path_str(&self.source_tree()),
             "--installtree".into(),
-            path_str(&self.install_tree()),
+            path_str(install_tree),
         ]
     }
 
@@ -180,9 +201,27 @@ impl Sandbox {
     }
 
     fn run_ours_at(&self, program: &Path, args: &[&str]) -> Output {
+        self.run_ours_with(program, args, &self.tree_args())
+    }
+
+    /// Runs our binary like [`Sandbox::run_ours`], but with `--installtree
+    /// install_tree` instead of `T/inst`.
+    pub fn run_ours_with_install_tree(&self, install_tree: &Path, args: &[&str]) -> Output {
+        let trees = self.tree_args_with(install_tree);
+        self.run_ours_with(Path::new(ours_exe()), args, &trees)
+    }
+
+    /// Runs our binary and fails the test unless it exits 0.
+    pub fn ours(&self, args: &[&str]) -> Output {
+        let out = self.run_ours(args);
+        assert_eq!(out.code, 0, "dkms-hook {args:?} failed\n{out}");
+        out
+    }
+
+    fn run_ours_with(&self, program: &Path, args: &[&str], trees: &[String]) -> Output {
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .args(self.tree_args())
+            .args(trees)
             .arg("--etc-dir")
             .arg(self.etc_dir())
             // No settings file from the host: this one does not exist.
@@ -397,7 +436,7 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-fn headers(kernel: &str) -> PathBuf {
+pub fn headers(kernel: &str) -> PathBuf {
     PathBuf::from(format!("/usr/src/linux-headers-{kernel}"))
 }
 
@@ -426,7 +465,9 @@ fn check_prerequisites() {
             UPSTREAM_VERSION,
             "the normalizer knows only {UPSTREAM_VERSION}'s output\n{version}"
         );
-        for tool in ["unshare", "make", "gcc", "depmod"] {
+        for tool in [
+            "unshare", "make", "gcc", "depmod", "modinfo", "patch", "openssl",
+        ] {
             let mut cmd = Command::new("sh");
             cmd.args(["-c", "command -v \"$0\"", tool]);
             assert_eq!(run(cmd).code, 0, "{tool} is missing");
@@ -435,7 +476,7 @@ fn check_prerequisites() {
 }
 
 /// The names in the real directories upstream dkms must not write to.
-fn real_system_snapshot() -> Vec<(PathBuf, BTreeSet<String>)> {
+pub fn real_system_snapshot() -> Vec<(PathBuf, BTreeSet<String>)> {
     let mut dirs = vec![PathBuf::from("/var/lib/dkms")];
     dirs.extend(
         KERNELS
@@ -456,7 +497,7 @@ fn real_system_snapshot() -> Vec<(PathBuf, BTreeSet<String>)> {
         .collect()
 }
 
-fn run(mut cmd: Command) -> Output {
+pub fn run(mut cmd: Command) -> Output {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -476,7 +517,7 @@ pub fn mkdir(dir: &Path) {
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
 }
 
-fn symlink(target: &Path, link: &Path) {
+pub fn symlink(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link)
         .unwrap_or_else(|e| panic!("linking {} -> {}: {e}", link.display(), target.display()));
 }

@@ -76,6 +76,18 @@ pub struct GlobalArgs {
     /// dkms-hook settings file (default /etc/dkms-hook.toml, or $DKMS_HOOK_CONFIG).
     #[arg(long = "settings", value_name = "FILE")]
     pub settings: Option<PathBuf>,
+    /// mktarball/ldtarball: the tarball to write or read.
+    #[arg(long = "archive", value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+    /// mktarball: only the source.
+    #[arg(long = "source-only", conflicts_with = "binaries_only")]
+    pub source_only: bool,
+    /// mktarball: only the built modules (no source).
+    #[arg(long = "binaries-only")]
+    pub binaries_only: bool,
+    /// match: install what is installed for this kernel onto the -k kernel.
+    #[arg(long = "templatekernel", value_name = "KERNEL")]
+    pub template_kernel: Option<String>,
     /// Accepted for compatibility with upstream dkms; these change nothing here.
     #[arg(long = "no-initrd", hide = true)]
     pub no_initrd: bool,
@@ -122,6 +134,12 @@ pub enum Action {
     Remove,
     /// Install the newest version of every AUTOINSTALL module, dependencies first.
     Autoinstall,
+    /// Install onto -k the modules installed for --templatekernel.
+    Match,
+    /// Write a tarball of a module's source and builds (upstream's format).
+    Mktarball,
+    /// Load a tarball made by mktarball (ours or upstream's).
+    Ldtarball,
     /// Show what is added, built and installed, as upstream dkms prints it.
     Status,
     /// (dkms-hook) Run by the pacman hooks: reads the transaction's target paths on

@@ -6,6 +6,7 @@ use crate::output::Printer;
 use anyhow::{bail, Result};
 use dkms_core::engine::{self, AddSource, EngineError, JobResult, Options};
 use dkms_core::plan::{self, Left};
+use dkms_core::tarball::{self, TarballMode};
 use dkms_core::tree::Target;
 use dkms_core::Host;
 use std::collections::BTreeSet;
@@ -85,19 +86,67 @@ pub fn run(
                     "remove needs the kernels to remove from: give -k <kernel> (repeatable) or --all"
                 ));
             }
+            // depmod for every kernel the removal touches, --all included.
+            let touched: BTreeSet<String> = if global.all {
+                dkms_core::tree::built_for(&host.paths, &module, &version, None, None)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect()
+            } else {
+                kernels.iter().map(|(k, _)| k.clone()).collect()
+            };
             engine::remove(
                 host, &module, &version, &kernels, global.all, &options, printer,
             )
             .map_err(engine_error)?;
-            depmod_all(
-                host,
-                kernels.iter().map(|(k, _)| k.clone()).collect(),
-                &options,
-                printer,
-            );
+            depmod_all(host, touched, &options, printer);
             Ok(ExitCode::SUCCESS)
         }
         Action::Autoinstall => autoinstall(host, &with_default(), &options, printer),
+        Action::Match => match_kernel(host, global, &with_default(), &options, printer),
+        Action::Mktarball => {
+            let (module, version) = module_version(global, targets)?;
+            let kernels = if global.all || kernels.is_empty() {
+                dkms_core::tree::built_for(&host.paths, &module, &version, None, None)
+            } else {
+                kernels.clone()
+            };
+            let mode = match (global.source_only, global.binaries_only) {
+                (true, _) => TarballMode::SourceOnly,
+                (_, true) => TarballMode::BinariesOnly,
+                _ => TarballMode::Full,
+            };
+            let file = tarball::make_tarball_with(
+                host,
+                &module,
+                &version,
+                &kernels,
+                mode,
+                global.archive.as_deref(),
+                printer,
+            )
+            .map_err(tarball_error)?;
+            printer.step(&format!("Tarball location: {}", file.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Ldtarball => {
+            let Some(archive) = global
+                .archive
+                .clone()
+                .or_else(|| targets.first().map(PathBuf::from))
+            else {
+                bail!(crate::exit(2, "ldtarball needs --archive=<tarball>"));
+            };
+            let loaded = tarball::load_tarball_with(host, &archive, global.force, printer)
+                .map_err(tarball_error)?;
+            printer.step(&format!(
+                "Loaded {}/{} from {}",
+                loaded.module,
+                loaded.version,
+                archive.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Action::Status | Action::Plan | Action::Hook => {
             bail!("{action:?} is not an engine command")
         }
@@ -153,6 +202,60 @@ fn report(e: &EngineError, printer: &Printer) {
         EngineError::Excluded { .. } => printer.warning(&e.to_string()),
         _ => printer.error_chain(e),
     }
+}
+
+fn tarball_error(e: tarball::TarballError) -> anyhow::Error {
+    let code = e.exit_code();
+    anyhow::Error::new(e).context(crate::exit(code, "tarball"))
+}
+
+/// `match --templatekernel T -k K`: every module version installed for T (same
+/// arch) is installed for K, through the scheduler so dependencies come first.
+fn match_kernel(
+    host: &Host,
+    global: &GlobalArgs,
+    kernels: &[(String, String)],
+    options: &Options,
+    printer: &Printer,
+) -> Result<ExitCode> {
+    let Some(template) = &global.template_kernel else {
+        bail!(crate::exit(
+            1,
+            "match needs --templatekernel=<kernel> and -k <kernel>"
+        ));
+    };
+    let Some((kernel, arch)) = kernels.first() else {
+        bail!(crate::exit(1, "match needs -k <kernel>"));
+    };
+    if template == kernel {
+        bail!(crate::exit(
+            2,
+            format!("The templatekernel and the specified kernel version are the same: {kernel}")
+        ));
+    }
+    let installed: BTreeSet<(String, String)> =
+        dkms_core::tree::module_versions(&host.paths, None, None)
+            .into_iter()
+            .filter(|mv| {
+                dkms_core::tree::is_installed(&host.paths, &mv.module, &mv.version, template, arch)
+            })
+            .map(|mv| (mv.module, mv.version))
+            .collect();
+    let plan = plan::plan(host, &[(kernel.clone(), arch.clone())], |_, m, v| {
+        installed
+            .contains(&(m.to_string(), v.to_string()))
+            .then_some(plan::Selection::Rebuild)
+    });
+    let report = engine::run_plan(host, &plan, options, printer);
+    let failed: Vec<_> = report.failed().collect();
+    for outcome in &failed {
+        printer.error(&anyhow::anyhow!("{}: {:?}", outcome.target, outcome.result));
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Keeps the EngineError inside the anyhow error, so `main` finds its exit code.
