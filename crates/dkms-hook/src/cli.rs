@@ -140,6 +140,12 @@ pub enum Action {
     Mktarball,
     /// Load a tarball made by mktarball (ours or upstream's).
     Ldtarball,
+    /// (packaging) Print shell completions: `completions bash|zsh|fish`.
+    #[value(hide = true)]
+    Completions,
+    /// (packaging) Print the man page (section 8).
+    #[value(hide = true)]
+    Manpage,
     /// Show what is added, built and installed, as upstream dkms prints it.
     Status,
     /// (dkms-hook) Run by the pacman hooks: reads the transaction's target paths on

@@ -147,7 +147,7 @@ pub fn run(
             ));
             Ok(ExitCode::SUCCESS)
         }
-        Action::Status | Action::Plan | Action::Hook => {
+        Action::Status | Action::Plan | Action::Hook | Action::Completions | Action::Manpage => {
             bail!("{action:?} is not an engine command")
         }
     }

@@ -116,6 +116,26 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
             "Error! Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
         )),
         Action::Plan => commands::plan(&host, &cli.global, cli.json),
+        Action::Completions => {
+            use clap::CommandFactory;
+            let shell = match target {
+                Some("bash") => clap_complete::Shell::Bash,
+                Some("zsh") => clap_complete::Shell::Zsh,
+                Some("fish") => clap_complete::Shell::Fish,
+                _ => bail!(exit(2, "usage: dkms-hook completions bash|zsh|fish")),
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "dkms-hook", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Manpage => {
+            use clap::CommandFactory;
+            let command = Cli::command().name("dkms-hook");
+            clap_mangen::Man::new(command)
+                .section("8")
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Action::Hook => {
             let kind = match target {
                 Some("install") => hook::HookKind::Install,
