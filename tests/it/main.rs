@@ -6,8 +6,10 @@
 //! without them the tests fail rather than skip.
 
 mod engine;
+mod lock;
 mod normalizer;
 mod pacman;
+mod scheduler;
 mod status;
 mod status_json;
 mod status_notes;

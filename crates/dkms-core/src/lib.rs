@@ -14,6 +14,7 @@ pub mod exec;
 pub mod hook;
 pub mod host;
 pub mod kernel;
+pub mod lock;
 pub mod modinfo;
 pub mod paths;
 pub mod plan;

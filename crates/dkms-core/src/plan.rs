@@ -221,17 +221,22 @@ fn order_kernel(
         }
     }
 
-    // Cycles fail their members, named in order.
+    // Cycles fail their members; the message follows the BUILD_DEPENDS edges
+    // (`a -> b` = a needs b) from the member that sorts first, back to it.
     for component in petgraph::algo::kosaraju_scc(&graph) {
         let self_loop = component.len() == 1 && graph.contains_edge(component[0], component[0]);
         if component.len() > 1 || self_loop {
-            let mut names: Vec<String> = component
+            let name = |n: NodeIndex| decisions[graph[n]].target.module.clone();
+            let start = component
                 .iter()
-                .map(|n| decisions[graph[*n]].target.module.clone())
-                .collect();
-            names.sort();
-            let mut cycle = names.join(" -> ");
-            cycle.push_str(&format!(" -> {}", names[0]));
+                .copied()
+                .min_by_key(|n| name(*n))
+                .unwrap_or(component[0]);
+            let cycle = cycle_through(&graph, &component, start)
+                .into_iter()
+                .map(name)
+                .collect::<Vec<_>>()
+                .join(" -> ");
             for n in &component {
                 decisions[graph[*n]].left =
                     Some(Left::Failed(format!("dependency cycle: {cycle}")));
@@ -288,6 +293,42 @@ fn order_kernel(
     let mut ordered: Vec<Decision> = order.iter().map(|&i| decisions[i].clone()).collect();
     ordered.extend(decisions.into_iter().filter(|d| d.left.is_some()));
     ordered
+}
+
+/// The shortest walk from `start` along "depends on" (edges point from a dependency
+/// to its dependent, so it follows them backwards) inside `component`, back to
+/// `start`, both ends included.
+fn cycle_through(
+    graph: &DiGraph<usize, ()>,
+    component: &[NodeIndex],
+    start: NodeIndex,
+) -> Vec<NodeIndex> {
+    let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        for needed in graph.neighbors_directed(node, petgraph::Direction::Incoming) {
+            if !component.contains(&needed) {
+                continue;
+            }
+            if needed == start {
+                let mut path = vec![start];
+                let mut at = node;
+                while at != start {
+                    path.push(at);
+                    at = parent[&at];
+                }
+                path.push(start);
+                let last = path.len() - 1;
+                path[1..last].reverse();
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = parent.entry(needed) {
+                slot.insert(node);
+                queue.push_back(needed);
+            }
+        }
+    }
+    vec![start, start]
 }
 
 fn describe(left: &Option<Left>) -> String {

@@ -106,6 +106,22 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
     let host = host(&cli.global)?;
     let target = cli.targets.first().map(String::as_str);
+    // Commands that change the trees run one at a time; status and plan never wait.
+    let _lock = if changes_trees(cli.action) {
+        let path = dkms_core::lock::lock_path(&host.paths.dkms_tree);
+        Some(dkms_core::lock::lock_tree(
+            &host.paths.dkms_tree,
+            LOCK_TIMEOUT,
+            || {
+                printer.warning(&format!(
+                    "waiting for another dkms-hook run to finish (it holds {})",
+                    path.display()
+                ))
+            },
+        )?)
+    } else {
+        None
+    };
     match cli.action {
         Action::Status => {
             let query = status_query(&cli.global, target)?;
@@ -275,4 +291,15 @@ fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a command waits for another run's tree lock before giving up.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Whether an action writes to the DKMS tree or the install tree.
+fn changes_trees(action: Action) -> bool {
+    !matches!(
+        action,
+        Action::Status | Action::Plan | Action::Completions | Action::Manpage | Action::Mktarball
+    )
 }
