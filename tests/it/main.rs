@@ -6,6 +6,7 @@
 //! without them the tests fail rather than skip.
 
 mod engine;
+mod failure;
 mod lock;
 mod normalizer;
 mod pacman;

@@ -11,6 +11,7 @@ pub mod conf;
 pub mod distro;
 pub mod engine;
 pub mod exec;
+pub mod failure;
 pub mod hook;
 pub mod host;
 pub mod kernel;

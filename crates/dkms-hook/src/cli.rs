@@ -47,6 +47,9 @@ pub struct GlobalArgs {
     pub conf: Option<PathBuf>,
     #[arg(long)]
     pub force: bool,
+    /// Rebuild modules that failed before with the same source and headers.
+    #[arg(long = "retry-failed")]
+    pub retry_failed: bool,
     /// Do not run depmod after installing or removing.
     #[arg(long = "no-depmod")]
     pub no_depmod: bool,

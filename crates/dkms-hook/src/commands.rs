@@ -21,6 +21,7 @@ pub fn options(host: &Host, global: &GlobalArgs) -> Options {
         jobs: global.jobs.or(host.settings.jobs).unwrap_or_else(num_cpus),
         conf_override: global.conf.clone(),
         jobserver: None,
+        retry_failed: global.retry_failed,
     }
 }
 

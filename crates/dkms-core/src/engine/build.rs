@@ -23,6 +23,33 @@ pub fn build(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
+    let result = build_target(host, target, options, progress);
+    // Failure memory: compile-time failures are remembered, a success forgets them.
+    match &result {
+        Ok(()) => crate::failure::clear(&host.paths, target),
+        Err(
+            e @ (EngineError::BuildFailed { .. }
+            | EngineError::ModulesMissing { .. }
+            | EngineError::Patch { .. }
+            | EngineError::ScriptFailed { .. }),
+        ) => crate::failure::record(
+            &host.paths,
+            target,
+            e.exit_code(),
+            &e.to_string(),
+            e.log().map(PathBuf::as_path),
+        ),
+        Err(_) => {}
+    }
+    result
+}
+
+fn build_target(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {

@@ -56,6 +56,9 @@ pub struct Options {
     /// parallel job slots from it instead of getting `-jN`, so concurrent builds
     /// together stay within `jobs`.
     pub jobserver: Option<jobserver::Client>,
+    /// Build again what failed before with the same source and kernel headers (the
+    /// scheduler otherwise reports the remembered failure without rebuilding).
+    pub retry_failed: bool,
 }
 
 /// Why a command failed, with the exit code upstream dkms uses for it.
@@ -115,6 +118,12 @@ pub enum EngineError {
     PreInstallFailed { target: Box<Target>, status: String },
     #[error("{target} is not built")]
     NotBuilt { target: Box<Target> },
+    #[error("{target} failed before with this same source and kernel headers; not retried (pass --retry-failed); see {}", .log.display())]
+    KnownFailure {
+        target: Box<Target>,
+        exit_code: u8,
+        log: PathBuf,
+    },
     #[error("{target} is already installed")]
     AlreadyInstalled { target: Box<Target> },
     #[error("{target} is already built; run `dkms unbuild` first, or pass --force to rebuild")]
@@ -151,6 +160,7 @@ impl EngineError {
             EngineError::PreInstallFailed { .. } => 101,
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
             EngineError::AlreadyInstalled { .. } => 5,
+            EngineError::KnownFailure { exit_code, .. } => *exit_code,
             EngineError::Io { .. } | EngineError::Exec(_) => 1,
         }
     }
@@ -160,7 +170,8 @@ impl EngineError {
         match self {
             EngineError::BuildFailed { log, .. }
             | EngineError::ScriptFailed { log, .. }
-            | EngineError::ModulesMissing { log, .. } => Some(log),
+            | EngineError::ModulesMissing { log, .. }
+            | EngineError::KnownFailure { log, .. } => Some(log),
             _ => None,
         }
     }

@@ -191,7 +191,16 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 // make's implicit job slot: held for the whole build.
                 let token = options.jobserver.as_ref().and_then(|c| c.acquire().ok());
                 let quiet = WarningsOnly(progress);
-                let outcome = if rebuild[i] {
+                let known = (!options.retry_failed)
+                    .then(|| crate::failure::still_failing(&host.paths, target))
+                    .flatten();
+                let outcome = if let Some(known) = known {
+                    Err(EngineError::KnownFailure {
+                        target: Box::new(target.clone()),
+                        exit_code: known.exit_code,
+                        log: known.log.unwrap_or_default(),
+                    })
+                } else if rebuild[i] {
                     // The source was replaced: build it again, then swap it in.
                     let forced = Options {
                         force: true,
@@ -205,6 +214,13 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 let result = match outcome {
                     Ok(()) => JobResult::Installed,
                     Err(EngineError::Excluded { reason, .. }) => JobResult::Excluded { reason },
+                    // A remembered failure keeps its own message (it says why it was
+                    // not rebuilt), so summaries print that rather than just the log.
+                    Err(e @ EngineError::KnownFailure { .. }) => JobResult::Failed {
+                        message: e.to_string(),
+                        log: None,
+                        exit_code: e.exit_code(),
+                    },
                     Err(e) => JobResult::Failed {
                         message: e.to_string(),
                         log: e.log().cloned(),
