@@ -19,6 +19,8 @@ pub struct Host {
     /// The etc dir's file names, listed on first use: one directory read instead of
     /// six stats per dkms.conf evaluation. Commands are short-lived, so no staleness.
     etc_entries: OnceLock<Arc<HashSet<OsString>>>,
+    /// `--directive NAME=VALUE` pairs, applied to every dkms.conf evaluation.
+    pub directives: Vec<(String, String)>,
     /// Each kernel's config path (auto.conf or .config), looked up once per kernel.
     kernel_configs: Mutex<HashMap<String, PathBuf>>,
 }
@@ -32,6 +34,7 @@ impl Host {
             settings,
             dest_location_override,
             etc_entries: OnceLock::new(),
+            directives: Vec::new(),
             kernel_configs: Mutex::new(HashMap::new()),
         }
     }
@@ -80,6 +83,7 @@ impl Host {
             dest_location_override: self.dest_location_override.clone(),
             timeout: conf::EVAL_TIMEOUT,
             etc_entries: Some(self.etc_entries()),
+            directives: self.directives.clone(),
         }
     }
 

@@ -47,6 +47,9 @@ pub struct GlobalArgs {
     pub conf: Option<PathBuf>,
     #[arg(long)]
     pub force: bool,
+    /// Override a dkms.conf directive: `--directive NAME=VALUE` (repeatable).
+    #[arg(long = "directive", value_name = "NAME=VALUE")]
+    pub directives: Vec<String>,
     /// Rebuild modules that failed before with the same source and headers.
     #[arg(long = "retry-failed")]
     pub retry_failed: bool,

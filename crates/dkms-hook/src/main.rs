@@ -66,7 +66,6 @@ fn face() -> Face {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.color, cli.global.quiet);
-    init_logging(&cli.global);
     match run(cli, face(), &printer) {
         Ok(code) => code,
         Err(err) => {
@@ -87,8 +86,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(global: &GlobalArgs) {
-    let default = if global.verbose { "info" } else { "warn" };
+/// Log level: RUST_LOG, else --verbose, else the settings' log_level, else warn.
+fn init_logging(global: &GlobalArgs, configured: Option<&str>) {
+    let default = if global.verbose {
+        "info"
+    } else {
+        configured.unwrap_or("warn")
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_target(false)
         .format_timestamp(None)
@@ -105,6 +109,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
     let host = host(&cli.global)?;
+    init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
     // Commands that change the trees run one at a time; status and plan never wait.
     let _lock = if changes_trees(cli.action) {
@@ -190,7 +195,23 @@ fn host(global: &GlobalArgs) -> Result<Host> {
         paths.install_tree = t.clone();
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
-    Ok(Host::new(paths, settings))
+    let mut host = Host::new(paths, settings);
+    for directive in &global.directives {
+        let Some((name, value)) = directive.split_once('=') else {
+            bail!(exit(
+                1,
+                format!("--directive '{directive}' is not NAME=VALUE")
+            ));
+        };
+        if !dkms_core::conf::DIRECTIVES.contains(&name) {
+            bail!(exit(
+                1,
+                format!("--directive: '{name}' is not a dkms.conf directive")
+            ));
+        }
+        host.directives.push((name.to_string(), value.to_string()));
+    }
+    Ok(host)
 }
 
 /// Splits `module/version` as upstream does: exactly one slash.

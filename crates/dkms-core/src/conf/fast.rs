@@ -206,7 +206,7 @@ fn expansion(text: &str, vars: &HashMap<String, String>) -> Option<(String, usiz
 
 /// bash's `[[ subject =~ pattern ]]`: 0 matched, 1 did not, 2 invalid pattern.
 /// `None` when the pattern cannot be handed to regcomp (an interior NUL).
-pub fn ere_match(pattern: &[u8], subject: &str) -> Option<u8> {
+pub(super) fn ere_match(pattern: &[u8], subject: &str) -> Option<u8> {
     let pattern = std::ffi::CString::new(pattern).ok()?;
     let subject = std::ffi::CString::new(subject).ok()?;
     // SAFETY: regex_t is plain data that regcomp initialises; it is freed once, after

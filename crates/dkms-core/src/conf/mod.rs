@@ -86,6 +86,8 @@ pub struct EvalContext {
     /// The names in `etc_dir`, when the caller already listed it: saves a stat per
     /// candidate override file on every evaluation.
     pub etc_entries: Option<std::sync::Arc<std::collections::HashSet<std::ffi::OsString>>>,
+    /// `--directive NAME=VALUE`: set after every file is sourced, as upstream does.
+    pub directives: Vec<(String, String)>,
 }
 
 impl EvalContext {
@@ -236,10 +238,34 @@ pub fn evaluate_raw(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError
         file: conf.to_path_buf(),
         source,
     })?;
-    if let Some(raw) = fast::evaluate(conf, &text, ctx) {
-        return Ok(raw);
+    let mut raw = match fast::evaluate(conf, &text, ctx) {
+        Some(raw) => raw,
+        None => evaluate_with_bash(conf, ctx)?,
+    };
+    apply_directives(&mut raw, ctx);
+    Ok(raw)
+}
+
+/// `--directive NAME=VALUE` replaces the directive's scalar value (element 0) after
+/// sourcing, re-matching it when it is one of the regex directives.
+fn apply_directives(raw: &mut RawConf, ctx: &EvalContext) {
+    for (name, value) in &ctx.directives {
+        raw.values
+            .entry(name.clone())
+            .or_default()
+            .insert(0, value.clone().into_bytes());
+        let subject = match name.as_str() {
+            "MAKE_MATCH" | "PATCH_MATCH" | "BUILD_EXCLUSIVE_KERNEL" => &ctx.kernelver,
+            "BUILD_EXCLUSIVE_ARCH" => &ctx.arch,
+            _ => continue,
+        };
+        raw.matches.remove(&(name.clone(), 0));
+        if !value.is_empty() {
+            if let Some(rc) = fast::ere_match(value.as_bytes(), subject) {
+                raw.matches.insert((name.clone(), 0), rc);
+            }
+        }
     }
-    evaluate_with_bash(conf, ctx)
 }
 
 /// The general path: bash sources the files (see eval.sh).

@@ -12,6 +12,7 @@ struct Case {
     arch: String,
     dest_override: Option<String>,
     timeout: Duration,
+    directives: Vec<(String, String)>,
 }
 
 impl Case {
@@ -26,6 +27,7 @@ impl Case {
             arch: "x86_64".into(),
             dest_override: None,
             timeout: Duration::from_secs(10),
+            directives: Vec::new(),
         }
     }
 
@@ -74,6 +76,7 @@ impl Case {
             dest_location_override: self.dest_override.clone(),
             timeout: self.timeout,
             etc_entries: None,
+            directives: self.directives.clone(),
         };
         evaluate(&self.conf_path(), &ctx).map_err(|e| e.to_string())
     }
@@ -608,6 +611,7 @@ impl Case {
             dest_location_override: self.dest_override.clone(),
             timeout: self.timeout,
             etc_entries: None,
+            directives: self.directives.clone(),
         }
     }
 
@@ -710,4 +714,23 @@ fn a_timed_out_evaluation_leaves_no_process_behind() {
         .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&marker))
         .count();
     assert_eq!(leftovers, 0, "the looping dkms.conf is still running");
+}
+
+#[test]
+fn command_line_directives_override_the_dkms_conf() {
+    let mut case = Case::new(&format!(
+        "{SINGLE}MAKE[0]=\"make from-conf\"\nAUTOINSTALL=no\n"
+    ));
+    case.directives = vec![
+        ("MAKE".into(), "make from-command-line".into()),
+        ("AUTOINSTALL".into(), "yes".into()),
+        ("BUILD_EXCLUSIVE_KERNEL".into(), "^5\\.".into()),
+    ];
+    let conf = case.ok();
+    assert_eq!(conf.make_command.as_deref(), Some("make from-command-line"));
+    assert!(conf.autoinstall);
+    assert!(
+        conf.excluded.is_some(),
+        "the overriding regex is matched against the kernel"
+    );
 }
