@@ -117,6 +117,7 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
     });
     let wake = Condvar::new();
     let total = jobs.len();
+    let chain = chain_lengths(&deps);
     let workers = slots.min(total).max(1);
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
 
@@ -155,12 +156,14 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                                 progressed = true;
                                 continue;
                             }
+                            // Of the ready jobs, the one with the longest chain of
+                            // dependents behind it goes first: it bounds the run.
                             if deps[i]
                                 .iter()
                                 .all(|&d| state.states[d] == State::Done(true))
+                                && next.is_none_or(|n: usize| chain[i] > chain[n])
                             {
                                 next = Some(i);
-                                break;
                             }
                         }
                         if let Some(i) = next {
@@ -311,5 +314,54 @@ impl Progress for WarningsOnly<'_> {
 
     fn warn(&self, message: &str) {
         self.0.warn(message);
+    }
+}
+
+/// For each job, the number of jobs in the longest chain of jobs that (transitively)
+/// wait for it, itself included: the critical-path priority.
+fn chain_lengths(deps: &[Vec<usize>]) -> Vec<usize> {
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); deps.len()];
+    for (job, needs) in deps.iter().enumerate() {
+        for &needed in needs {
+            dependents[needed].push(job);
+        }
+    }
+    let mut memo: Vec<Option<usize>> = vec![None; deps.len()];
+    fn length(
+        job: usize,
+        dependents: &[Vec<usize>],
+        memo: &mut Vec<Option<usize>>,
+        depth: usize,
+    ) -> usize {
+        if let Some(known) = memo[job] {
+            return known;
+        }
+        // The plan has no cycles; the depth bound only guards against a bad plan.
+        let longest = if depth > dependents.len() {
+            0
+        } else {
+            dependents[job]
+                .iter()
+                .map(|&d| length(d, dependents, memo, depth + 1))
+                .max()
+                .unwrap_or(0)
+        };
+        memo[job] = Some(longest + 1);
+        longest + 1
+    }
+    (0..deps.len())
+        .map(|job| length(job, &dependents, &mut memo, 0))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_lengths;
+
+    #[test]
+    fn the_head_of_the_longest_chain_has_the_highest_priority() {
+        // 0 <- 1 <- 2 (a chain), 3 alone, 4 <- 5.
+        let deps = vec![vec![], vec![0], vec![1], vec![], vec![], vec![4]];
+        assert_eq!(chain_lengths(&deps), [3, 2, 1, 1, 2, 1]);
     }
 }
