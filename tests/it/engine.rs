@@ -76,6 +76,10 @@ fn tree_listing(dir: &Path) -> BTreeSet<String> {
             let entry = entry.expect("reading a directory entry");
             let path = entry.path();
             let relative = path.strip_prefix(base).expect("inside the base");
+            // The tree lock is infrastructure, present after any writing command.
+            if relative == Path::new(".dkms-hook.lock") {
+                continue;
+            }
             out.insert(relative.to_string_lossy().into_owned());
             if entry.file_type().expect("file type").is_dir() {
                 walk(base, &path, out);

@@ -127,17 +127,18 @@ fn remove_kernels(
             }
         }
         let _ = std::fs::remove_dir(host.paths.kernel_dir(kernel).join("updates"));
-        // Work directories of failed builds for that kernel go too.
+        // Work directories and failure records of that kernel go too.
+        let prefixes = [format!("build-{kernel}-"), format!("failed-{kernel}-")];
         for mv in tree::module_versions(&host.paths, None, None) {
             let version_dir = host.paths.version_dir(&mv.module, &mv.version);
-            let prefix = format!("build-{kernel}-");
             for entry in std::fs::read_dir(&version_dir)
                 .into_iter()
                 .flatten()
                 .flatten()
             {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_dir_all(entry.path());
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    let _ = engine::remove_path(&entry.path());
                 }
             }
         }

@@ -19,6 +19,11 @@ pub use install::{depmod, install, uninstall};
 pub use remove::{remove, unbuild};
 pub use run::{run_plan, JobResult, Outcome, RunReport};
 
+/// Removes a file or a directory tree, never following a symlink out of it.
+pub fn remove_path(path: &std::path::Path) -> Result<(), EngineError> {
+    fsutil::remove_tree(path)
+}
+
 use crate::conf::ConfError;
 use crate::exec::ExecError;
 use crate::tree::Target;
