@@ -61,24 +61,7 @@ impl Case {
     }
 
     fn eval(&self) -> Result<DkmsConf, String> {
-        let root = self.dir.path();
-        let ctx = EvalContext {
-            kernelver: self.kernel.clone(),
-            arch: self.arch.clone(),
-            kernel_source_dir: root.join("headers"),
-            kernel_config: root.join(".config"),
-            dkms_tree: root.join("dkms"),
-            source_tree: root.join("src"),
-            install_tree: root.join("modules"),
-            module: "foo".into(),
-            module_version: "1.0".into(),
-            etc_dir: root.join("etc"),
-            dest_location_override: self.dest_override.clone(),
-            timeout: self.timeout,
-            etc_entries: None,
-            directives: self.directives.clone(),
-        };
-        evaluate(&self.conf_path(), &ctx).map_err(|e| e.to_string())
+        evaluate(&self.conf_path(), &self.context()).map_err(|e| e.to_string())
     }
 
     fn ok(&self) -> DkmsConf {
