@@ -6,6 +6,7 @@
 //! paths into a [`host::Host`] and turns results into output and exit codes.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod cleanup;
 pub mod compress;
 pub mod conf;
 pub mod distro;

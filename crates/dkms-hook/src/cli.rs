@@ -50,6 +50,9 @@ pub struct GlobalArgs {
     /// Override a dkms.conf directive: `--directive NAME=VALUE` (repeatable).
     #[arg(long = "directive", value_name = "NAME=VALUE")]
     pub directives: Vec<String>,
+    /// cleanup: remove what it lists (default: only list).
+    #[arg(long = "yes")]
+    pub yes: bool,
     /// Rebuild modules that failed before with the same source and headers.
     #[arg(long = "retry-failed")]
     pub retry_failed: bool,
@@ -157,6 +160,9 @@ pub enum Action {
     /// (dkms-hook) Run by the pacman hooks: reads the transaction's target paths on
     /// stdin. `dkms-hook hook install|upgrade|remove`.
     Hook,
+    /// (dkms-hook) List what is left behind for kernels that are gone; `--yes`
+    /// removes it.
+    Cleanup,
     /// (dkms-hook) What autoinstall would build for the kernels, in order, and why
     /// anything is left out; default: every installed kernel.
     Plan,

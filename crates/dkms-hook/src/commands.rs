@@ -148,7 +148,12 @@ pub fn run(
             ));
             Ok(ExitCode::SUCCESS)
         }
-        Action::Status | Action::Plan | Action::Hook | Action::Completions | Action::Manpage => {
+        Action::Status
+        | Action::Plan
+        | Action::Hook
+        | Action::Completions
+        | Action::Manpage
+        | Action::Cleanup => {
             bail!("{action:?} is not an engine command")
         }
     }
@@ -363,6 +368,52 @@ fn summary(
     for (t, why) in failures {
         printer.error(&anyhow::anyhow!("{}: {why}", name(t)));
     }
+}
+
+/// `dkms-hook cleanup [--yes]`: leftovers of kernels that are gone, listed (dry run)
+/// or removed.
+pub fn cleanup(host: &Host, yes: bool, json: bool, printer: &Printer) -> Result<ExitCode> {
+    let found = dkms_core::cleanup::leftovers(host);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        if !yes {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if found.is_empty() {
+        printer.step("Nothing left behind: every DKMS build belongs to an installed kernel.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = false;
+    for leftover in &found {
+        if !yes {
+            printer.detail(&format!(
+                "{}  ({}, kernel {})",
+                leftover.path.display(),
+                leftover.what,
+                leftover.kernel
+            ));
+            continue;
+        }
+        match dkms_core::cleanup::remove(host, leftover) {
+            Ok(()) => printer.detail(&format!("removed {}", leftover.path.display())),
+            Err(e) => {
+                printer.error_chain(&e);
+                failed = true;
+            }
+        }
+    }
+    if !yes {
+        printer.step(&format!(
+            "{} leftovers; run `dkms-hook cleanup --yes` to remove them",
+            found.len()
+        ));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `dkms-hook plan`: what autoinstall would do for the kernels, and why, without

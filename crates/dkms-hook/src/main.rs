@@ -112,7 +112,7 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
     // Commands that change the trees run one at a time; status and plan never wait.
-    let _lock = if changes_trees(cli.action) {
+    let _lock = if changes_trees(cli.action) || (cli.action == Action::Cleanup && cli.global.yes) {
         let path = dkms_core::lock::lock_path(&host.paths.dkms_tree);
         Some(dkms_core::lock::lock_tree(
             &host.paths.dkms_tree,
@@ -137,6 +137,7 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
             "Error! Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
         )),
         Action::Plan => commands::plan(&host, &cli.global, cli.json),
+        Action::Cleanup => commands::cleanup(&host, cli.global.yes, cli.json, printer),
         Action::Completions => {
             use clap::CommandFactory;
             let shell = match target {
@@ -321,6 +322,11 @@ const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60
 fn changes_trees(action: Action) -> bool {
     !matches!(
         action,
-        Action::Status | Action::Plan | Action::Completions | Action::Manpage | Action::Mktarball
+        Action::Status
+            | Action::Plan
+            | Action::Completions
+            | Action::Manpage
+            | Action::Mktarball
+            | Action::Cleanup
     )
 }

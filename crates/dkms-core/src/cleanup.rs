@@ -1,0 +1,146 @@
+//! Leftovers of kernels that are gone: what DKMS put in their module directories and
+//! what it keeps for them in the DKMS tree. Found here, listed by `dkms-hook cleanup`
+//! and removed only with `--yes`.
+//!
+//! A kernel is gone when its install-tree directory has no modules tree (`kernel/` or
+//! `modules.order`) any more: pacman removed the package but not the files DKMS added.
+
+use crate::engine::{remove_path, EngineError};
+use crate::host::Host;
+use crate::kernel::Kernel;
+use crate::tree::{self, SourceState};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// One thing left behind for a kernel that is no longer installed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Leftover {
+    pub kernel: String,
+    pub path: PathBuf,
+    pub what: &'static str,
+}
+
+fn installed(host: &Host, kernel: &str) -> bool {
+    Kernel::probe(&host.paths, kernel).is_some_and(|k| k.has_modules)
+}
+
+/// Everything left behind for kernels that are gone, sorted by kernel and path.
+pub fn leftovers(host: &Host) -> Vec<Leftover> {
+    let mut found = BTreeSet::new();
+    // Module directories of removed kernels that still hold DKMS's modules.
+    if let Ok(entries) = std::fs::read_dir(&host.paths.install_tree) {
+        for entry in entries.flatten() {
+            let Ok(kernel) = entry.file_name().into_string() else {
+                continue;
+            };
+            if installed(host, &kernel) {
+                continue;
+            }
+            let dir = entry.path();
+            if dir.join("updates/dkms").exists() || dir.join("extra").exists() {
+                found.insert(Leftover {
+                    kernel,
+                    path: dir,
+                    what: "module directory of a removed kernel, holding DKMS modules",
+                });
+            }
+        }
+    }
+    // DKMS tree entries for kernels that are gone.
+    for mv in tree::module_versions(&host.paths, None, None) {
+        if mv.source == SourceState::Unknown {
+            continue;
+        }
+        for (kernel, arch) in tree::built_for(&host.paths, &mv.module, &mv.version, None, None) {
+            if !installed(host, &kernel) {
+                found.insert(Leftover {
+                    kernel: kernel.clone(),
+                    path: tree::build_dir(&host.paths, &mv.module, &mv.version, &kernel, &arch),
+                    what: "build for a removed kernel",
+                });
+            }
+        }
+        let version_dir = host.paths.version_dir(&mv.module, &mv.version);
+        for entry in std::fs::read_dir(&version_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kernel = name
+                .strip_prefix("build-")
+                .or_else(|| name.strip_prefix("failed-"))
+                .and_then(|rest| rest.rsplit_once('-').map(|(k, _)| k.to_string()));
+            if let Some(kernel) = kernel.filter(|k| !installed(host, k)) {
+                let what = if name.starts_with("build-") {
+                    "work directory of a removed kernel"
+                } else {
+                    "failure record of a removed kernel"
+                };
+                found.insert(Leftover {
+                    kernel,
+                    path: entry.path(),
+                    what,
+                });
+            }
+        }
+    }
+    // Install links and archived originals of kernels that are gone.
+    if let Ok(modules) = std::fs::read_dir(&host.paths.dkms_tree) {
+        for module in modules.flatten().filter(|m| m.path().is_dir()) {
+            for entry in std::fs::read_dir(module.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(kernel) = name
+                    .strip_prefix("kernel-")
+                    .and_then(|r| r.rsplit_once('-'))
+                    .map(|(k, _)| k)
+                {
+                    if !installed(host, kernel) {
+                        found.insert(Leftover {
+                            kernel: kernel.to_string(),
+                            path: entry.path(),
+                            what: "install link of a removed kernel",
+                        });
+                    }
+                }
+            }
+            for entry in std::fs::read_dir(module.path().join("original_module"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let kernel = entry.file_name().to_string_lossy().into_owned();
+                if !installed(host, &kernel) {
+                    found.insert(Leftover {
+                        kernel,
+                        path: entry.path(),
+                        what: "archived original modules of a removed kernel",
+                    });
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Removes one leftover (never following a symlink out of the trees), then the
+/// directories it leaves empty inside the DKMS tree.
+pub fn remove(host: &Host, leftover: &Leftover) -> Result<(), EngineError> {
+    remove_path(&leftover.path)?;
+    let mut dir = leftover.path.parent();
+    while let Some(d) = dir {
+        if !d.starts_with(&host.paths.dkms_tree)
+            || d == host.paths.dkms_tree
+            || std::fs::remove_dir(d).is_err()
+        {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `dkms-hook cleanup`: leftovers of a kernel removed without our hooks are listed
+//! (nothing removed) and then removed with --yes, leaving the other kernel alone.
+
+use crate::support::{Sandbox, K53, K54};
+
+#[test]
+fn cleanup_lists_then_removes_what_a_removed_kernel_left_behind() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    assert_eq!(sb.run_ours(&["add", "hello/1.0"]).code, 0);
+    let install = sb.run_ours(&["install", "hello/1.0", "-k", K53, "-k", K54]);
+    assert_eq!(install.code, 0, "{install}");
+    // The kernel package goes away without our hooks: its modules tree is gone, but the
+    // DKMS module under updates/dkms and the DKMS tree entries stay.
+    let k53 = sb.install_tree().join(K53);
+    std::fs::remove_dir_all(k53.join("kernel")).unwrap();
+
+    let dry = sb.run_ours(&["cleanup"]);
+    assert_eq!(dry.code, 0, "{dry}");
+    for expected in [
+        format!("{}", k53.display()),
+        format!("hello/1.0/{K53}/x86_64"),
+        format!("hello/kernel-{K53}-x86_64"),
+    ] {
+        assert!(dry.stdout.contains(&expected), "missing {expected}:\n{dry}");
+    }
+    assert!(!dry.stdout.contains(K54), "{dry}");
+    assert!(
+        k53.join("updates/dkms/hello.ko").exists(),
+        "a dry run removes nothing"
+    );
+
+    let wet = sb.run_ours(&["cleanup", "--yes"]);
+    assert_eq!(wet.code, 0, "{wet}");
+    assert!(!k53.exists());
+    assert!(std::path::Path::new(&format!("/usr/src/linux-headers-{K53}/Makefile")).exists());
+    assert_eq!(
+        sb.run_ours(&["status"]).stdout,
+        format!("hello/1.0, {K54}, x86_64: installed\n")
+    );
+    assert!(sb
+        .run_ours(&["cleanup"])
+        .stdout
+        .contains("Nothing left behind"));
+}
