@@ -11,6 +11,7 @@ mod failure;
 mod lock;
 mod normalizer;
 mod pacman;
+mod rebuild;
 mod scheduler;
 mod status;
 mod status_json;

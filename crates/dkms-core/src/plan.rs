@@ -133,10 +133,66 @@ where
                 Err(e) => candidates.push((target, Err(e.to_string()), false)),
             }
         }
+        add_rebuild_dependents(host, kernel, arch, &versions, &mut candidates);
         plan.decisions
             .extend(order_kernel(host, candidates, &registered));
     }
     plan
+}
+
+/// BUILD_DEPENDS_REBUILD: a module installed on this kernel that declared it is
+/// rebuilt when one of its BUILD_DEPENDS gets a new build here (a new version, or a
+/// rebuilt source), transitively; the plan's edges put it after the dependency.
+fn add_rebuild_dependents(
+    host: &Host,
+    kernel: &str,
+    arch: &str,
+    versions: &[tree::ModuleVersion],
+    candidates: &mut Vec<(Target, Result<DkmsConf, String>, bool)>,
+) {
+    loop {
+        let building: Vec<String> = candidates
+            .iter()
+            .filter(|(t, conf, rebuild)| conf.is_ok() && (*rebuild || !t.is_installed(&host.paths)))
+            .map(|(t, _, _)| t.module.clone())
+            .collect();
+        let mut added = false;
+        // Installed candidates (autoinstall's own) that asked for it become rebuilds.
+        for (target, conf, rebuild) in candidates.iter_mut() {
+            let Ok(conf) = conf else { continue };
+            if !*rebuild
+                && conf.build_depends_rebuild
+                && target.is_installed(&host.paths)
+                && conf.build_depends.iter().any(|d| building.contains(d))
+            {
+                *rebuild = true;
+                added = true;
+            }
+        }
+        for mv in versions.iter().filter(|mv| mv.source == SourceState::Added) {
+            if candidates.iter().any(|(t, _, _)| t.module == mv.module) {
+                continue;
+            }
+            if !tree::is_installed(&host.paths, &mv.module, &mv.version, kernel, arch) {
+                continue;
+            }
+            let Ok(conf) = host.read_conf(&mv.module, &mv.version, kernel, arch) else {
+                continue;
+            };
+            if conf.build_depends_rebuild && conf.build_depends.iter().any(|d| building.contains(d))
+            {
+                candidates.push((
+                    Target::new(&mv.module, &mv.version, kernel, arch),
+                    Ok(conf),
+                    true,
+                ));
+                added = true;
+            }
+        }
+        if !added {
+            break;
+        }
+    }
 }
 
 /// Orders one kernel's candidates by BUILD_DEPENDS and decides what is left out.
