@@ -20,7 +20,7 @@ fn a_writer_waits_for_the_tree_lock_while_status_does_not() {
     std::thread::sleep(Duration::from_millis(300));
 
     let start = Instant::now();
-    let status = sb.run_ours(&["status"]);
+    let status = sb.run_ours(&["status", "--compat"]);
     assert_eq!(status.code, 0, "{status}");
     assert!(
         start.elapsed() < Duration::from_secs(1),
@@ -40,5 +40,8 @@ fn a_writer_waits_for_the_tree_lock_while_status_does_not() {
         "add returned after {waited:?}, before the lock was free"
     );
     holder.wait().unwrap();
-    assert_eq!(sb.run_ours(&["status"]).stdout, "hello/1.0: added\n");
+    assert_eq!(
+        sb.run_ours(&["status", "--compat"]).stdout,
+        "hello/1.0: added\n"
+    );
 }

@@ -9,6 +9,7 @@ mod cleanup;
 mod engine;
 mod failure;
 mod lock;
+mod matrix;
 mod normalizer;
 mod pacman;
 mod rebuild;

@@ -53,7 +53,8 @@ fn a_new_dependency_version_rebuilds_dependents_that_ask_for_it_after_it() {
         .expect("aaa-dependent rebuilt");
     assert!(base_done < dependent_start, "{second}");
     assert_eq!(
-        sb.run_ours(&["status", "-m", "aaa-dependent"]).stdout,
+        sb.run_ours(&["status", "--compat", "-m", "aaa-dependent"])
+            .stdout,
         format!("aaa-dependent/1.0, {K54}, x86_64: installed\n")
     );
 }

@@ -35,7 +35,7 @@ fn autoinstall_builds_an_openzfs_style_module_after_the_spl_style_module_it_link
 
     let out = autoinstall(&sb, &["-j", "2"]);
     assert_eq!(out.code, 0, "autoinstall failed\n{out}");
-    let status = sb.run_ours(&["status"]);
+    let status = sb.run_ours(&["status", "--compat"]);
     let mut expected = String::new();
     for m in ["openzfs-mini", "spl-mini"] {
         for k in KERNELS {
@@ -205,7 +205,7 @@ fn a_dependency_dkms_has_never_heard_of_defers_its_dependent_with_a_warning_and_
         assert_eq!(installed_on(&sb, kernel), ["loner"]);
     }
     assert!(!out.stderr.contains("==> ERROR"), "{out}");
-    let status = sb.run_ours(&["status", "-m", "orphan"]);
+    let status = sb.run_ours(&["status", "--compat", "-m", "orphan"]);
     assert_eq!(status.stdout, "orphan/1.0: added\n", "{status}");
 
     // Once ghost is registered, the next run builds both, ghost first.
@@ -243,7 +243,7 @@ fn a_dependency_that_fails_to_build_skips_its_dependents_on_that_kernel_installs
         );
         assert_eq!(installed_on(&sb, kernel), ["loner"]);
     }
-    let status = sb.run_ours(&["status", "-m", "needs-broken"]);
+    let status = sb.run_ours(&["status", "--compat", "-m", "needs-broken"]);
     assert_eq!(status.stdout, "needs-broken/1.0: added\n", "{status}");
 }
 
@@ -566,7 +566,7 @@ fn assert_finished_before_started(out: &Output, dep: &str, dependent: &str, kern
 
 /// `status` as (m/v, rest of the line) pairs.
 fn states(sb: &Sandbox) -> Vec<(String, String)> {
-    let out = sb.run_ours(&["status"]);
+    let out = sb.run_ours(&["status", "--compat"]);
     assert_eq!(out.code, 0, "{out}");
     out.stdout
         .lines()
@@ -584,7 +584,7 @@ fn states(sb: &Sandbox) -> Vec<(String, String)> {
 
 /// The modules `status` reports installed on `kernel`, sorted.
 fn installed_on(sb: &Sandbox, kernel: &str) -> Vec<String> {
-    let out = sb.run_ours(&["status", "-k", kernel]);
+    let out = sb.run_ours(&["status", "--compat", "-k", kernel]);
     assert_eq!(out.code, 0, "{out}");
     let suffix = format!(", {kernel}, {ARCH}: installed");
     let mut found: Vec<String> = out

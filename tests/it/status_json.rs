@@ -49,7 +49,7 @@ fn entry_line(entry: &Value) -> String {
 }
 
 fn assert_json_matches_text(sb: &Sandbox, args: &[&str]) -> Vec<Value> {
-    let mut text_args = vec!["status"];
+    let mut text_args = vec!["status", "--compat"];
     text_args.extend_from_slice(args);
     let text = sb.run_ours(&text_args);
     assert_eq!(text.code, 0, "{text}");

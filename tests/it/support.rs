@@ -376,8 +376,11 @@ pub fn assert_status_matches_upstream(sb: &Sandbox, args: &[&str], broken: &[&st
         stderr: upstream.stderr.clone() + &broken_stderr,
         code: upstream.code,
     };
+    // `dkms-hook status` explains itself; its --compat form and the `dkms` face print
+    // upstream's lines.
+    let compat: Vec<&str> = full.iter().copied().chain(["--compat"]).collect();
     for (face, ours) in [
-        ("dkms-hook", sb.run_ours(&full)),
+        ("dkms-hook --compat", sb.run_ours(&compat)),
         ("dkms", sb.run_ours_as_dkms(&full)),
     ] {
         if ours != expected {
@@ -410,8 +413,11 @@ pub fn assert_ours_status(sb: &Sandbox, args: &[&str], stdout: &str, stderr: &st
         stderr: stderr.to_string(),
         code: 0,
     };
+    // `dkms-hook status` explains itself; its --compat form and the `dkms` face print
+    // upstream's lines.
+    let compat: Vec<&str> = full.iter().copied().chain(["--compat"]).collect();
     for (face, ours) in [
-        ("dkms-hook", sb.run_ours(&full)),
+        ("dkms-hook --compat", sb.run_ours(&compat)),
         ("dkms", sb.run_ours_as_dkms(&full)),
     ] {
         if ours != expected {

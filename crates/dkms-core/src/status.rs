@@ -330,3 +330,159 @@ pub struct JsonReport<'a> {
     pub dkms_tree: &'a PathBuf,
     pub entries: &'a [Entry],
 }
+
+/// One cell of the module x kernel matrix: the state of a module version on a kernel,
+/// with the reason when it is not installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Cell {
+    Installed,
+    /// Built but not installed (another version is, or it was uninstalled).
+    Built,
+    /// The last build failed and nothing changed since.
+    Failed {
+        log: Option<PathBuf>,
+        time: u64,
+        message: String,
+    },
+    /// BUILD_EXCLUSIVE_* rules this kernel out.
+    Excluded {
+        reason: String,
+    },
+    /// The kernel has no headers; `package` installs them.
+    NoHeaders {
+        package: Option<String>,
+    },
+    /// A BUILD_DEPENDS module failed or is missing on this kernel.
+    Dependency {
+        reason: String,
+    },
+    /// Not built yet; `dkms-hook autoinstall -k <kernel>` builds it.
+    Pending,
+    /// AUTOINSTALL is off: only an explicit `dkms install` builds it.
+    Manual,
+    /// A newer version of the module is the one autoinstall uses.
+    Superseded,
+    /// The source directory or the link to it is gone.
+    Broken,
+    /// Its dkms.conf cannot be evaluated.
+    BadConf {
+        error: String,
+    },
+}
+
+/// One row: a module version and its cell for each kernel of [`Matrix::kernels`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub module: String,
+    pub version: String,
+    pub cells: Vec<Cell>,
+}
+
+/// The explained status: every added module version x every installed kernel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    pub kernels: Vec<crate::kernel::Kernel>,
+    pub rows: Vec<Row>,
+}
+
+/// Builds the matrix for every kernel of the install tree.
+pub fn matrix(host: &Host) -> Matrix {
+    let kernels = crate::kernel::installed_kernels(&host.paths);
+    let newest = crate::plan::newest_versions(host);
+    let arch = crate::kernel::default_arch();
+    let versions = tree::module_versions(&host.paths, None, None);
+    let rows = versions
+        .iter()
+        .filter(|mv| mv.source != SourceState::Unknown)
+        .map(|mv| Row {
+            module: mv.module.clone(),
+            version: mv.version.clone(),
+            cells: kernels
+                .iter()
+                .map(|k| {
+                    cell(
+                        host,
+                        mv,
+                        k,
+                        arch,
+                        newest.get(&mv.module).map(String::as_str),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    Matrix { kernels, rows }
+}
+
+fn cell(
+    host: &Host,
+    mv: &ModuleVersion,
+    kernel: &crate::kernel::Kernel,
+    arch: &str,
+    newest: Option<&str>,
+) -> Cell {
+    let target = tree::Target::new(&mv.module, &mv.version, &kernel.release, arch);
+    if mv.source == SourceState::Broken {
+        return Cell::Broken;
+    }
+    if target.is_installed(&host.paths) {
+        return Cell::Installed;
+    }
+    if target.is_built(&host.paths) {
+        return Cell::Built;
+    }
+    if let Some(failure) = crate::failure::still_failing(&host.paths, &target) {
+        return Cell::Failed {
+            log: failure.log,
+            time: failure.time,
+            message: failure.message,
+        };
+    }
+    let conf = match host.read_conf(&mv.module, &mv.version, &kernel.release, arch) {
+        Ok(conf) => conf,
+        Err(e) => {
+            return Cell::BadConf {
+                error: e.to_string(),
+            }
+        }
+    };
+    if let Some(reason) = conf.excluded {
+        return Cell::Excluded { reason };
+    }
+    if !kernel.has_headers {
+        return Cell::NoHeaders {
+            package: kernel.headers_package(),
+        };
+    }
+    if newest != Some(mv.version.as_str()) {
+        return Cell::Superseded;
+    }
+    if !conf.autoinstall {
+        return Cell::Manual;
+    }
+    for dep in &conf.build_depends {
+        if tree::installed_version(&host.paths, dep, &kernel.release, arch).is_some() {
+            continue;
+        }
+        let versions = tree::module_versions(&host.paths, Some(dep), None);
+        let failed = versions.iter().any(|d| {
+            crate::failure::still_failing(
+                &host.paths,
+                &tree::Target::new(dep, &d.version, &kernel.release, arch),
+            )
+            .is_some()
+        });
+        if failed {
+            return Cell::Dependency {
+                reason: format!("dependency {dep} failed"),
+            };
+        }
+        if versions.is_empty() {
+            return Cell::Dependency {
+                reason: format!("dependency {dep} is not registered with DKMS"),
+            };
+        }
+    }
+    Cell::Pending
+}

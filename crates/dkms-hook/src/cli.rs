@@ -20,9 +20,13 @@ pub struct Cli {
     pub targets: Vec<String>,
     #[command(flatten)]
     pub global: GlobalArgs,
-    /// Print the same facts as JSON (status).
+    /// Print the same facts as JSON (status, plan, cleanup).
     #[arg(long)]
     pub json: bool,
+    /// status: upstream dkms's exact lines (what `dkms status` prints) instead of the
+    /// explained module x kernel view.
+    #[arg(long)]
+    pub compat: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

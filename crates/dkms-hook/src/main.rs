@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod hook;
+mod matrix;
 mod output;
 
 use anyhow::{bail, Context, Result};
@@ -129,8 +130,21 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
     };
     match cli.action {
         Action::Status => {
-            let query = status_query(&cli.global, target)?;
-            run_status(&host, &query, cli.json, printer)
+            // Scripts call `dkms status` and parse it: that face, and --compat, keep
+            // upstream's lines; `dkms-hook status` explains itself.
+            if face == Face::Dkms || cli.compat {
+                let query = status_query(&cli.global, target)?;
+                return run_status(&host, &query, cli.json, printer);
+            }
+            let matrix = dkms_core::status::matrix(&host);
+            let mut out = std::io::stdout().lock();
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &matrix).context("writing status JSON")?;
+                writeln!(out)?;
+            } else {
+                out.write_all(matrix::render(&matrix, printer.colors_stdout()).as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Action::Plan if face == Face::Dkms => bail!(exit(
             0,

@@ -64,6 +64,11 @@ impl Printer {
         }
     }
 
+    /// Whether stdout gets colours (a terminal, no NO_COLOR, or --color always).
+    pub fn colors_stdout(&self) -> bool {
+        self.color_stdout
+    }
+
     /// `  -> <detail>` on stdout (suppressed by -q).
     pub fn detail(&self, message: &str) {
         if self.quiet {

@@ -1,0 +1,116 @@
+//! The explained `dkms-hook status`: a module x kernel matrix with a reason for every
+//! cell that is not installed, checked as plain text (golden) and as JSON.
+
+use crate::support::{Sandbox, K53, K54};
+
+/// A tree with real states: installed, failed (a real compile error), excluded, a
+/// kernel without headers, not built yet, a missing dependency and a broken source.
+fn scenario() -> Sandbox {
+    let sb = Sandbox::new();
+    for (m, v) in [("hello", "1.0"), ("broken", "1.0"), ("exclusive", "1.0")] {
+        sb.copy_fixture(m, v);
+        assert_eq!(sb.run_ours(&["add", &format!("{m}/{v}")]).code, 0);
+    }
+    // A module that needs one DKMS has never heard of.
+    let needy = sb.copy_fixture("needy", "1.0");
+    let conf = std::fs::read_to_string(needy.join("dkms.conf"))
+        .unwrap()
+        .replace("\"hello\"", "\"ghost\"")
+        + "AUTOINSTALL=\"yes\"\n";
+    std::fs::write(needy.join("dkms.conf"), conf).unwrap();
+    assert_eq!(sb.run_ours(&["add", "needy/1.0"]).code, 0);
+    // A version whose source has gone: broken.
+    let gone = sb.copy_fixture("hello", "2.0");
+    assert_eq!(sb.run_ours(&["add", "hello/2.0"]).code, 0);
+    std::fs::remove_dir_all(gone).unwrap();
+    // hello/1.0 installed on K54, broken fails there; nothing built for K53 yet.
+    assert_eq!(sb.run_ours(&["install", "hello/1.0", "-k", K54]).code, 0);
+    assert_eq!(sb.run_ours(&["autoinstall", "-k", K54]).code, 11);
+    // A third kernel whose headers are not installed.
+    let k99 = sb.install_tree().join("6.1.0-99-amd64");
+    std::fs::create_dir_all(k99.join("kernel")).unwrap();
+    std::fs::write(k99.join("pkgbase"), "linux-test\n").unwrap();
+    sb
+}
+
+#[test]
+fn status_explains_every_module_on_every_kernel_in_plain_text() {
+    let sb = scenario();
+    let out = sb.run_ours(&["status"]);
+    assert_eq!(out.code, 0, "{out}");
+    let root = sb.path("").display().to_string();
+    let text = out.stdout.replace(root.trim_end_matches('/'), "[ROOT]");
+    println!("{text}");
+    let expected = format!(
+        "\
+MODULE/VERSION  6.1.0-99        6.1.0-54   6.1.0-53
+broken/1.0      no headers[1]   FAILED[2]  pending[3]
+exclusive/1.0   excluded[4]     installed  excluded[5]
+hello/1.0       no headers[6]   installed  pending[7]
+hello/2.0       broken[8]       broken[9]  broken[10]
+needy/1.0       no headers[11]  dep[12]    dep[13]
+
+kernel columns omit their common suffix -amd64
+
+[1] broken/1.0 on 6.1.0-99-amd64: no kernel headers: install linux-test-headers; the module is built then
+[2] broken/1.0 on {K54}: build failed just now: see [ROOT]/dkms/broken/1.0/build-{K54}-x86_64/make.log; not retried until the source or headers change (dkms-hook autoinstall --retry-failed -k {K54})
+[3] broken/1.0 on {K53}: not built yet: dkms-hook autoinstall -k {K53}
+"
+    );
+    assert!(
+        text.starts_with(&expected),
+        "got:\n{text}\nexpected to start with:\n{expected}"
+    );
+    // Three kernels fit 80 columns; the notes below carry whole paths, never cut.
+    for line in text.lines().take_while(|l| !l.is_empty()) {
+        assert!(line.len() <= 80, "table line wider than 80 columns: {line}");
+    }
+    for line in text.lines() {
+        assert_eq!(line, line.trim_end(), "no trailing blanks");
+    }
+    assert!(!text.contains('\x1b'), "no colour when piped");
+}
+
+#[test]
+fn status_json_carries_every_cell_with_its_reason() {
+    let sb = scenario();
+    let out = sb.run_ours(&["status", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    let kernels: Vec<&str> = json["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["release"].as_str().unwrap())
+        .collect();
+    assert_eq!(kernels, ["6.1.0-99-amd64", K54, K53]);
+    assert_eq!(json["kernels"][0]["has_headers"], false);
+    let row = |m: &str| {
+        json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["module"] == m)
+            .cloned()
+            .unwrap()
+    };
+    let broken = row("broken");
+    assert_eq!(broken["cells"][0]["state"], "no_headers");
+    assert_eq!(broken["cells"][0]["package"], "linux-test-headers");
+    assert_eq!(broken["cells"][1]["state"], "failed");
+    assert!(broken["cells"][1]["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("make.log"));
+    assert_eq!(broken["cells"][2]["state"], "pending");
+    assert_eq!(row("exclusive")["cells"][2]["state"], "excluded");
+    assert!(row("exclusive")["cells"][2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("BUILD_EXCLUSIVE_KERNEL"));
+    assert_eq!(row("needy")["cells"][1]["state"], "dependency");
+    assert!(row("needy")["cells"][1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("ghost"));
+}
