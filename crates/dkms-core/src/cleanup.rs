@@ -61,28 +61,13 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
                 });
             }
         }
-        let version_dir = host.paths.version_dir(&mv.module, &mv.version);
-        for entry in std::fs::read_dir(&version_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let kernel = name
-                .strip_prefix("build-")
-                .or_else(|| name.strip_prefix("failed-"))
-                .and_then(|rest| rest.rsplit_once('-').map(|(k, _)| k.to_string()));
-            if let Some(kernel) = kernel.filter(|k| !installed(host, k)) {
-                let what = if name.starts_with("build-") {
-                    "work directory of a removed kernel"
-                } else {
-                    "failure record of a removed kernel"
+        for (kernel, path, kind) in tree::kernel_entries(&host.paths, &mv.module, &mv.version) {
+            if !installed(host, &kernel) {
+                let what = match kind {
+                    tree::KernelEntry::WorkDir => "work directory of a removed kernel",
+                    tree::KernelEntry::FailureRecord => "failure record of a removed kernel",
                 };
-                found.insert(Leftover {
-                    kernel,
-                    path: entry.path(),
-                    what,
-                });
+                found.insert(Leftover { kernel, path, what });
             }
         }
     }

@@ -2,9 +2,7 @@
 //! transaction does not spend minutes rebuilding a source that cannot build against
 //! the same kernel, and status can say when and where it failed.
 //!
-//! `<dkms_tree>/<m>/<v>/failed-<k>-<a>.json`: the name matches none of upstream's
-//! globs (kernel directories start with a digit), and upstream's `remove` deletes it
-//! with the version directory. A record only stands while the source and the kernel
+//! The record's place is [`Target::failure_record`]. A record only stands while the source and the kernel
 //! headers are unchanged; a successful build removes it.
 
 use crate::paths::Paths;
@@ -30,12 +28,6 @@ pub struct FailureRecord {
     pub kernel_fingerprint: String,
 }
 
-fn record_path(paths: &Paths, target: &Target) -> PathBuf {
-    paths
-        .version_dir(&target.module, &target.version)
-        .join(format!("failed-{}-{}.json", target.kernel, target.arch))
-}
-
 /// Remembers that `target` failed. Errors writing the record are ignored: failure
 /// memory is an optimisation and must never turn into a second failure.
 pub fn record(paths: &Paths, target: &Target, exit_code: u8, message: &str, log: Option<&Path>) {
@@ -54,7 +46,7 @@ pub fn record(paths: &Paths, target: &Target, exit_code: u8, message: &str, log:
         kernel_fingerprint: kernel_fingerprint(paths, &target.kernel),
     };
     if let Ok(json) = serde_json::to_vec_pretty(&record) {
-        let path = record_path(paths, target);
+        let path = target.failure_record(paths);
         let temp = path.with_extension("json.tmp");
         if std::fs::write(&temp, json).is_ok() {
             let _ = std::fs::rename(&temp, &path);
@@ -64,12 +56,12 @@ pub fn record(paths: &Paths, target: &Target, exit_code: u8, message: &str, log:
 
 /// Forgets a failure (after a successful build, or when the version is removed).
 pub fn clear(paths: &Paths, target: &Target) {
-    let _ = std::fs::remove_file(record_path(paths, target));
+    let _ = std::fs::remove_file(target.failure_record(paths));
 }
 
 /// The recorded failure of `target`, whatever changed since.
 pub fn read(paths: &Paths, target: &Target) -> Option<FailureRecord> {
-    let bytes = std::fs::read(record_path(paths, target)).ok()?;
+    let bytes = std::fs::read(target.failure_record(paths)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -362,6 +362,14 @@ impl Target {
             .join(format!("build-{}-{}", self.kernel, self.arch))
     }
 
+    /// `<dkms_tree>/<m>/<v>/failed-<k>-<a>.json`: the failure record (failure.rs).
+    /// No upstream glob matches it, and upstream's remove deletes it with the version.
+    pub fn failure_record(&self, paths: &Paths) -> PathBuf {
+        paths
+            .version_dir(&self.module, &self.version)
+            .join(format!("failed-{}-{}.json", self.kernel, self.arch))
+    }
+
     /// `<dkms_tree>/<m>/kernel-<k>-<a>`.
     pub fn install_link(&self, paths: &Paths) -> PathBuf {
         install_link(paths, &self.module, &self.kernel, &self.arch)
@@ -394,6 +402,40 @@ impl std::fmt::Display for Target {
             self.module, self.version, self.kernel, self.arch
         )
     }
+}
+
+/// What we keep per kernel next to a version's builds, besides `<k>/<a>` itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KernelEntry {
+    /// `build-<k>-<a>/`: a work directory (left after a failed build, for its log).
+    WorkDir,
+    /// `failed-<k>-<a>.json`: a failure record.
+    FailureRecord,
+}
+
+/// The work directories and failure records of a module version, with the kernel
+/// each one belongs to.
+pub fn kernel_entries(
+    paths: &Paths,
+    module: &str,
+    version: &str,
+) -> Vec<(String, PathBuf, KernelEntry)> {
+    let Ok(entries) = std::fs::read_dir(paths.version_dir(module, version)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let (rest, kind) = match (name.strip_prefix("build-"), name.strip_prefix("failed-")) {
+                (Some(rest), _) => (rest, KernelEntry::WorkDir),
+                (_, Some(rest)) => (rest.strip_suffix(".json")?, KernelEntry::FailureRecord),
+                _ => return None,
+            };
+            let (kernel, _arch) = rest.rsplit_once('-')?;
+            Some((kernel.to_string(), entry.path(), kind))
+        })
+        .collect()
 }
 
 /// The version of `module` installed for a kernel and arch, from its install link.

@@ -128,17 +128,10 @@ fn remove_kernels(
         }
         let _ = std::fs::remove_dir(host.paths.kernel_dir(kernel).join("updates"));
         // Work directories and failure records of that kernel go too.
-        let prefixes = [format!("build-{kernel}-"), format!("failed-{kernel}-")];
         for mv in tree::module_versions(&host.paths, None, None) {
-            let version_dir = host.paths.version_dir(&mv.module, &mv.version);
-            for entry in std::fs::read_dir(&version_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-                    let _ = engine::remove_path(&entry.path());
+            for (k, path, _) in tree::kernel_entries(&host.paths, &mv.module, &mv.version) {
+                if k == *kernel {
+                    let _ = engine::remove_path(&path);
                 }
             }
         }
