@@ -376,13 +376,7 @@ pub fn assert_status_matches_upstream(sb: &Sandbox, args: &[&str], broken: &[&st
         stderr: upstream.stderr.clone() + &broken_stderr,
         code: upstream.code,
     };
-    // `dkms-hook status` explains itself; its --compat form and the `dkms` face print
-    // upstream's lines.
-    let compat: Vec<&str> = full.iter().copied().chain(["--compat"]).collect();
-    for (face, ours) in [
-        ("dkms-hook --compat", sb.run_ours(&compat)),
-        ("dkms", sb.run_ours_as_dkms(&full)),
-    ] {
+    for (face, ours) in compat_status_runs(sb, &full) {
         if ours != expected {
             panic!(
                 "`{face} {}` differs from upstream dkms 3.0.10 (normalized)\n\
@@ -394,6 +388,17 @@ pub fn assert_status_matches_upstream(sb: &Sandbox, args: &[&str], broken: &[&st
         }
     }
     expected.stdout
+}
+
+/// Runs `status <args>` (in `full`) through both forms that print upstream's lines:
+/// `dkms-hook status --compat` (plain `dkms-hook status` explains itself) and the
+/// binary run as `dkms`.
+fn compat_status_runs(sb: &Sandbox, full: &[&str]) -> [(&'static str, Output); 2] {
+    let compat: Vec<&str> = full.iter().copied().chain(["--compat"]).collect();
+    [
+        ("dkms-hook --compat", sb.run_ours(&compat)),
+        ("dkms", sb.run_ours_as_dkms(full)),
+    ]
 }
 
 /// [`assert_status_matches_upstream`] for each argument list.
@@ -413,13 +418,7 @@ pub fn assert_ours_status(sb: &Sandbox, args: &[&str], stdout: &str, stderr: &st
         stderr: stderr.to_string(),
         code: 0,
     };
-    // `dkms-hook status` explains itself; its --compat form and the `dkms` face print
-    // upstream's lines.
-    let compat: Vec<&str> = full.iter().copied().chain(["--compat"]).collect();
-    for (face, ours) in [
-        ("dkms-hook --compat", sb.run_ours(&compat)),
-        ("dkms", sb.run_ours_as_dkms(&full)),
-    ] {
+    for (face, ours) in compat_status_runs(sb, &full) {
         if ours != expected {
             panic!(
                 "`{face} {}` is wrong\n=== expected ===\n{expected}\n=== ours ===\n{ours}",
