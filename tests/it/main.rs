@@ -13,6 +13,7 @@ mod matrix;
 mod normalizer;
 mod pacman;
 mod rebuild;
+mod report;
 mod scheduler;
 mod status;
 mod status_json;
