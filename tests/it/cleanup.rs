@@ -30,6 +30,28 @@ fn cleanup_lists_then_removes_what_a_removed_kernel_left_behind() {
         "a dry run removes nothing"
     );
 
+    // status lists the same leftovers and names the command that removes them.
+    let status = sb.ours(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("Left behind by removed kernels (`dkms-hook cleanup --yes` removes it):"),
+        "{status}"
+    );
+    assert!(
+        status
+            .stdout
+            .contains(&format!("  {K53}: {}", k53.display())),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.ours(&["status", "--json"]).stdout).unwrap();
+    assert!(json["leftovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["kernel"] == K53));
+
     let wet = sb.run_ours(&["cleanup", "--yes"]);
     assert_eq!(wet.code, 0, "{wet}");
     assert!(!k53.exists());

@@ -66,7 +66,7 @@ pac -U $(dkms_pkg hello 3.0 $work/hello-3.0) >$work/out/t4.log 2>&1
 echo "pacman exit $?" >>$work/out/t4.log
 snapshot t4
 # 5: remove a kernel: nothing of DKMS is left under its module directory.
-pac -R linux-two-$K2-headers linux-two-$K2 >$work/out/t5.log 2>&1
+pac -R linux-two-headers linux-two >$work/out/t5.log 2>&1
 snapshot t5
 ls -A /usr/lib/modules >$work/out/t5.kernels
 # 6: remove a module package.
@@ -191,4 +191,82 @@ snapshot t2
         lines(&out(&work, "t2.status")),
         [format!("hello/1.0, {K1}, x86_64: installed")]
     );
+}
+
+#[test]
+fn status_names_the_package_of_every_source_and_kernel_and_flags_orphans() {
+    let (work, _log) = run_scenario(&format!(
+        r#"
+K1={K1}; K2={K2}
+pac -U $(kernel_pkg $K1) $(headers_pkg $K1) $(dkms_pkg hello 1.0 $FIXTURES/hello-1.0) >$work/out/t1.log 2>&1
+# A second kernel whose headers package is not installed.
+pac -U $(kernel_pkg $K2 linux-lts) >$work/out/t2.log 2>&1
+# A source copied in by hand: no package owns it.
+cp -a $FIXTURES/perkernel-1.0 /usr/src/perkernel-1.0
+dkms add perkernel/1.0 >$work/out/add.log 2>&1
+dkms-hook status | save status.txt
+dkms-hook status --json | save status.json
+printf 'pacman_dbpath = "/nonexistent/pacman"\n' >$work/nodb.toml
+DKMS_HOOK_CONFIG=$work/nodb.toml dkms-hook status | save nodb.txt
+"#
+    ));
+    let text = out(&work, "status.txt");
+    let expected = [
+        "Packages:".to_string(),
+        "  hello/1.0       hello-dkms 1.0-1".into(),
+        "  perkernel/1.0   no package (orphan)[4]".into(),
+        format!("  {K2}  linux-lts 6.1.0-1, headers linux-lts-headers not installed[5]"),
+        format!("  {K1}  linux-test 6.1.0-1, headers linux-test-headers 6.1.0-1"),
+    ]
+    .join("\n");
+    assert!(text.contains(&expected), "expected\n{expected}\nin\n{text}");
+    assert!(
+        text.contains("[4] perkernel/1.0: no package owns its source"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "[5] kernel {K2}: its headers package linux-lts-headers is not installed"
+        )),
+        "{text}"
+    );
+    // The cells of the kernel without headers name the package the database confirmed.
+    assert!(
+        text.contains(&format!(
+            "[1] hello/1.0 on {K2}: no kernel headers: install linux-lts-headers"
+        )),
+        "{text}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&out(&work, "status.json")).unwrap();
+    let row = |m: &str| {
+        json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["module"] == m)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("hello")["package"]["name"], "hello-dkms");
+    assert_eq!(row("hello")["package"]["version"], "1.0-1");
+    assert_eq!(row("hello")["orphan"], false);
+    assert_eq!(row("perkernel")["package"], serde_json::Value::Null);
+    assert_eq!(row("perkernel")["orphan"], true);
+    assert_eq!(json["packages"]["error"], serde_json::Value::Null);
+    let kernels = json["packages"]["kernels"].as_array().unwrap();
+    assert_eq!(kernels[0]["release"], K2);
+    assert_eq!(kernels[0]["package"]["name"], "linux-lts");
+    assert_eq!(kernels[0]["headers_missing"], true);
+    assert_eq!(kernels[1]["headers"]["name"], "linux-test-headers");
+    assert_eq!(kernels[1]["headers_missing"], false);
+
+    // Without a readable database status still works and says so.
+    let nodb = out(&work, "nodb.txt");
+    assert!(
+        nodb.contains("Packages: could not read the pacman database /nonexistent/pacman"),
+        "{nodb}"
+    );
+    assert!(nodb.contains("hello/1.0"), "{nodb}");
+    assert!(!nodb.contains("orphan"), "{nodb}");
 }

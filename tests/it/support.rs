@@ -58,7 +58,7 @@ impl fmt::Display for Output {
 /// T/src                      module sources (--sourcetree)
 /// T/inst/<K>/kernel/         an empty kernel module directory, for each of KERNELS
 /// T/inst/<K>/build -> /usr/src/linux-headers-<K>
-/// T/etc                      our --etc-dir (empty)
+/// T/etc                      our --etc-dir: dkms-hook.toml (pacman db T/pacman)
 /// T/bin/dkms -> dkms-hook    our binary under its compat name
 /// ```
 pub struct Sandbox {
@@ -90,6 +90,13 @@ impl Sandbox {
             );
         }
         symlink(Path::new(ours_exe()), &root.join("bin").join("dkms"));
+        // Our settings: not the host's, and a pacman database that does not exist
+        // (tests/it/pacman.rs reads real ones), so status output is the same anywhere.
+        std::fs::write(
+            root.join("etc/dkms-hook.toml"),
+            format!("pacman_dbpath = \"{}\"\n", root.join("pacman").display()),
+        )
+        .expect("writing the sandbox's dkms-hook.toml");
         Sandbox { _dir: dir, root }
     }
 
@@ -224,7 +231,7 @@ impl Sandbox {
             .args(trees)
             .arg("--etc-dir")
             .arg(self.etc_dir())
-            // No settings file from the host: this one does not exist.
+            // Our settings file, not the host's.
             .env("DKMS_HOOK_CONFIG", self.etc_dir().join("dkms-hook.toml"))
             .env_remove("RUST_LOG");
         run(cmd)

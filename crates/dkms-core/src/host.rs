@@ -87,6 +87,14 @@ impl Host {
         }
     }
 
+    /// pacman's database directory: the `pacman_dbpath` setting, or pacman's default.
+    pub fn pacman_dbpath(&self) -> std::path::PathBuf {
+        self.settings
+            .pacman_dbpath
+            .clone()
+            .unwrap_or_else(|| crate::pkgdb::DEFAULT_DBPATH.into())
+    }
+
     /// Evaluates the dkms.conf of an added module version for one kernel.
     pub fn read_conf(
         &self,

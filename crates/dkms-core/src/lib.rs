@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod lock;
 pub mod modinfo;
 pub mod paths;
+pub mod pkgdb;
 pub mod plan;
 pub mod settings;
 pub mod sign;

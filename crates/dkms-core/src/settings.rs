@@ -47,6 +47,8 @@ pub struct Settings {
     /// modules for it (mkinitcpio's own hook does not run then); `{kernel}` and
     /// `{pkgbase}` are replaced. Default: `mkinitcpio -p {pkgbase}` when present.
     pub initramfs_command: Option<String>,
+    /// pacman's database directory, read for package owners; default /var/lib/pacman.
+    pub pacman_dbpath: Option<PathBuf>,
     /// Overrides of the trees, as framework.conf's variables of the same names.
     pub dkms_tree: Option<PathBuf>,
     pub source_tree: Option<PathBuf>,
@@ -106,6 +108,7 @@ impl Settings {
             compress_zstd_opts: self.compress_zstd_opts.or(lower.compress_zstd_opts),
             post_transaction: self.post_transaction.or(lower.post_transaction),
             initramfs_command: self.initramfs_command.or(lower.initramfs_command),
+            pacman_dbpath: self.pacman_dbpath.or(lower.pacman_dbpath),
             dkms_tree: self.dkms_tree.or(lower.dkms_tree),
             source_tree: self.source_tree.or(lower.source_tree),
             install_tree: self.install_tree.or(lower.install_tree),

@@ -7,6 +7,7 @@
 
 use crate::conf::{ConfError, DkmsConf};
 use crate::host::Host;
+use crate::pkgdb::Package;
 use crate::tree::{self, ModuleVersion, SourceState};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -377,6 +378,35 @@ pub struct Row {
     pub module: String,
     pub version: String,
     pub cells: Vec<Cell>,
+    /// The package that installed the source, when the pacman database says.
+    pub package: Option<Package>,
+    /// The database was read and no package owns the source: it was copied in by hand
+    /// or its package is gone.
+    pub orphan: bool,
+}
+
+/// The packages behind one kernel column.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelPackages {
+    pub release: String,
+    /// The package that installed the kernel.
+    pub package: Option<Package>,
+    /// The headers package this kernel needs (`<pkgbase>-headers`), from the database
+    /// when it knows the kernel's package, else from the kernel's `pkgbase` file.
+    pub headers_package: Option<String>,
+    /// The installed package that owns the headers directory.
+    pub headers: Option<Package>,
+    /// The kernel's package is known but its headers package is not installed.
+    pub headers_missing: bool,
+}
+
+/// What the pacman database said, or why it could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Packages {
+    pub dbpath: PathBuf,
+    /// Why the database could not be read; owners are all unknown then.
+    pub error: Option<String>,
+    pub kernels: Vec<KernelPackages>,
 }
 
 /// The explained status: every added module version x every installed kernel.
@@ -384,6 +414,9 @@ pub struct Row {
 pub struct Matrix {
     pub kernels: Vec<crate::kernel::Kernel>,
     pub rows: Vec<Row>,
+    pub packages: Packages,
+    /// What removed kernels left behind; `dkms-hook cleanup` removes it.
+    pub leftovers: Vec<crate::cleanup::Leftover>,
 }
 
 /// Builds the matrix for every kernel of the install tree.
@@ -398,6 +431,8 @@ pub fn matrix(host: &Host) -> Matrix {
         .map(|mv| Row {
             module: mv.module.clone(),
             version: mv.version.clone(),
+            package: None,
+            orphan: false,
             cells: kernels
                 .iter()
                 .map(|k| {
@@ -412,7 +447,119 @@ pub fn matrix(host: &Host) -> Matrix {
                 .collect(),
         })
         .collect();
-    Matrix { kernels, rows }
+    let mut matrix = Matrix {
+        packages: Packages {
+            dbpath: host.pacman_dbpath(),
+            error: None,
+            kernels: Vec::new(),
+        },
+        leftovers: crate::cleanup::leftovers(host),
+        kernels,
+        rows,
+    };
+    let sources: Vec<(&str, &str)> = matrix
+        .rows
+        .iter()
+        .map(|r| (r.module.as_str(), r.version.as_str()))
+        .collect();
+    let owners = owners(host, &sources, &matrix.kernels);
+    for (row, package) in matrix.rows.iter_mut().zip(owners.sources) {
+        row.orphan = owners.packages.error.is_none() && package.is_none();
+        row.package = package;
+    }
+    matrix.packages = owners.packages;
+    // Name the headers package the database confirmed in the cells that need it.
+    for (i, kp) in matrix.packages.kernels.iter().enumerate() {
+        for row in &mut matrix.rows {
+            if let Some(Cell::NoHeaders { package }) = row.cells.get_mut(i) {
+                package.clone_from(&kp.headers_package);
+            }
+        }
+    }
+    matrix
+}
+
+/// The owners of module sources and kernels, from one pass over the pacman database.
+pub struct Owners {
+    pub packages: Packages,
+    /// The package of each source asked for, in order.
+    pub sources: Vec<Option<Package>>,
+}
+
+/// Looks up which package installed each `(module, version)` source and each kernel
+/// (and its headers), or records why the pacman database could not be read.
+pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::Kernel]) -> Owners {
+    use crate::pkgdb::{OwnerQuery, PackageDb};
+    let root = Path::new("/");
+    let dbpath = host.pacman_dbpath();
+    let (db, error) = match PackageDb::open(root, &dbpath) {
+        Ok(db) => (Some(db), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    // The database records real paths (`usr/lib/modules`, not the `lib` link).
+    let query = |path: PathBuf, is_dir: bool, likely: Vec<String>| {
+        let real = std::fs::canonicalize(&path).unwrap_or(path);
+        OwnerQuery::new(root, &real, is_dir, likely)
+    };
+    let mut queries: Vec<Option<OwnerQuery>> = Vec::new();
+    for (module, version) in sources {
+        queries.push(query(
+            host.paths.source_tree.join(format!("{module}-{version}")),
+            true,
+            vec![format!("{module}-dkms"), module.to_string()],
+        ));
+    }
+    for kernel in kernels {
+        let pkgbase: Vec<String> = kernel.pkgbase.iter().cloned().collect();
+        let image = ["vmlinuz", "modules.order"]
+            .iter()
+            .map(|f| kernel.dir.join(f))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| kernel.dir.join("vmlinuz"));
+        queries.push(query(image, false, pkgbase));
+        queries.push(query(
+            host.paths.kernel_source_dir(&kernel.release),
+            true,
+            kernel.headers_package().into_iter().collect(),
+        ));
+    }
+    let asked: Vec<OwnerQuery> = queries.iter().flatten().cloned().collect();
+    let mut answers = match &db {
+        Some(db) => db.owners(&asked).into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    let mut found = queries
+        .iter()
+        .map(|q| q.as_ref().and_then(|_| answers.next().flatten()));
+    let source_owners: Vec<Option<Package>> = found.by_ref().take(sources.len()).collect();
+    let mut kernel_packages = Vec::new();
+    for kernel in kernels {
+        let package = found.next().flatten();
+        let headers = found.next().flatten();
+        let pkgbase = match (&db, &package) {
+            (Some(db), Some(p)) => db.pkgbase(&p.name),
+            _ => None,
+        };
+        let headers_package = pkgbase
+            .map(|base| format!("{base}-headers"))
+            .or_else(|| kernel.headers_package());
+        let headers_missing = package.is_some() && headers.is_none();
+        kernel_packages.push(KernelPackages {
+            release: kernel.release.clone(),
+            package,
+            headers_package,
+            headers,
+            headers_missing,
+        });
+    }
+    Owners {
+        packages: Packages {
+            dbpath,
+            error,
+            kernels: kernel_packages,
+        },
+        sources: source_owners,
+    }
 }
 
 fn cell(

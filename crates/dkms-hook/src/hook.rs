@@ -174,14 +174,29 @@ fn install(
             problems.push(format!("{}/{}: {e}", source.module, source.version));
         }
     }
-    for k in hook::kernels_without_headers(host, changes) {
-        let package = k
-            .headers_package()
-            .unwrap_or_else(|| "the headers package".into());
-        printer.warning(&format!(
-            "kernel {} has no headers: install {package} to build DKMS modules for it (they will be built then)",
-            k.release
-        ));
+    let headless = hook::kernels_without_headers(host, changes);
+    if !headless.is_empty() {
+        // The pacman database knows the kernel's real pkgbase; the pkgbase file is the
+        // fallback when it cannot be read.
+        let owners = dkms_core::status::owners(host, &[], &headless);
+        for (k, packages) in headless.iter().zip(&owners.packages.kernels) {
+            let package = packages
+                .headers_package
+                .clone()
+                .unwrap_or_else(|| "the headers package".into());
+            let source = match (&owners.packages.error, &packages.package) {
+                (None, Some(p)) => format!(" (kernel package {})", p.name),
+                (Some(_), _) => format!(
+                    " (named from {}; the pacman database could not be read)",
+                    k.dir.join("pkgbase").display()
+                ),
+                (None, None) => String::new(),
+            };
+            printer.warning(&format!(
+                "kernel {} has no headers: install {package}{source} to build DKMS modules for it (they will be built then)",
+                k.release
+            ));
+        }
     }
 
     let plan = hook::install_plan(host, sources, changes, arch);

@@ -3,6 +3,7 @@
 //! or the command that fixes it. Fits 80 columns for three kernels by dropping the
 //! suffix all kernel names share (said in a legend), never by cutting a reason.
 
+use dkms_core::pkgdb::Package;
 use dkms_core::status::{Cell, Matrix};
 use std::fmt::Write as _;
 
@@ -188,6 +189,8 @@ pub fn render(matrix: &Matrix, color: bool) -> String {
             let _ = writeln!(out, "{line}");
         }
     }
+    render_packages(&mut out, matrix, &mut notes);
+    render_leftovers(&mut out, matrix);
     if !notes.is_empty() {
         out.push('\n');
         for (i, note) in notes.iter().enumerate() {
@@ -195,6 +198,75 @@ pub fn render(matrix: &Matrix, color: bool) -> String {
         }
     }
     out
+}
+
+/// Who installed each source and kernel, with a note for an orphaned source and a
+/// kernel whose headers package is missing; or why the database could not be read.
+fn render_packages(out: &mut String, matrix: &Matrix, notes: &mut Vec<String>) {
+    let packages = &matrix.packages;
+    out.push('\n');
+    if let Some(error) = &packages.error {
+        let _ = writeln!(out, "Packages: {error}");
+        return;
+    }
+    let describe = |p: &Package| format!("{} {}", p.name, p.version);
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for row in &matrix.rows {
+        let name = format!("{}/{}", row.module, row.version);
+        let owner = match &row.package {
+            Some(p) => describe(p),
+            None => {
+                notes.push(format!(
+                    "{name}: no package owns its source: it was copied in by hand or its package was removed; `dkms remove {name} --all` removes it from DKMS"
+                ));
+                format!("no package (orphan)[{}]", notes.len())
+            }
+        };
+        lines.push((name, owner));
+    }
+    for kp in &packages.kernels {
+        let kernel = kp
+            .package
+            .as_ref()
+            .map_or_else(|| "no package".to_string(), describe);
+        let headers = match (&kp.headers, &kp.headers_package) {
+            (Some(h), _) => format!("headers {}", describe(h)),
+            (None, Some(name)) if kp.headers_missing => {
+                notes.push(format!(
+                    "kernel {}: its headers package {name} is not installed: install it to build DKMS modules for this kernel",
+                    kp.release
+                ));
+                format!("headers {name} not installed[{}]", notes.len())
+            }
+            (None, _) => "headers from no package".to_string(),
+        };
+        lines.push((kp.release.clone(), format!("{kernel}, {headers}")));
+    }
+    let width = lines.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "Packages:");
+    for (name, owner) in lines {
+        let _ = writeln!(out, "  {name:width$}  {owner}");
+    }
+}
+
+/// What removed kernels left behind, which `dkms-hook cleanup` removes.
+fn render_leftovers(out: &mut String, matrix: &Matrix) {
+    if matrix.leftovers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nLeft behind by removed kernels (`dkms-hook cleanup --yes` removes it):"
+    );
+    for leftover in &matrix.leftovers {
+        let _ = writeln!(
+            out,
+            "  {}: {} ({})",
+            leftover.kernel,
+            leftover.path.display(),
+            leftover.what
+        );
+    }
 }
 
 #[cfg(test)]
