@@ -464,7 +464,12 @@ pub fn matrix(host: &Host) -> Matrix {
         .collect();
     let owners = owners(host, &sources, &matrix.kernels);
     for (row, package) in matrix.rows.iter_mut().zip(owners.sources) {
-        row.orphan = owners.packages.error.is_none() && package.is_none();
+        // A source that is gone is broken, not orphaned.
+        let source = host
+            .paths
+            .source_tree
+            .join(format!("{}-{}", row.module, row.version));
+        row.orphan = owners.packages.error.is_none() && package.is_none() && source.exists();
         row.package = package;
     }
     matrix.packages = owners.packages;
@@ -496,9 +501,11 @@ pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::K
         Ok(db) => (Some(db), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    // The database records real paths (`usr/lib/modules`, not the `lib` link).
+    // The database records real paths (`usr/lib/modules`, not the `lib` link). A path
+    // that does not exist is owned by nobody worth naming, and asking would read every
+    // package's files list.
     let query = |path: PathBuf, is_dir: bool, likely: Vec<String>| {
-        let real = std::fs::canonicalize(&path).unwrap_or(path);
+        let real = std::fs::canonicalize(&path).ok()?;
         OwnerQuery::new(root, &real, is_dir, likely)
     };
     let mut queries: Vec<Option<OwnerQuery>> = Vec::new();
