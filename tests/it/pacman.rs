@@ -168,17 +168,31 @@ snapshot t6
 }
 
 #[test]
-fn headers_installed_after_their_kernel_get_modules_built_then() {
+fn headers_installed_after_their_kernel_get_modules_built_and_the_initramfs_regenerated_then() {
     let (work, _log) = run_scenario(&format!(
         r#"
-K1={K1}
+K1={K1}; K2={K2}
+printf 'initramfs_command = "echo {{kernel}} {{pkgbase}} >>%s"\n' $work/out/initramfs >>/etc/dkms-hook.toml
 pac -U $(dkms_pkg hello 1.0 $FIXTURES/hello-1.0) >$work/out/t0.log 2>&1
 pac -U $(kernel_pkg $K1 linux-lts) >$work/out/t1.log 2>&1
 snapshot t1
 pac -U $(headers_pkg $K1 linux-lts) >$work/out/t2.log 2>&1
 snapshot t2
+# A kernel with its headers: mkinitcpio's own hook builds that initramfs, not us.
+pac -U $(kernel_pkg $K2) $(headers_pkg $K2) >$work/out/t3.log 2>&1
+snapshot t3
 "#
     ));
+    // Only the headers-only transaction regenerates an initramfs, once, for its kernel.
+    assert_eq!(out(&work, "initramfs"), format!("{K1} linux-lts\n"));
+    assert!(
+        out(&work, "t2.log").contains(&format!(
+            "Regenerating the initramfs of {K1}: echo '{K1}' 'linux-lts'"
+        )),
+        "{}",
+        out(&work, "t2.log")
+    );
+    assert!(out(&work, "t3.status").contains(&format!("hello/1.0, {K2}, x86_64: installed")));
     let t1 = out(&work, "t1.log");
     assert!(
         t1.contains(&format!(

@@ -345,11 +345,18 @@ fn regenerate_initramfs(
             (None, Some(_)) if std::path::Path::new("/usr/bin/mkinitcpio").exists() => {
                 "mkinitcpio -p {pkgbase}".to_string()
             }
-            _ => continue,
+            _ => {
+                printer.warning(&format!(
+                    "modules were installed for {kernel} after its initramfs was built; regenerate it yourself (no mkinitcpio or initramfs_command in dkms-hook.toml)"
+                ));
+                continue;
+            }
         };
-        let command = template
-            .replace("{kernel}", kernel)
-            .replace("{pkgbase}", pkgbase.as_deref().unwrap_or(kernel));
+        // The values come from files; quoted, they stay one word each in the shell.
+        let command = template.replace("{kernel}", &shell_quote(kernel)).replace(
+            "{pkgbase}",
+            &shell_quote(pkgbase.as_deref().unwrap_or(kernel)),
+        );
         printer.step(&format!(
             "Regenerating the initramfs of {kernel}: {command}"
         ));
@@ -361,4 +368,9 @@ fn regenerate_initramfs(
             Err(e) => problems.push(format!("initramfs for {kernel}: {e}")),
         }
     }
+}
+
+/// `value` as one single-quoted shell word.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
