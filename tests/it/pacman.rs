@@ -219,6 +219,7 @@ pac -U $(kernel_pkg $K2 linux-lts) >$work/out/t2.log 2>&1
 cp -a $FIXTURES/perkernel-1.0 /usr/src/perkernel-1.0
 dkms add perkernel/1.0 >$work/out/add.log 2>&1
 dkms-hook status | save status.txt
+pacman --root / --dbpath $work/db -Ql dkms-hook | save self-files
 dkms-hook status --json | save status.json
 printf 'pacman_dbpath = "/nonexistent/pacman"\n' >$work/nodb.toml
 DKMS_HOOK_CONFIG=$work/nodb.toml dkms-hook status | save nodb.txt
@@ -274,6 +275,26 @@ DKMS_HOOK_CONFIG=$work/nodb.toml dkms-hook status | save nodb.txt
     assert_eq!(kernels[0]["headers_missing"], true);
     assert_eq!(kernels[1]["headers"]["name"], "linux-test-headers");
     assert_eq!(kernels[1]["headers_missing"], false);
+
+    // dkms-hook itself was installed as the PKGBUILD packages it.
+    let files = out(&work, "self-files");
+    for path in [
+        "/usr/bin/dkms-hook",
+        "/usr/bin/dkms",
+        "/usr/share/libalpm/hooks/70-dkms-install.hook",
+        "/usr/share/libalpm/hooks/70-dkms-upgrade.hook",
+        "/usr/share/libalpm/hooks/71-dkms-remove.hook",
+        "/usr/share/bash-completion/completions/dkms-hook",
+        "/usr/share/zsh/site-functions/_dkms-hook",
+        "/usr/share/fish/vendor_completions.d/dkms-hook.fish",
+        "/usr/share/man/man8/dkms-hook.8",
+        "/usr/share/licenses/dkms-hook/LICENSE",
+    ] {
+        assert!(
+            files.contains(&format!("dkms-hook {path}\n")),
+            "{path} missing:\n{files}"
+        );
+    }
 
     // Without a readable database status still works and says so.
     let nodb = out(&work, "nodb.txt");
