@@ -116,3 +116,67 @@ fn status_json_carries_every_cell_with_its_reason() {
         .unwrap()
         .contains("ghost"));
 }
+
+/// Every key path of a JSON value (`rows[].cells[].state`), sorted and deduplicated.
+fn shape(value: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                out.insert(path.clone());
+                shape(v, &path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                shape(v, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn status_json_schema_is_stable() {
+    let sb = scenario();
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.ours(&["status", "--json"]).stdout).expect("valid JSON");
+    assert_eq!(json["schema"], 1);
+    let mut keys = std::collections::BTreeSet::new();
+    shape(&json, "", &mut keys);
+    let expected = "\
+kernels
+kernels[].dir
+kernels[].has_headers
+kernels[].has_modules
+kernels[].pkgbase
+kernels[].release
+leftovers
+packages
+packages.dbpath
+packages.error
+packages.kernels
+packages.kernels[].headers
+packages.kernels[].headers_missing
+packages.kernels[].headers_package
+packages.kernels[].package
+packages.kernels[].release
+rows
+rows[].cells
+rows[].cells[].log
+rows[].cells[].message
+rows[].cells[].package
+rows[].cells[].reason
+rows[].cells[].state
+rows[].cells[].time
+rows[].module
+rows[].orphan
+rows[].package
+rows[].version
+schema";
+    assert_eq!(keys.into_iter().collect::<Vec<_>>().join("\n"), expected);
+}

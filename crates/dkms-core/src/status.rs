@@ -412,6 +412,8 @@ pub struct Packages {
 /// The explained status: every added module version x every installed kernel.
 #[derive(Debug, Clone, Serialize)]
 pub struct Matrix {
+    /// Bumped when a field changes meaning or disappears (`--json`).
+    pub schema: u32,
     pub kernels: Vec<crate::kernel::Kernel>,
     pub rows: Vec<Row>,
     pub packages: Packages,
@@ -448,6 +450,7 @@ pub fn matrix(host: &Host) -> Matrix {
         })
         .collect();
     let mut matrix = Matrix {
+        schema: 1,
         packages: Packages {
             dbpath: host.pacman_dbpath(),
             error: None,
