@@ -69,13 +69,19 @@ pub struct Source {
 }
 
 /// Reads PACKAGE_NAME and PACKAGE_VERSION of a source: the directory name is not
-/// trusted (`foo-bar-1.0` could be foo-bar 1.0 or foo bar-1.0).
+/// trusted (`foo-bar-1.0` could be foo-bar 1.0 or foo bar-1.0). Fails for an invalid
+/// dkms.conf, or a source a user other than root could change (when the host checks).
 pub fn identify(
     host: &Host,
     dir: &Path,
     kernel: &str,
     arch: &str,
 ) -> Result<Source, conf::ConfError> {
+    host.check_source(dir)
+        .map_err(|reason| conf::ConfError::Untrusted {
+            file: dir.join("dkms.conf"),
+            reason: Box::new(reason),
+        })?;
     let ctx = host.eval_context("", "", kernel, arch);
     let parsed: DkmsConf = conf::evaluate(&dir.join("dkms.conf"), &ctx)?;
     Ok(Source {

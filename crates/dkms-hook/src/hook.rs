@@ -45,6 +45,9 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
         .read_to_end(&mut input)
         .context("reading the hook targets from stdin")?;
     let changes = hook::parse_targets(&input);
+    // Bad sources are reported and make the exit status non-zero, but everything
+    // else in the transaction is still done.
+    let mut problems: Vec<String> = Vec::new();
     let arch = dkms_core::kernel::default_arch();
     let kernel = crate::commands::running_kernel();
     // Removed sources are gone in the post-transaction hook and not yet arrived in a
@@ -58,20 +61,45 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
             match hook::identify(host, &local, &kernel, arch) {
                 Ok(source) => Some(source),
                 Err(e) => {
-                    printer.error_chain(&e);
+                    problems.push(format!("{} is not built: {}", local.display(), chain(&e)));
                     None
                 }
             }
         })
         .collect();
-    match kind {
-        HookKind::Upgrade => note_sources(host, &sources),
+    let code = match kind {
+        HookKind::Install => {
+            // Reports the problems with its own in the closing summary.
+            return install(
+                host, &changes, &sources, &kernel, options, printer, problems,
+            );
+        }
+        HookKind::Upgrade => note_sources(host, &sources)?,
         HookKind::Remove => {
             note_sources(host, &sources)?;
-            remove_kernels(host, &changes, options, printer)
+            remove_kernels(host, &changes, options, printer)?
         }
-        HookKind::Install => install(host, &changes, &sources, &kernel, options, printer),
+    };
+    for problem in &problems {
+        printer.error(&anyhow::anyhow!("{problem}"));
     }
+    Ok(if problems.is_empty() {
+        code
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// An error and its causes on one line, for the closing summary.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `usr/src/<dir>` from pacman, inside our (possibly relocated) source tree.
@@ -150,9 +178,9 @@ fn install(
     kernel: &str,
     options: &Options,
     printer: &Printer,
+    mut problems: Vec<String>,
 ) -> Result<ExitCode> {
     let arch = dkms_core::kernel::default_arch();
-    let mut problems: Vec<String> = Vec::new();
     for source in sources {
         let listed =
             tree::module_versions(&host.paths, Some(&source.module), Some(&source.version));

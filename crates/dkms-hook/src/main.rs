@@ -211,6 +211,10 @@ fn host(global: &GlobalArgs) -> Result<Host> {
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
     let mut host = Host::new(paths, settings);
+    // Only root can be given root by a dkms.conf; anyone else runs their own files.
+    if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
+        host.trust = None;
+    }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {
             bail!(exit(

@@ -88,6 +88,9 @@ pub struct EvalContext {
     pub etc_entries: Option<std::sync::Arc<std::collections::HashSet<std::ffi::OsString>>>,
     /// `--directive NAME=VALUE`: set after every file is sourced, as upstream does.
     pub directives: Vec<(String, String)>,
+    /// When set, bash sources nothing this gate refuses (files a user other than root
+    /// could change). The bash-free path only parses, so it needs no gate.
+    pub trust: Option<crate::trust::Gate>,
 }
 
 impl EvalContext {
@@ -141,6 +144,13 @@ pub enum ConfError {
     Hung { file: PathBuf, timeout: Duration },
     #[error("{file}: the file exited the shell while being read; a dkms.conf must only set variables (remove the `exit`)")]
     Exited { file: PathBuf },
+    /// Not a `#[source]`: plans and summaries keep only the message, and the reason
+    /// is the whole point.
+    #[error("{file}: not evaluated: {reason}")]
+    Untrusted {
+        file: PathBuf,
+        reason: Box<crate::trust::TrustError>,
+    },
     #[error("{file}: bash could not parse it: {message}")]
     Syntax { file: PathBuf, message: String },
     #[error("{file}: {directive}: {problem}; {fix}")]
@@ -269,7 +279,17 @@ fn apply_directives(raw: &mut RawConf, ctx: &EvalContext) {
 }
 
 /// The general path: bash sources the files (see eval.sh).
+///
+/// Refuses (before starting bash) files the context's trust gate does not pass.
 pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError> {
+    let files = ctx.conf_files(conf);
+    if let Some(gate) = &ctx.trust {
+        gate.check_conf_files(&files)
+            .map_err(|reason| ConfError::Untrusted {
+                file: conf.to_path_buf(),
+                reason: Box::new(reason),
+            })?;
+    }
     let marker = marker();
     let command = Command::new("bash", "evaluate dkms.conf files")
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
@@ -284,7 +304,7 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
         .arg(&ctx.module)
         .arg(&ctx.module_version)
         .arg("--")
-        .args(ctx.conf_files(conf))
+        .args(&files)
         .dir(conf.parent().unwrap_or(Path::new("/")))
         .timeout(ctx.timeout);
     let output = command

@@ -51,6 +51,7 @@ fn build_target(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
+    host.check_added_source(&target.module, &target.version)?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
@@ -456,6 +457,8 @@ pub(crate) fn run_script(
     log: Option<(&File, &Path)>,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
+    // Scripts run as root from the source (or our copy of it): never an untrusted one.
+    host.check_added_source(&target.module, &target.version)?;
     let program = script.split_whitespace().next().unwrap_or_default();
     let path = dir.join(program);
     let executable = fs::metadata(&path).is_ok_and(|m| {

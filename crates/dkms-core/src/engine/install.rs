@@ -24,6 +24,7 @@ pub fn install(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
+    host.check_added_source(&target.module, &target.version)?;
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
     if !kernel_dir.is_dir() {
         return Err(EngineError::NoKernel { dir: kernel_dir });

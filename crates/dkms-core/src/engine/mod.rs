@@ -142,6 +142,15 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// A module source a user other than root could change, refused as root.
+    #[error(transparent)]
+    Untrusted(Box<crate::trust::TrustError>),
+}
+
+impl From<crate::trust::TrustError> for EngineError {
+    fn from(e: crate::trust::TrustError) -> Self {
+        EngineError::Untrusted(Box::new(e))
+    }
 }
 
 impl EngineError {
@@ -166,7 +175,7 @@ impl EngineError {
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
             EngineError::AlreadyInstalled { .. } => 5,
             EngineError::KnownFailure { exit_code, .. } => *exit_code,
-            EngineError::Io { .. } | EngineError::Exec(_) => 1,
+            EngineError::Io { .. } | EngineError::Exec(_) | EngineError::Untrusted(_) => 1,
         }
     }
 

@@ -76,7 +76,16 @@ pub fn remove(
         ));
         if let (Some(script), Some(target)) = (post_remove, targets.first()) {
             let source = version_dir.join("source");
-            if source.is_dir() {
+            // Removing must work for an untrusted source too (that is how it goes
+            // away); only its script is not run as root.
+            let trusted = || match host.check_added_source(module, version) {
+                Ok(()) => true,
+                Err(e) => {
+                    progress.warn(&format!("POST_REMOVE of {module}/{version} not run: {e}"));
+                    false
+                }
+            };
+            if source.is_dir() && trusted() {
                 super::build::run_script(
                     host,
                     target,
