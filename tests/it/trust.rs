@@ -1,13 +1,15 @@
 //! Trust, as root (the tests run as root): module sources, dkms.conf files and
 //! override files that a user other than root owns or can write are refused with an
 //! error naming the path, owner, mode and fix, and nothing is built, run or changed;
-//! `--allow-untrusted-sources` (or the setting) builds them.
+//! `--allow-untrusted-sources` (or the setting) builds them. And deleting never follows
+//! a symlink out of the DKMS tree or the install tree: a victim directory elsewhere in
+//! the sandbox, reached through a planted symlink, survives every deleting command.
 //!
 //! Ownership is changed only inside each test's own sandbox directory.
 
 use crate::report::{record, Category};
 use crate::snapshot::Snapshot;
-use crate::support::{mkdir, Sandbox, ARCH, K53, K54};
+use crate::support::{mkdir, symlink, Output, Sandbox, ARCH, K53, K54};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -255,4 +257,201 @@ fn a_plain_dkms_conf_anyone_can_write_is_only_parsed_and_status_matches_upstream
         &conf,
         "writable by everyone",
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Deleting never follows a symlink out of the trees
+// ---------------------------------------------------------------------------------
+
+/// A planted symlink in the DKMS tree or the install tree, pointing at `T/victim`.
+struct Trap {
+    name: &'static str,
+    /// Fills `T/victim` and plants the link (on an `installed()` sandbox).
+    plant: fn(&Sandbox, &Path),
+    /// The deleting commands to try, each on a fresh sandbox, with hook stdin.
+    commands: Vec<(Vec<String>, Option<Vec<u8>>)>,
+    /// Whether the commands succeed (the link alone is removed) or refuse.
+    succeeds: bool,
+}
+
+fn args(list: &[&str]) -> (Vec<String>, Option<Vec<u8>>) {
+    (list.iter().map(|s| s.to_string()).collect(), None)
+}
+
+fn hook_remove_kernel(kernel: &str) -> (Vec<String>, Option<Vec<u8>>) {
+    (
+        vec!["hook".into(), "remove".into()],
+        Some(format!("usr/lib/modules/{kernel}/modules.order\n").into_bytes()),
+    )
+}
+
+/// A build directory's contents: what the victim imitates.
+fn fake_build(dir: &Path) {
+    mkdir(&dir.join("module"));
+    mkdir(&dir.join("log"));
+    fs::write(dir.join("module/hello.ko"), "precious module").unwrap();
+    fs::write(dir.join("log/make.log"), "precious log").unwrap();
+}
+
+/// The kernel goes away without our hooks: `cleanup` then sees its leftovers.
+fn remove_kernel(sb: &Sandbox, kernel: &str) {
+    fs::remove_dir_all(sb.install_tree().join(kernel).join("kernel")).unwrap();
+}
+
+/// Runs one command against one trap; `Err` says what went wrong.
+fn run_trap(trap: &Trap, command: &(Vec<String>, Option<Vec<u8>>)) -> Result<(), String> {
+    let sb = installed();
+    let victim = sb.path("victim");
+    mkdir(&victim);
+    (trap.plant)(&sb, &victim);
+    let before = Snapshot::of(std::slice::from_ref(&victim));
+    assert!(
+        fs::read_dir(&victim).unwrap().next().is_some(),
+        "{}: the victim is empty",
+        trap.name
+    );
+    let (list, stdin) = command;
+    let list: Vec<&str> = list.iter().map(String::as_str).collect();
+    let out: Output = match stdin {
+        Some(input) => sb.run_ours_with_stdin(&list, input),
+        None => sb.run_ours(&list),
+    };
+    let what = format!("{} with {list:?}", trap.name);
+    if let Some(diff) = before.diff(&Snapshot::of(std::slice::from_ref(&victim))) {
+        return Err(format!("{what} changed the victim:\n{diff}{out}"));
+    }
+    if trap.succeeds && out.code != 0 {
+        return Err(format!("{what} failed\n{out}"));
+    }
+    let refused =
+        out.stderr.contains("is a symbolic link") && out.stderr.contains("refusing to delete");
+    if !trap.succeeds && (out.code == 0 || !refused) {
+        return Err(format!("{what} did not refuse clearly\n{out}"));
+    }
+    record(
+        Category::BadInput,
+        &format!(
+            "symlink out of the tree ({}): {}",
+            trap.name,
+            list.join(" ")
+        ),
+        1,
+        1,
+    );
+    Ok(())
+}
+
+#[test]
+fn deleting_commands_never_follow_a_symlink_out_of_the_trees() {
+    let traps = [
+        Trap {
+            name: "a module version directory",
+            plant: |sb, victim| {
+                symlink(&sb.source_tree().join("hello-1.0"), &victim.join("source"));
+                fake_build(&victim.join(K53).join(ARCH));
+                mkdir(&sb.dkms_tree().join("evil"));
+                symlink(victim, &sb.dkms_tree().join("evil/1.0"));
+            },
+            commands: vec![
+                args(&["remove", "evil/1.0", "--all"]),
+                args(&["unbuild", "evil/1.0", "-k", K53]),
+            ],
+            succeeds: false,
+        },
+        Trap {
+            name: "a build directory",
+            plant: |sb, victim| {
+                fake_build(&victim.join(ARCH));
+                symlink(victim, &sb.dkms_tree().join("hello/1.0").join(K53));
+            },
+            commands: vec![
+                args(&["unbuild", "hello/1.0", "-k", K53]),
+                args(&["remove", "hello/1.0", "--all"]),
+                hook_remove_kernel(K53),
+            ],
+            succeeds: false,
+        },
+        Trap {
+            name: "a build directory of a removed kernel",
+            plant: |sb, victim| {
+                fake_build(&victim.join(ARCH));
+                symlink(victim, &sb.dkms_tree().join("hello/1.0").join(K53));
+                remove_kernel(sb, K53);
+            },
+            commands: vec![args(&["cleanup", "--yes"])],
+            succeeds: false,
+        },
+        Trap {
+            name: "an install directory",
+            plant: |sb, victim| {
+                let updates = sb.install_tree().join(K54).join("updates");
+                fs::rename(&updates, victim.join("updates")).unwrap();
+                symlink(&victim.join("updates"), &updates);
+            },
+            commands: vec![
+                args(&["uninstall", "hello/1.0", "-k", K54]),
+                args(&["remove", "hello/1.0", "--all"]),
+                hook_remove_kernel(K54),
+            ],
+            succeeds: false,
+        },
+        Trap {
+            name: "archived original modules",
+            plant: |sb, victim| {
+                let dir = victim.join(K54).join(ARCH);
+                mkdir(&dir);
+                fs::write(dir.join("hello.ko"), "precious original").unwrap();
+                symlink(victim, &sb.dkms_tree().join("hello/original_module"));
+            },
+            commands: vec![args(&["uninstall", "hello/1.0", "-k", K54])],
+            succeeds: false,
+        },
+        // The link is the last component: only the link goes.
+        Trap {
+            name: "the source link",
+            plant: |sb, victim| {
+                fs::copy(
+                    sb.source_tree().join("hello-1.0/dkms.conf"),
+                    victim.join("dkms.conf"),
+                )
+                .unwrap();
+                let link = sb.dkms_tree().join("hello/1.0/source");
+                fs::remove_file(&link).unwrap();
+                symlink(victim, &link);
+            },
+            commands: vec![args(&["remove", "hello/1.0", "--all"])],
+            succeeds: true,
+        },
+        Trap {
+            name: "a work directory",
+            plant: |sb, victim| {
+                fs::write(victim.join("make.log"), "precious log").unwrap();
+                symlink(
+                    victim,
+                    &sb.dkms_tree().join(format!("hello/1.0/build-{K54}-{ARCH}")),
+                );
+            },
+            commands: vec![args(&["unbuild", "hello/1.0", "-k", K54])],
+            succeeds: true,
+        },
+        Trap {
+            name: "a work directory of a removed kernel",
+            plant: |sb, victim| {
+                fs::write(victim.join("make.log"), "precious log").unwrap();
+                symlink(
+                    victim,
+                    &sb.dkms_tree().join(format!("hello/1.0/build-{K53}-{ARCH}")),
+                );
+                remove_kernel(sb, K53);
+            },
+            commands: vec![args(&["cleanup", "--yes"])],
+            succeeds: true,
+        },
+    ];
+    let failures: Vec<String> = traps
+        .iter()
+        .flat_map(|trap| trap.commands.iter().map(move |c| (trap, c)))
+        .filter_map(|(trap, command)| run_trap(trap, command).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

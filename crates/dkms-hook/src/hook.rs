@@ -149,17 +149,22 @@ fn remove_kernels(
             }
         }
         let dkms_dir = host.paths.kernel_dir(kernel).join("updates/dkms");
-        if dkms_dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dkms_dir) {
-                printer.warning(&format!("could not remove {}: {e}", dkms_dir.display()));
-            }
+        if let Err(e) = engine::remove_path(&host.paths.install_tree, &dkms_dir) {
+            printer.error_chain(&e);
+            failed = true;
         }
-        let _ = std::fs::remove_dir(host.paths.kernel_dir(kernel).join("updates"));
+        let updates = host.paths.kernel_dir(kernel).join("updates");
+        if updates.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            let _ = std::fs::remove_dir(updates);
+        }
         // Work directories and failure records of that kernel go too.
         for mv in tree::module_versions(&host.paths, None, None) {
             for (k, path, _) in tree::kernel_entries(&host.paths, &mv.module, &mv.version) {
                 if k == *kernel {
-                    let _ = engine::remove_path(&path);
+                    if let Err(e) = engine::remove_path(&host.paths.dkms_tree, &path) {
+                        printer.error_chain(&e);
+                        failed = true;
+                    }
                 }
             }
         }

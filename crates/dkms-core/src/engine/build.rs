@@ -52,6 +52,9 @@ fn build_target(
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
     host.check_added_source(&target.module, &target.version)?;
+    // A build replaces the old build and work dir: never through a symlink.
+    super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
+    super::confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {

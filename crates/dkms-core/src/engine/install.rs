@@ -6,7 +6,7 @@
 //! the kernel that ours replace are archived under `original_module` and put back on
 //! uninstall; the old version's leftovers are removed last.
 
-use super::fsutil::{atomic_copy, atomic_symlink, remove_empty_dirs, remove_tree};
+use super::fsutil::{atomic_copy, atomic_symlink, remove_empty_dirs};
 use super::{build, io_err, read_conf, require_added, EngineError, Options, Progress};
 use crate::exec::Command;
 use crate::host::Host;
@@ -103,7 +103,7 @@ pub fn install(
         }
         atomic_copy(&built, &dest)?;
         for variant in variants.iter().filter(|p| **p != dest) {
-            let _ = fs::remove_file(variant);
+            let _ = super::confined::remove_within(&host.paths.install_tree, variant);
         }
         progress.step(&format!("  -> {}", dest.display()));
         written.push(dest);
@@ -113,7 +113,7 @@ pub fn install(
         &target.install_link(&host.paths),
     )?;
     for stale in old_files.iter().filter(|f| !written.contains(f)) {
-        let _ = fs::remove_file(stale);
+        let _ = super::confined::remove_within(&host.paths.install_tree, stale);
         if let Some(parent) = stale.parent() {
             remove_empty_dirs(parent, &kernel_dir);
         }
@@ -205,9 +205,16 @@ pub fn uninstall(
     if !target.is_installed(&host.paths) {
         return Ok(false);
     }
-    progress.step(&format!("Uninstalling {target}"));
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
-    for file in installed_files(host, target, options) {
+    let files = installed_files(host, target, options);
+    // Nothing is removed if any file is reached through a symlink out of the tree.
+    super::confined::check_all(&host.paths.install_tree, &files)?;
+    super::confined::check(
+        &host.paths.dkms_tree,
+        &target.original_module_dir(&host.paths),
+    )?;
+    progress.step(&format!("Uninstalling {target}"));
+    for file in files {
         fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
         if let Some(parent) = file.parent() {
             remove_empty_dirs(parent, &kernel_dir);
@@ -246,7 +253,7 @@ fn restore_originals(host: &Host, target: &Target) -> Result<(), EngineError> {
         }
         atomic_copy(&path, &origin)?;
     }
-    remove_tree(&dir)?;
+    super::confined::remove_within(&host.paths.dkms_tree, &dir)?;
     if let Some(parent) = dir.parent() {
         remove_empty_dirs(parent, &host.paths.module_dir(&target.module));
     }
