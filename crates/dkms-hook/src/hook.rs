@@ -45,9 +45,20 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
         .read_to_end(&mut input)
         .context("reading the hook targets from stdin")?;
     let changes = hook::parse_targets(&input);
-    // Bad sources are reported and make the exit status non-zero, but everything
-    // else in the transaction is still done.
+    // Bad lines and bad sources are reported and make the exit status non-zero, but
+    // everything else in the transaction is still done.
     let mut problems: Vec<String> = Vec::new();
+    for (line, reason) in changes.rejected.iter().take(MAX_REJECTED_SHOWN) {
+        problems.push(format!(
+            "hook input line {line} is not a path: {reason}; ignored"
+        ));
+    }
+    if changes.rejected.len() > MAX_REJECTED_SHOWN {
+        problems.push(format!(
+            "{} more hook input lines are not paths; ignored",
+            changes.rejected.len() - MAX_REJECTED_SHOWN
+        ));
+    }
     let arch = dkms_core::kernel::default_arch();
     let kernel = crate::commands::running_kernel();
     // Removed sources are gone in the post-transaction hook and not yet arrived in a
@@ -89,6 +100,9 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
         ExitCode::FAILURE
     })
 }
+
+/// How many rejected input lines are named one by one; the rest are counted.
+const MAX_REJECTED_SHOWN: usize = 5;
 
 /// An error and its causes on one line, for the closing summary.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
