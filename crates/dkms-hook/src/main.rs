@@ -65,6 +65,18 @@ fn face() -> Face {
 }
 
 fn main() -> ExitCode {
+    if let Some((index, arg)) = std::env::args_os()
+        .enumerate()
+        .skip(1)
+        .find(|(_, arg)| arg.to_str().is_none())
+    {
+        // clap would only say that some argument is not UTF-8; name it.
+        Printer::new(cli::ColorChoice::Auto, false).error(&anyhow::anyhow!(
+            "argument {index} ({:?}) is not UTF-8: module names, versions, kernels and paths given to dkms-hook must be UTF-8",
+            arg.to_string_lossy()
+        ));
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.color, cli.global.quiet);
     match run(cli, face(), &printer) {

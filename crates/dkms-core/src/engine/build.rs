@@ -51,6 +51,12 @@ fn build_target(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
+    // Without --kernelsourcedir the headers live in the kernel's directory: a kernel
+    // that has none is not installed (a typo?), which says more than "no headers".
+    if host.paths.kernel_source_dir.is_none() {
+        crate::kernel::require_installed(&host.paths, &target.kernel)
+            .map_err(EngineError::NoKernel)?;
+    }
     host.check_added_source(&target.module, &target.version)?;
     // A build replaces the old build and work dir: never through a symlink.
     super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;

@@ -26,9 +26,7 @@ pub fn install(
     require_added(host, &target.module, &target.version)?;
     host.check_added_source(&target.module, &target.version)?;
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
-    if !kernel_dir.is_dir() {
-        return Err(EngineError::NoKernel { dir: kernel_dir });
-    }
+    crate::kernel::require_installed(&host.paths, &target.kernel).map_err(EngineError::NoKernel)?;
     if target.is_installed(&host.paths) && !options.force {
         return Err(EngineError::AlreadyInstalled {
             target: Box::new(target.clone()),

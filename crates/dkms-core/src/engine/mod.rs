@@ -120,8 +120,8 @@ pub enum EngineError {
         missing: Vec<String>,
         log: PathBuf,
     },
-    #[error("the directory {} does not exist: you cannot install a module onto a kernel that is not installed", .dir.display())]
-    NoKernel { dir: PathBuf },
+    #[error("{0}; modules are built and installed only for installed kernels")]
+    NoKernel(crate::kernel::NotInstalled),
     #[error("{target}: the pre_install script failed ({status}); pass --force to install anyway")]
     PreInstallFailed { target: Box<Target>, status: String },
     #[error("{target} is not built")]
@@ -181,7 +181,7 @@ impl EngineError {
             EngineError::BuildFailed { .. } => 10,
             EngineError::ScriptFailed { .. } => 10,
             EngineError::ModulesMissing { .. } => 7,
-            EngineError::NoKernel { .. } => 6,
+            EngineError::NoKernel(_) => 6,
             EngineError::PreInstallFailed { .. } => 101,
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
             EngineError::AlreadyInstalled { .. } => 5,
