@@ -115,9 +115,13 @@ impl Host {
             module_version: version.to_string(),
             etc_dir: self.paths.etc_dir.clone(),
             dest_location_override: self.dest_location_override.clone(),
-            timeout: conf::EVAL_TIMEOUT,
+            timeout: self
+                .settings
+                .dkms_conf_timeout
+                .map_or(conf::EVAL_TIMEOUT, std::time::Duration::from_secs),
             etc_entries: Some(self.etc_entries()),
             directives: self.directives.clone(),
+            scratch_dir: self.paths.temp_dir.clone(),
             trust: self.trust.clone(),
         }
     }

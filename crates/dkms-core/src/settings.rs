@@ -55,6 +55,8 @@ pub struct Settings {
     /// root owns or can write, when running as root (default: refuse them; see the
     /// `trust` module). For deliberate use, like `--allow-untrusted-sources`.
     pub allow_untrusted_sources: Option<bool>,
+    /// Seconds a dkms.conf may take to evaluate before it counts as hung (default 10).
+    pub dkms_conf_timeout: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,7 @@ impl Settings {
             allow_untrusted_sources: self
                 .allow_untrusted_sources
                 .or(lower.allow_untrusted_sources),
+            dkms_conf_timeout: self.dkms_conf_timeout.or(lower.dkms_conf_timeout),
         }
     }
 

@@ -88,6 +88,8 @@ pub struct EvalContext {
     pub etc_entries: Option<std::sync::Arc<std::collections::HashSet<std::ffi::OsString>>>,
     /// `--directive NAME=VALUE`: set after every file is sourced, as upstream does.
     pub directives: Vec<(String, String)>,
+    /// Where bash gets a fresh empty working directory (see [`Paths::temp_dir`](crate::Paths)).
+    pub scratch_dir: PathBuf,
     /// When set, bash sources nothing this gate refuses (files a user other than root
     /// could change). The bash-free path only parses, so it needs no gate.
     pub trust: Option<crate::trust::Gate>,
@@ -291,6 +293,14 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
             })?;
     }
     let marker = marker();
+    // A dkms.conf is a script: what it writes to relative paths lands in a directory
+    // of its own that is removed afterwards, not in the source (upstream uses the
+    // caller's working directory, `/` in a pacman hook). Without one, `/`.
+    let scratch = tempfile::Builder::new()
+        .prefix("dkms-hook-eval.")
+        .tempdir_in(&ctx.scratch_dir)
+        .ok();
+    let cwd = scratch.as_ref().map_or(Path::new("/"), |d| d.path());
     let command = Command::new("bash", "evaluate dkms.conf files")
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
         .arg(&marker)
@@ -305,7 +315,7 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
         .arg(&ctx.module_version)
         .arg("--")
         .args(&files)
-        .dir(conf.parent().unwrap_or(Path::new("/")))
+        .dir(cwd)
         .timeout(ctx.timeout);
     let output = command
         .output_with_stdin(&[])
@@ -444,6 +454,20 @@ fn non_empty(value: Option<String>) -> Option<String> {
 /// Names and versions become path components and status fields: no separators,
 /// whitespace or control characters.
 fn check_identifier(file: &Path, directive: &str, value: &str) -> Result<(), ConfError> {
+    // `<name>-<version>` names a directory: each must leave room in NAME_MAX (255).
+    const MAX: usize = 127;
+    if value.len() > MAX {
+        let preview: String = value.chars().take(20).collect();
+        return Err(ConfError::directive(
+            file,
+            directive,
+            format!(
+                "'{preview}...' is {} bytes long, more than {MAX}",
+                value.len()
+            ),
+            "use a short name: <name>-<version> must fit in one directory name",
+        ));
+    }
     if value == "." || value == ".." || value.contains('/') {
         return Err(ConfError::directive(
             file,
@@ -603,12 +627,14 @@ fn module_specs(
                 "use /updates/dkms, or a directory under /kernel, /updates or /extra",
             ));
         }
-        check_relative(
-            file,
-            &format!("DEST_MODULE_LOCATION[{index}]"),
-            declared_dest.trim_start_matches('/'),
-            "give a directory under /kernel, /updates or /extra without '..'",
-        )?;
+        if declared_dest.split('/').any(|part| part == "..") {
+            return Err(ConfError::directive(
+                file,
+                format!("DEST_MODULE_LOCATION[{index}]"),
+                format!("'{declared_dest}' leaves its directory (it contains '..')"),
+                "give a directory under /kernel, /updates or /extra without '..'",
+            ));
+        }
         let dest_location = ctx
             .dest_location_override
             .clone()

@@ -603,6 +603,7 @@ impl Case {
             timeout: self.timeout,
             etc_entries: None,
             directives: self.directives.clone(),
+            scratch_dir: root.to_path_buf(),
             trust: self.gated.then(|| {
                 crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))
             }),
@@ -740,11 +741,12 @@ fn bash_never_sources_a_dkms_conf_a_user_could_change_but_plain_ones_are_parsed(
     world_writable(&plain.conf_path());
     assert_eq!(plain.ok().package_name, "foo");
     // Needs bash: refused before bash starts; the marker file proves nothing ran.
-    let marker = "ran-as-root";
-    let shell = Case::new(&format!("{SINGLE}touch {marker}\n")).gated();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("ran-as-root");
+    let shell = Case::new(&format!("{SINGLE}touch {}\n", marker.display())).gated();
     world_writable(&shell.conf_path());
     let err = shell.err(&["not evaluated"]);
-    assert!(!shell.dir.path().join("src").join(marker).exists(), "{err}");
+    assert!(!marker.exists(), "{err}");
     assert!(
         err.contains("writable by everyone") && err.contains("mode 0666"),
         "{err}"
@@ -757,4 +759,26 @@ fn bash_never_sources_a_dkms_conf_a_user_could_change_but_plain_ones_are_parsed(
     world_writable(&file);
     let err = over.err(&["not evaluated", "override file", "foo.conf"]);
     assert!(err.contains("writable by everyone"), "{err}");
+}
+
+#[test]
+fn what_a_dkms_conf_writes_to_relative_paths_is_thrown_away() {
+    // Sourcing is running: a stray `>` in a dkms.conf must not litter the source.
+    let case = Case::new(&format!("{SINGLE}echo x >stray\nmkdir junk\n"));
+    assert_eq!(case.ok().package_name, "foo");
+    let left: Vec<_> = std::fs::read_dir(case.dir.path().join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["dkms.conf"]);
+    let scratch: Vec<_> = std::fs::read_dir(case.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("dkms-hook-eval.")
+        })
+        .collect();
+    assert!(scratch.is_empty(), "the scratch directory is removed");
 }
