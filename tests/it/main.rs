@@ -5,6 +5,7 @@
 //! Needs root, `unshare`, Debian's dkms 3.0.10 and linux-headers-6.1.0-{53,54}-amd64;
 //! without them the tests fail rather than skip.
 
+mod bad_input;
 mod cleanup;
 mod engine;
 mod failure;

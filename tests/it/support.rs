@@ -126,6 +126,17 @@ impl Sandbox {
         tree
     }
 
+    /// A sandbox with hello/1.0 added and installed for K54 by our binary: a working
+    /// module that a command given bad input must leave working.
+    pub fn with_hello_installed() -> Sandbox {
+        let sb = Sandbox::new();
+        sb.copy_fixture("hello", "1.0");
+        sb.ours(&["add", "hello/1.0"]);
+        sb.ours(&["install", "hello/1.0", "-k", K54]);
+        assert!(sb.installed_module_dir(K54).join("hello.ko").is_file());
+        sb
+    }
+
     /// `T/dkms/<m>/<v>/<k>/<arch>/module/`: where a build keeps its modules.
     pub fn built_module_dir(&self, module: &str, version: &str, kernel: &str) -> PathBuf {
         self.dkms_tree()

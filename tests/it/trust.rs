@@ -43,16 +43,6 @@ fn trees(sb: &Sandbox) -> Vec<PathBuf> {
     ]
 }
 
-/// A sandbox with hello/1.0 added and installed for K54 by our binary, trusted.
-fn installed() -> Sandbox {
-    let sb = Sandbox::new();
-    sb.copy_fixture("hello", "1.0");
-    sb.ours(&["add", "hello/1.0"]);
-    sb.ours(&["install", "hello/1.0", "-k", K54]);
-    assert!(sb.installed_module_dir(K54).join("hello.ko").is_file());
-    sb
-}
-
 fn hook_line(dir: &str) -> Vec<u8> {
     format!("usr/src/{dir}/dkms.conf\n").into_bytes()
 }
@@ -155,7 +145,7 @@ fn marking_conf(sb: &Sandbox) -> (PathBuf, PathBuf) {
 
 #[test]
 fn a_group_writable_dkms_conf_is_never_run_by_bash_as_root() {
-    let sb = installed();
+    let sb = Sandbox::with_hello_installed();
     let (conf, marker) = marking_conf(&sb);
     chown_tree(&conf, 0, NOBODY);
     chmod(&conf, 0o664);
@@ -196,7 +186,7 @@ fn a_group_writable_dkms_conf_is_never_run_by_bash_as_root() {
 
 #[test]
 fn directories_a_user_can_write_inside_or_above_a_source_are_refused() {
-    let sb = installed();
+    let sb = Sandbox::with_hello_installed();
     let source = sb.source_tree().join("hello-1.0");
     let sub = source.join("include");
     mkdir(&sub);
@@ -226,7 +216,7 @@ fn directories_a_user_can_write_inside_or_above_a_source_are_refused() {
 
 #[test]
 fn an_override_file_a_user_owns_is_refused() {
-    let sb = installed();
+    let sb = Sandbox::with_hello_installed();
     let file = sb.etc_dir().join("hello.conf");
     fs::write(&file, "AUTOINSTALL=yes\n").unwrap();
     chown_tree(&file, NOBODY, NOBODY);
@@ -245,7 +235,7 @@ fn a_plain_dkms_conf_anyone_can_write_is_only_parsed_and_status_matches_upstream
     // The documented choice: status reads a plain-assignment dkms.conf without bash,
     // so it can list an untrusted module exactly as upstream does; building it is
     // still refused.
-    let sb = installed();
+    let sb = Sandbox::with_hello_installed();
     let conf = sb.source_tree().join("hello-1.0/dkms.conf");
     chmod(&conf, 0o666);
     let expected = crate::support::assert_status_matches_upstream(&sb, &[], &[]);
@@ -266,7 +256,7 @@ fn a_plain_dkms_conf_anyone_can_write_is_only_parsed_and_status_matches_upstream
 /// A planted symlink in the DKMS tree or the install tree, pointing at `T/victim`.
 struct Trap {
     name: &'static str,
-    /// Fills `T/victim` and plants the link (on an `installed()` sandbox).
+    /// Fills `T/victim` and plants the link (on a sandbox with hello installed).
     plant: fn(&Sandbox, &Path),
     /// The deleting commands to try, each on a fresh sandbox, with hook stdin.
     commands: Vec<(Vec<String>, Option<Vec<u8>>)>,
@@ -300,7 +290,7 @@ fn remove_kernel(sb: &Sandbox, kernel: &str) {
 
 /// Runs one command against one trap; `Err` says what went wrong.
 fn run_trap(trap: &Trap, command: &(Vec<String>, Option<Vec<u8>>)) -> Result<(), String> {
-    let sb = installed();
+    let sb = Sandbox::with_hello_installed();
     let victim = sb.path("victim");
     mkdir(&victim);
     (trap.plant)(&sb, &victim);
