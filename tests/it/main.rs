@@ -9,6 +9,7 @@ mod bad_input;
 mod cleanup;
 mod engine;
 mod failure;
+mod load;
 mod lock;
 mod matrix;
 mod normalizer;

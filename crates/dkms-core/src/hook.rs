@@ -245,6 +245,59 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_thousand_lines_yield_exactly_the_targets_among_them() {
+        // A big transaction: a few real targets at known places among unrelated
+        // paths (what a kernel package installs) and garbage.
+        let mut input = Vec::new();
+        let mut expected = Changes::default();
+        for i in 0..100_000usize {
+            let line: Vec<u8> = match i {
+                _ if i % 20_000 == 7 => {
+                    let dir = format!("mod{i}-1.0");
+                    expected.sources.insert(Path::new("usr/src").join(&dir));
+                    format!("usr/src/{dir}/dkms.conf").into_bytes()
+                }
+                _ if i % 25_000 == 11 => {
+                    let k = format!("6.{i}.0-arch1-1");
+                    expected.headers.insert(k.clone());
+                    format!("usr/lib/modules/{k}/build/include/").into_bytes()
+                }
+                _ if i % 50_000 == 13 => {
+                    let k = format!("6.{i}.0-arch1-1");
+                    expected.kernels.insert(k.clone());
+                    format!("usr/lib/modules/{k}/modules.order").into_bytes()
+                }
+                _ if i % 1000 == 999 => {
+                    expected.rejected.push((i + 1, String::new()));
+                    match i % 3 {
+                        0 => b"\xff\xfe".to_vec(),
+                        1 => vec![b'x'; 5000],
+                        _ => b"usr/src/a\x07b/dkms.conf".to_vec(),
+                    }
+                }
+                _ => format!("usr/lib/modules/6.9.0/kernel/drivers/m{i}.ko.zst").into_bytes(),
+            };
+            input.extend_from_slice(&line);
+            input.push(b'\n');
+        }
+        let mut changes = parse_targets(&input);
+        assert_eq!(changes.rejected.len(), 100);
+        for (found, wanted) in changes.rejected.iter_mut().zip(&expected.rejected) {
+            assert_eq!(found.0, wanted.0);
+            found.1.clear();
+        }
+        assert_eq!(
+            (
+                changes.sources.len(),
+                changes.headers.len(),
+                changes.kernels.len()
+            ),
+            (5, 4, 2)
+        );
+        assert_eq!(changes, expected);
+    }
+
+    #[test]
     fn a_headers_only_transaction_needs_our_initramfs_regeneration() {
         let changes = parse_targets(b"usr/lib/modules/6.1.0-54-amd64/build/include/\n");
         assert_eq!(
