@@ -126,6 +126,13 @@ fn a_source_owned_by_a_user_is_refused_as_root_and_builds_with_the_override() {
         plan.stdout.contains("fail") && plan.stdout.contains(owned),
         "{plan}"
     );
+    // The `dkms` face takes the flag too.
+    let dkms = sb.run_ours_as_dkms(&["build", "hello/1.0", "-k", K53, "--allow-untrusted-sources"]);
+    assert_eq!(dkms.code, 0, "{dkms}");
+    assert!(sb
+        .built_module_dir("hello", "1.0", K53)
+        .join("hello.ko")
+        .is_file());
 }
 
 /// A dkms.conf that needs bash and leaves a marker file when it runs.
