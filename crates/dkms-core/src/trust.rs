@@ -15,6 +15,10 @@
 //!   may source helper files next to it); an override file under the etc dir or a
 //!   `-c` file: the file and the directories above it (up to the etc dir, or `/`).
 //!
+//! `status` needs no gate for a plain-assignment dkms.conf: the bash-free evaluator only
+//! parses it, so an untrusted module is still listed exactly as upstream lists it; a
+//! dkms.conf that needs bash is reported as not evaluated, with the reason.
+//!
 //! An entry passes when root owns it, no group other than root's can write it, and
 //! nobody else can. A world-writable directory with the sticky bit (`/tmp`) is
 //! accepted only *above* a source: there a user may add names but cannot replace or
@@ -100,7 +104,7 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
     #[error(
-        "refusing to use the {what} {} as root: {} is {problem} (owner {}, group {}, mode {:04o}), so that user could run code as root through it; fix: `{fix}` if root should own it, or pass --allow-untrusted-sources (allow_untrusted_sources = true in dkms-hook.toml) to trust it deliberately",
+        "refusing to use the {what} {} as root: {} is {problem} (owner {}, group {}, mode {:04o}), so a user other than root could run code as root through it; fix: `{fix}` if root should own it, or pass --allow-untrusted-sources (allow_untrusted_sources = true in dkms-hook.toml) to trust it deliberately",
         .checked.display(), .path.display(), user_name(*.uid), group_name(*.gid), .mode & 0o7777
     )]
     Untrusted {
