@@ -5,9 +5,11 @@
 //! Needs root, `unshare`, Debian's dkms 3.0.10 and linux-headers-6.1.0-{53,54}-amd64;
 //! without them the tests fail rather than skip.
 
+mod bad_input;
 mod cleanup;
 mod engine;
 mod failure;
+mod load;
 mod lock;
 mod matrix;
 mod normalizer;
@@ -15,8 +17,10 @@ mod pacman;
 mod rebuild;
 mod report;
 mod scheduler;
+mod snapshot;
 mod status;
 mod status_json;
 mod status_notes;
 mod support;
 mod tarball;
+mod trust;

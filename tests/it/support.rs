@@ -133,6 +133,17 @@ impl Sandbox {
         tree
     }
 
+    /// A sandbox with hello/1.0 added and installed for K54 by our binary: a working
+    /// module that a command given bad input must leave working.
+    pub fn with_hello_installed() -> Sandbox {
+        let sb = Sandbox::new();
+        sb.copy_fixture("hello", "1.0");
+        sb.ours(&["add", "hello/1.0"]);
+        sb.ours(&["install", "hello/1.0", "-k", K54]);
+        assert!(sb.installed_module_dir(K54).join("hello.ko").is_file());
+        sb
+    }
+
     /// `T/dkms/<m>/<v>/<k>/<arch>/module/`: where a build keeps its modules.
     pub fn built_module_dir(&self, module: &str, version: &str, kernel: &str) -> PathBuf {
         self.dkms_tree()
@@ -226,15 +237,45 @@ impl Sandbox {
     }
 
     fn run_ours_with(&self, program: &Path, args: &[&str], trees: &[String]) -> Output {
+        run(self.ours_command(program, args, trees))
+    }
+
+    fn ours_command(&self, program: &Path, args: &[&str], trees: &[String]) -> Command {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .args(trees)
             .arg("--etc-dir")
             .arg(self.etc_dir())
-            // Our settings file, not the host's.
+            // Our settings file (see Sandbox::new), not the host's.
             .env("DKMS_HOOK_CONFIG", self.etc_dir().join("dkms-hook.toml"))
             .env_remove("RUST_LOG");
-        run(cmd)
+        cmd
+    }
+
+    /// Runs our binary like [`Sandbox::run_ours`], with `stdin` as its standard input
+    /// (what pacman gives `dkms-hook hook ...`: the target lines).
+    pub fn run_ours_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut cmd = self.ours_command(Path::new(ours_exe()), args, &self.tree_args());
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = stdin.to_vec();
+        // Written from a thread: the child may fill its output pipes before reading.
+        let writer = std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("waiting for dkms-hook");
+        writer.join().expect("the stdin writer");
+        Output {
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+            code: out.status.code().unwrap_or(-1),
+        }
     }
 
     /// Runs Debian's dkms with `<args> --dkmstree T/dkms --sourcetree T/src

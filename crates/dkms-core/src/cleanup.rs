@@ -116,7 +116,12 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
 /// Removes one leftover (never following a symlink out of the trees), then the
 /// directories it leaves empty inside the DKMS tree.
 pub fn remove(host: &Host, leftover: &Leftover) -> Result<(), EngineError> {
-    remove_path(&leftover.path)?;
+    let root = if leftover.path.starts_with(&host.paths.dkms_tree) {
+        &host.paths.dkms_tree
+    } else {
+        &host.paths.install_tree
+    };
+    remove_path(root, &leftover.path)?;
     let mut dir = leftover.path.parent();
     while let Some(d) = dir {
         if !d.starts_with(&host.paths.dkms_tree)

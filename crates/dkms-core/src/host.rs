@@ -4,6 +4,7 @@
 use crate::conf::{self, ConfError, DkmsConf, EvalContext};
 use crate::paths::Paths;
 use crate::settings::Settings;
+use crate::trust::Gate;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -23,12 +24,19 @@ pub struct Host {
     pub directives: Vec<(String, String)>,
     /// Each kernel's config path (auto.conf or .config), looked up once per kernel.
     kernel_configs: Mutex<HashMap<String, PathBuf>>,
+    /// Who may have written the dkms.conf files and sources we run: `Some` refuses
+    /// anything a user other than root could change (see `trust`). `Host::new` sets it
+    /// unless the settings allow untrusted sources; the binary drops it when it does
+    /// not run as root (a user gains nothing) or `--allow-untrusted-sources` is given.
+    pub trust: Option<Gate>,
 }
 
 impl Host {
     /// Reads os-release once; settings and paths come already merged by the caller.
     pub fn new(paths: Paths, settings: Settings) -> Host {
         let dest_location_override = crate::distro::dest_location_override(&paths.os_release);
+        let trust = (!settings.allow_untrusted_sources.unwrap_or(false))
+            .then(|| Gate::new(&paths.source_tree, &paths.etc_dir, &paths.dkms_tree));
         Host {
             paths,
             settings,
@@ -36,7 +44,33 @@ impl Host {
             etc_entries: OnceLock::new(),
             directives: Vec::new(),
             kernel_configs: Mutex::new(HashMap::new()),
+            trust,
         }
+    }
+
+    /// Refuses a module source a user other than root could change (when the host
+    /// has a trust gate): its tree, the directories above it, and the DKMS tree
+    /// directories holding `<m>/<v>/source`. `source` is the link or the directory.
+    pub fn check_source(&self, source: &std::path::Path) -> Result<(), crate::trust::TrustError> {
+        let Some(gate) = &self.trust else {
+            return Ok(());
+        };
+        if let Some(parent) = source
+            .parent()
+            .filter(|p| p.starts_with(&self.paths.dkms_tree))
+        {
+            gate.check_tree_dirs(parent)?;
+        }
+        gate.check_source(source)
+    }
+
+    /// [`Host::check_source`] for an added module version (its `source` link).
+    pub fn check_added_source(
+        &self,
+        module: &str,
+        version: &str,
+    ) -> Result<(), crate::trust::TrustError> {
+        self.check_source(&self.paths.version_dir(module, version).join("source"))
     }
 
     fn etc_entries(&self) -> Arc<HashSet<OsString>> {
@@ -81,9 +115,14 @@ impl Host {
             module_version: version.to_string(),
             etc_dir: self.paths.etc_dir.clone(),
             dest_location_override: self.dest_location_override.clone(),
-            timeout: conf::EVAL_TIMEOUT,
+            timeout: self
+                .settings
+                .dkms_conf_timeout
+                .map_or(conf::EVAL_TIMEOUT, std::time::Duration::from_secs),
             etc_entries: Some(self.etc_entries()),
             directives: self.directives.clone(),
+            scratch_dir: self.paths.temp_dir.clone(),
+            trust: self.trust.clone(),
         }
     }
 

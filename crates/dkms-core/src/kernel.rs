@@ -71,6 +71,33 @@ pub fn installed_kernels(paths: &Paths) -> Vec<Kernel> {
     kernels
 }
 
+/// A kernel named on the command line that has no directory in the install tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "kernel {kernel} is not installed: there is no {}; installed kernels: {}",
+    .dir.display(),
+    if .installed.is_empty() { "none".to_string() } else { .installed.join(", ") }
+)]
+pub struct NotInstalled {
+    pub kernel: String,
+    pub dir: PathBuf,
+    /// The releases that are installed, newest first, to show what was meant.
+    pub installed: Vec<String>,
+}
+
+/// The kernel `release` of the install tree; fails, naming the kernels that are
+/// installed, when it has no directory there (a typo, or a kernel already removed).
+pub fn require_installed(paths: &Paths, release: &str) -> Result<Kernel, NotInstalled> {
+    Kernel::probe(paths, release).ok_or_else(|| NotInstalled {
+        kernel: release.to_string(),
+        dir: paths.kernel_dir(release),
+        installed: installed_kernels(paths)
+            .into_iter()
+            .map(|k| k.release)
+            .collect(),
+    })
+}
+
 /// The machine architecture as `uname -m` prints it, which dkms uses as the default
 /// arch. Taken from the compile target so that no process is spawned.
 pub fn default_arch() -> &'static str {

@@ -26,6 +26,7 @@ pub mod sign;
 pub mod status;
 pub mod tarball;
 pub mod tree;
+pub mod trust;
 pub mod version;
 
 pub use host::Host;

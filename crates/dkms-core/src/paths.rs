@@ -18,6 +18,9 @@ pub struct Paths {
     pub os_release: Vec<PathBuf>,
     /// `--kernelsourcedir`: headers to use instead of `<install_tree>/<k>/build`.
     pub kernel_source_dir: Option<PathBuf>,
+    /// Scratch space (`/tmp`): a dkms.conf is evaluated in a fresh empty directory
+    /// here, so what it writes to relative paths is thrown away.
+    pub temp_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -29,6 +32,7 @@ impl Default for Paths {
             etc_dir: "/etc/dkms".into(),
             os_release: vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
             kernel_source_dir: None,
+            temp_dir: "/tmp".into(),
         }
     }
 }

@@ -221,7 +221,11 @@ fn order_kernel(
                 Some(Left::Excluded(c.excluded.clone().unwrap_or_default()))
             }
             Ok(_) if !headers(&target.kernel) => Some(Left::NoHeaders),
-            Ok(_) => None,
+            // Would be refused when building: say so now.
+            Ok(_) => host
+                .check_added_source(&target.module, &target.version)
+                .err()
+                .map(|e| Left::Failed(e.to_string())),
         };
         if left.is_none() {
             node_of.insert(target.module.clone(), graph.add_node(index));

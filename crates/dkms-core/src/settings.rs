@@ -53,6 +53,12 @@ pub struct Settings {
     pub dkms_tree: Option<PathBuf>,
     pub source_tree: Option<PathBuf>,
     pub install_tree: Option<PathBuf>,
+    /// Build and evaluate module sources and dkms.conf files that a user other than
+    /// root owns or can write, when running as root (default: refuse them; see the
+    /// `trust` module). For deliberate use, like `--allow-untrusted-sources`.
+    pub allow_untrusted_sources: Option<bool>,
+    /// Seconds a dkms.conf may take to evaluate before it counts as hung (default 10).
+    pub dkms_conf_timeout: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +118,10 @@ impl Settings {
             dkms_tree: self.dkms_tree.or(lower.dkms_tree),
             source_tree: self.source_tree.or(lower.source_tree),
             install_tree: self.install_tree.or(lower.install_tree),
+            allow_untrusted_sources: self
+                .allow_untrusted_sources
+                .or(lower.allow_untrusted_sources),
+            dkms_conf_timeout: self.dkms_conf_timeout.or(lower.dkms_conf_timeout),
         }
     }
 

@@ -1554,6 +1554,7 @@ mod tests {
             etc_dir: root.join("etc"),
             os_release: Vec::new(),
             kernel_source_dir: None,
+            temp_dir: root.to_path_buf(),
         };
         Host::new(paths, Settings::default())
     }

@@ -60,6 +60,11 @@ pub struct GlobalArgs {
     /// Rebuild modules that failed before with the same source and headers.
     #[arg(long = "retry-failed")]
     pub retry_failed: bool,
+    /// As root, also evaluate and build module sources and dkms.conf files that a
+    /// user other than root owns or can write (refused by default: that user could
+    /// run code as root through them).
+    #[arg(long = "allow-untrusted-sources")]
+    pub allow_untrusted_sources: bool,
     /// Do not run depmod after installing or removing.
     #[arg(long = "no-depmod")]
     pub no_depmod: bool,

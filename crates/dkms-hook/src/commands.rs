@@ -34,16 +34,7 @@ pub fn run(
     printer: &Printer,
 ) -> Result<ExitCode> {
     let options = options(host, global);
-    let kernels = crate::kernels_with_arches(global)?;
-    let kernels: Vec<(String, String)> = kernels
-        .into_iter()
-        .map(|(k, a)| {
-            (
-                k,
-                a.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string()),
-            )
-        })
-        .collect();
+    let kernels = engine_kernels(global)?;
     let with_default = || {
         if kernels.is_empty() {
             vec![(
@@ -103,8 +94,14 @@ pub fn run(
             depmod_all(host, touched, &options, printer);
             Ok(ExitCode::SUCCESS)
         }
-        Action::Autoinstall => autoinstall(host, &with_default(), &options, printer),
-        Action::Match => match_kernel(host, global, &with_default(), &options, printer),
+        Action::Autoinstall => {
+            require_installed(host, &kernels, 11)?;
+            autoinstall(host, &with_default(), &options, printer)
+        }
+        Action::Match => {
+            require_installed(host, &kernels, 1)?;
+            match_kernel(host, global, &with_default(), &options, printer)
+        }
         Action::Mktarball => {
             let (module, version) = module_version(global, targets)?;
             let kernels = if global.all || kernels.is_empty() {
@@ -419,15 +416,8 @@ pub fn cleanup(host: &Host, yes: bool, json: bool, printer: &Printer) -> Result<
 /// `dkms-hook plan`: what autoinstall would do for the kernels, and why, without
 /// doing it.
 pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<ExitCode> {
-    let kernels: Vec<(String, String)> = crate::kernels_with_arches(global)?
-        .into_iter()
-        .map(|(k, a)| {
-            (
-                k,
-                a.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string()),
-            )
-        })
-        .collect();
+    let kernels = engine_kernels(global)?;
+    require_installed(host, &kernels, 1)?;
     let kernels = if kernels.is_empty() {
         dkms_core::kernel::installed_kernels(&host.paths)
             .into_iter()
@@ -473,6 +463,52 @@ pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `-k`/`-a` pairs of an engine command, arches defaulted, each name checked to
+/// be usable as one directory name (they become paths in both trees).
+fn engine_kernels(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
+    let mut kernels = Vec::new();
+    for (kernel, arch) in crate::kernels_with_arches(global)? {
+        let arch = arch.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string());
+        plain_name(&format!("-k {kernel:?}"), "kernel release", &kernel)?;
+        plain_name(&format!("-a {arch:?}"), "architecture", &arch)?;
+        kernels.push((kernel, arch));
+    }
+    Ok(kernels)
+}
+
+/// Fails (with `code`) for the first `-k` kernel that is not installed, naming the
+/// installed ones: autoinstall, match and plan have nothing to do for it.
+fn require_installed(host: &Host, kernels: &[(String, String)], code: u8) -> Result<()> {
+    for (kernel, _) in kernels {
+        if let Err(e) = dkms_core::kernel::require_installed(&host.paths, kernel) {
+            bail!(crate::exit(code, e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Module names, versions, kernel releases and arches become single path components
+/// in the DKMS and install trees: no `/`, not `.` or `..`, no whitespace or control
+/// characters, not empty. `given` is what the user typed, for the message.
+fn plain_name(given: &str, what: &str, value: &str) -> Result<()> {
+    let problem = if value.is_empty() {
+        Some("is empty")
+    } else if value == "." || value == ".." || value.contains('/') {
+        Some("would be a path, not a name")
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace or control characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => bail!(crate::exit(
+            1,
+            format!("{given}: the {what} {value:?} {problem}")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `m/v` from the positional argument, `-m m/v`, or `-m m -v v`.
 fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, String)> {
     let mut module = global.module.clone();
@@ -484,7 +520,12 @@ fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, St
         }
     }
     match (module, version) {
-        (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => Ok((m, v)),
+        (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => {
+            let given = format!("{:?}", format!("{m}/{v}"));
+            plain_name(&given, "module name", &m)?;
+            plain_name(&given, "module version", &v)?;
+            Ok((m, v))
+        }
         _ => bail!(crate::exit(
             1,
             "Arguments <module> and <module-version> are not specified: use module/version, or -m <module> -v <version>"

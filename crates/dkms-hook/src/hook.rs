@@ -45,6 +45,20 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
         .read_to_end(&mut input)
         .context("reading the hook targets from stdin")?;
     let changes = hook::parse_targets(&input);
+    // Bad lines and bad sources are reported and make the exit status non-zero, but
+    // everything else in the transaction is still done.
+    let mut problems: Vec<String> = Vec::new();
+    for (line, reason) in changes.rejected.iter().take(MAX_REJECTED_SHOWN) {
+        problems.push(format!(
+            "hook input line {line} is not a path: {reason}; ignored"
+        ));
+    }
+    if changes.rejected.len() > MAX_REJECTED_SHOWN {
+        problems.push(format!(
+            "{} more hook input lines are not paths; ignored",
+            changes.rejected.len() - MAX_REJECTED_SHOWN
+        ));
+    }
     let arch = dkms_core::kernel::default_arch();
     let kernel = crate::commands::running_kernel();
     // Removed sources are gone in the post-transaction hook and not yet arrived in a
@@ -58,20 +72,48 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
             match hook::identify(host, &local, &kernel, arch) {
                 Ok(source) => Some(source),
                 Err(e) => {
-                    printer.error_chain(&e);
+                    problems.push(format!("{} is not built: {}", local.display(), chain(&e)));
                     None
                 }
             }
         })
         .collect();
-    match kind {
-        HookKind::Upgrade => note_sources(host, &sources),
+    let code = match kind {
+        HookKind::Install => {
+            // Reports the problems with its own in the closing summary.
+            return install(
+                host, &changes, &sources, &kernel, options, printer, problems,
+            );
+        }
+        HookKind::Upgrade => note_sources(host, &sources)?,
         HookKind::Remove => {
             note_sources(host, &sources)?;
-            remove_kernels(host, &changes, options, printer)
+            remove_kernels(host, &changes, options, printer)?
         }
-        HookKind::Install => install(host, &changes, &sources, &kernel, options, printer),
+    };
+    for problem in &problems {
+        printer.error(&anyhow::anyhow!("{problem}"));
     }
+    Ok(if problems.is_empty() {
+        code
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// How many rejected input lines are named one by one; the rest are counted.
+const MAX_REJECTED_SHOWN: usize = 5;
+
+/// An error and its causes on one line, for the closing summary.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `usr/src/<dir>` from pacman, inside our (possibly relocated) source tree.
@@ -121,17 +163,22 @@ fn remove_kernels(
             }
         }
         let dkms_dir = host.paths.kernel_dir(kernel).join("updates/dkms");
-        if dkms_dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dkms_dir) {
-                printer.warning(&format!("could not remove {}: {e}", dkms_dir.display()));
-            }
+        if let Err(e) = engine::remove_path(&host.paths.install_tree, &dkms_dir) {
+            printer.error_chain(&e);
+            failed = true;
         }
-        let _ = std::fs::remove_dir(host.paths.kernel_dir(kernel).join("updates"));
+        let updates = host.paths.kernel_dir(kernel).join("updates");
+        if updates.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            let _ = std::fs::remove_dir(updates);
+        }
         // Work directories and failure records of that kernel go too.
         for mv in tree::module_versions(&host.paths, None, None) {
             for (k, path, _) in tree::kernel_entries(&host.paths, &mv.module, &mv.version) {
                 if k == *kernel {
-                    let _ = engine::remove_path(&path);
+                    if let Err(e) = engine::remove_path(&host.paths.dkms_tree, &path) {
+                        printer.error_chain(&e);
+                        failed = true;
+                    }
                 }
             }
         }
@@ -150,9 +197,9 @@ fn install(
     kernel: &str,
     options: &Options,
     printer: &Printer,
+    mut problems: Vec<String>,
 ) -> Result<ExitCode> {
     let arch = dkms_core::kernel::default_arch();
-    let mut problems: Vec<String> = Vec::new();
     for source in sources {
         let listed =
             tree::module_versions(&host.paths, Some(&source.module), Some(&source.version));

@@ -65,6 +65,18 @@ fn face() -> Face {
 }
 
 fn main() -> ExitCode {
+    if let Some((index, arg)) = std::env::args_os()
+        .enumerate()
+        .skip(1)
+        .find(|(_, arg)| arg.to_str().is_none())
+    {
+        // clap would only say that some argument is not UTF-8; name it.
+        Printer::new(cli::ColorChoice::Auto, false).error(&anyhow::anyhow!(
+            "argument {index} ({:?}) is not UTF-8: module names, versions, kernels and paths given to dkms-hook must be UTF-8",
+            arg.to_string_lossy()
+        ));
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.color, cli.global.quiet);
     match run(cli, face(), &printer) {
@@ -211,6 +223,10 @@ fn host(global: &GlobalArgs) -> Result<Host> {
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
     let mut host = Host::new(paths, settings);
+    // Only root can be given root by a dkms.conf; anyone else runs their own files.
+    if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
+        host.trust = None;
+    }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {
             bail!(exit(

@@ -88,6 +88,11 @@ pub struct EvalContext {
     pub etc_entries: Option<std::sync::Arc<std::collections::HashSet<std::ffi::OsString>>>,
     /// `--directive NAME=VALUE`: set after every file is sourced, as upstream does.
     pub directives: Vec<(String, String)>,
+    /// Where bash gets a fresh empty working directory (see [`Paths::temp_dir`](crate::Paths)).
+    pub scratch_dir: PathBuf,
+    /// When set, bash sources nothing this gate refuses (files a user other than root
+    /// could change). The bash-free path only parses, so it needs no gate.
+    pub trust: Option<crate::trust::Gate>,
 }
 
 impl EvalContext {
@@ -141,6 +146,13 @@ pub enum ConfError {
     Hung { file: PathBuf, timeout: Duration },
     #[error("{file}: the file exited the shell while being read; a dkms.conf must only set variables (remove the `exit`)")]
     Exited { file: PathBuf },
+    /// Not a `#[source]`: plans and summaries keep only the message, and the reason
+    /// is the whole point.
+    #[error("{file}: not evaluated: {reason}")]
+    Untrusted {
+        file: PathBuf,
+        reason: Box<crate::trust::TrustError>,
+    },
     #[error("{file}: bash could not parse it: {message}")]
     Syntax { file: PathBuf, message: String },
     #[error("{file}: {directive}: {problem}; {fix}")]
@@ -269,8 +281,26 @@ fn apply_directives(raw: &mut RawConf, ctx: &EvalContext) {
 }
 
 /// The general path: bash sources the files (see eval.sh).
+///
+/// Refuses (before starting bash) files the context's trust gate does not pass.
 pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError> {
+    let files = ctx.conf_files(conf);
+    if let Some(gate) = &ctx.trust {
+        gate.check_conf_files(&files)
+            .map_err(|reason| ConfError::Untrusted {
+                file: conf.to_path_buf(),
+                reason: Box::new(reason),
+            })?;
+    }
     let marker = marker();
+    // A dkms.conf is a script: what it writes to relative paths lands in a directory
+    // of its own that is removed afterwards, not in the source (upstream uses the
+    // caller's working directory, `/` in a pacman hook). Without one, `/`.
+    let scratch = tempfile::Builder::new()
+        .prefix("dkms-hook-eval.")
+        .tempdir_in(&ctx.scratch_dir)
+        .ok();
+    let cwd = scratch.as_ref().map_or(Path::new("/"), |d| d.path());
     let command = Command::new("bash", "evaluate dkms.conf files")
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
         .arg(&marker)
@@ -284,8 +314,8 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
         .arg(&ctx.module)
         .arg(&ctx.module_version)
         .arg("--")
-        .args(ctx.conf_files(conf))
-        .dir(conf.parent().unwrap_or(Path::new("/")))
+        .args(&files)
+        .dir(cwd)
         .timeout(ctx.timeout);
     let output = command
         .output_with_stdin(&[])
@@ -424,6 +454,20 @@ fn non_empty(value: Option<String>) -> Option<String> {
 /// Names and versions become path components and status fields: no separators,
 /// whitespace or control characters.
 fn check_identifier(file: &Path, directive: &str, value: &str) -> Result<(), ConfError> {
+    // `<name>-<version>` names a directory: each must leave room in NAME_MAX (255).
+    const MAX: usize = 127;
+    if value.len() > MAX {
+        let preview: String = value.chars().take(20).collect();
+        return Err(ConfError::directive(
+            file,
+            directive,
+            format!(
+                "'{preview}...' is {} bytes long, more than {MAX}",
+                value.len()
+            ),
+            "use a short name: <name>-<version> must fit in one directory name",
+        ));
+    }
     if value == "." || value == ".." || value.contains('/') {
         return Err(ConfError::directive(
             file,
@@ -583,12 +627,14 @@ fn module_specs(
                 "use /updates/dkms, or a directory under /kernel, /updates or /extra",
             ));
         }
-        check_relative(
-            file,
-            &format!("DEST_MODULE_LOCATION[{index}]"),
-            declared_dest.trim_start_matches('/'),
-            "give a directory under /kernel, /updates or /extra without '..'",
-        )?;
+        if declared_dest.split('/').any(|part| part == "..") {
+            return Err(ConfError::directive(
+                file,
+                format!("DEST_MODULE_LOCATION[{index}]"),
+                format!("'{declared_dest}' leaves its directory (it contains '..')"),
+                "give a directory under /kernel, /updates or /extra without '..'",
+            ));
+        }
         let dest_location = ctx
             .dest_location_override
             .clone()

@@ -13,6 +13,8 @@ struct Case {
     dest_override: Option<String>,
     timeout: Duration,
     directives: Vec<(String, String)>,
+    /// Evaluate behind a trust gate, as the binary does when run as root.
+    gated: bool,
 }
 
 impl Case {
@@ -28,7 +30,13 @@ impl Case {
             dest_override: None,
             timeout: Duration::from_secs(10),
             directives: Vec::new(),
+            gated: false,
         }
+    }
+
+    fn gated(mut self) -> Case {
+        self.gated = true;
+        self
     }
 
     fn kernel(mut self, kernel: &str) -> Case {
@@ -595,6 +603,10 @@ impl Case {
             timeout: self.timeout,
             etc_entries: None,
             directives: self.directives.clone(),
+            scratch_dir: root.to_path_buf(),
+            trust: self.gated.then(|| {
+                crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))
+            }),
         }
     }
 
@@ -716,4 +728,57 @@ fn command_line_directives_override_the_dkms_conf() {
         conf.excluded.is_some(),
         "the overriding regex is matched against the kernel"
     );
+}
+
+#[test]
+fn bash_never_sources_a_dkms_conf_a_user_could_change_but_plain_ones_are_parsed() {
+    use std::os::unix::fs::PermissionsExt;
+    let world_writable = |file: &Path| {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    };
+    // Plain assignments: read without bash, so nothing runs and nothing is refused.
+    let plain = Case::new(SINGLE).gated();
+    world_writable(&plain.conf_path());
+    assert_eq!(plain.ok().package_name, "foo");
+    // Needs bash: refused before bash starts; the marker file proves nothing ran.
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("ran-as-root");
+    let shell = Case::new(&format!("{SINGLE}touch {}\n", marker.display())).gated();
+    world_writable(&shell.conf_path());
+    let err = shell.err(&["not evaluated"]);
+    assert!(!marker.exists(), "{err}");
+    assert!(
+        err.contains("writable by everyone") && err.contains("mode 0666"),
+        "{err}"
+    );
+    // An override file that a user could change is refused the same way.
+    let over = Case::new(SINGLE)
+        .gated()
+        .override_file("foo.conf", "AUTOINSTALL=yes\n");
+    let file = over.dir.path().join("etc/foo.conf");
+    world_writable(&file);
+    let err = over.err(&["not evaluated", "override file", "foo.conf"]);
+    assert!(err.contains("writable by everyone"), "{err}");
+}
+
+#[test]
+fn what_a_dkms_conf_writes_to_relative_paths_is_thrown_away() {
+    // Sourcing is running: a stray `>` in a dkms.conf must not litter the source.
+    let case = Case::new(&format!("{SINGLE}echo x >stray\nmkdir junk\n"));
+    assert_eq!(case.ok().package_name, "foo");
+    let left: Vec<_> = std::fs::read_dir(case.dir.path().join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["dkms.conf"]);
+    let scratch: Vec<_> = std::fs::read_dir(case.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("dkms-hook-eval.")
+        })
+        .collect();
+    assert!(scratch.is_empty(), "the scratch directory is removed");
 }

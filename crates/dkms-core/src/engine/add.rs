@@ -36,6 +36,7 @@ pub fn add(
             if !dir.is_dir() {
                 return Err(EngineError::SourceMissing { dir });
             }
+            host.check_source(&dir)?;
             (module.clone(), version.clone(), dir)
         }
         AddSource::Path(path) => {
@@ -51,6 +52,8 @@ pub fn add(
             if !conf_file.is_file() {
                 return Err(EngineError::NoDkmsConf { dir });
             }
+            // Before anything is evaluated or copied (a copy keeps the owners).
+            host.check_source(&dir)?;
             // The names come from the dkms.conf itself, not from the directory name:
             // `foo-bar-1.0` is ambiguous, PACKAGE_NAME is not.
             let ctx = host.eval_context("", "", kernel, arch);

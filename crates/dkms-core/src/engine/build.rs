@@ -51,6 +51,16 @@ fn build_target(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
+    // Without --kernelsourcedir the headers live in the kernel's directory: a kernel
+    // that has none is not installed (a typo?), which says more than "no headers".
+    if host.paths.kernel_source_dir.is_none() {
+        crate::kernel::require_installed(&host.paths, &target.kernel)
+            .map_err(EngineError::NoKernel)?;
+    }
+    host.check_added_source(&target.module, &target.version)?;
+    // A build replaces the old build and work dir: never through a symlink.
+    super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
+    super::confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
@@ -456,6 +466,8 @@ pub(crate) fn run_script(
     log: Option<(&File, &Path)>,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
+    // Scripts run as root from the source (or our copy of it): never an untrusted one.
+    host.check_added_source(&target.module, &target.version)?;
     let program = script.split_whitespace().next().unwrap_or_default();
     let path = dir.join(program);
     let executable = fs::metadata(&path).is_ok_and(|m| {

@@ -107,7 +107,12 @@ pub fn remove_tree(path: &Path) -> Result<(), EngineError> {
 }
 
 /// Removes `dir` and its parents while they are empty, stopping at `stop` (kept).
+/// Nothing is removed when a directory between them is a symlink (it would be an
+/// empty directory elsewhere).
 pub fn remove_empty_dirs(mut dir: &Path, stop: &Path) {
+    if !super::confined::real_dirs(stop, dir) {
+        return;
+    }
     while dir.starts_with(stop) && dir != stop {
         if fs::remove_dir(dir).is_err() {
             break;

@@ -6,7 +6,7 @@
 //! the kernel that ours replace are archived under `original_module` and put back on
 //! uninstall; the old version's leftovers are removed last.
 
-use super::fsutil::{atomic_copy, atomic_symlink, remove_empty_dirs, remove_tree};
+use super::fsutil::{atomic_copy, atomic_symlink, remove_empty_dirs};
 use super::{build, io_err, read_conf, require_added, EngineError, Options, Progress};
 use crate::exec::Command;
 use crate::host::Host;
@@ -24,10 +24,9 @@ pub fn install(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
+    host.check_added_source(&target.module, &target.version)?;
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
-    if !kernel_dir.is_dir() {
-        return Err(EngineError::NoKernel { dir: kernel_dir });
-    }
+    crate::kernel::require_installed(&host.paths, &target.kernel).map_err(EngineError::NoKernel)?;
     if target.is_installed(&host.paths) && !options.force {
         return Err(EngineError::AlreadyInstalled {
             target: Box::new(target.clone()),
@@ -102,7 +101,7 @@ pub fn install(
         }
         atomic_copy(&built, &dest)?;
         for variant in variants.iter().filter(|p| **p != dest) {
-            let _ = fs::remove_file(variant);
+            let _ = super::confined::remove_within(&host.paths.install_tree, variant);
         }
         progress.step(&format!("  -> {}", dest.display()));
         written.push(dest);
@@ -112,7 +111,7 @@ pub fn install(
         &target.install_link(&host.paths),
     )?;
     for stale in old_files.iter().filter(|f| !written.contains(f)) {
-        let _ = fs::remove_file(stale);
+        let _ = super::confined::remove_within(&host.paths.install_tree, stale);
         if let Some(parent) = stale.parent() {
             remove_empty_dirs(parent, &kernel_dir);
         }
@@ -204,9 +203,16 @@ pub fn uninstall(
     if !target.is_installed(&host.paths) {
         return Ok(false);
     }
-    progress.step(&format!("Uninstalling {target}"));
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
-    for file in installed_files(host, target, options) {
+    let files = installed_files(host, target, options);
+    // Nothing is removed if any file is reached through a symlink out of the tree.
+    super::confined::check_all(&host.paths.install_tree, &files)?;
+    super::confined::check(
+        &host.paths.dkms_tree,
+        &target.original_module_dir(&host.paths),
+    )?;
+    progress.step(&format!("Uninstalling {target}"));
+    for file in files {
         fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
         if let Some(parent) = file.parent() {
             remove_empty_dirs(parent, &kernel_dir);
@@ -245,7 +251,7 @@ fn restore_originals(host: &Host, target: &Target) -> Result<(), EngineError> {
         }
         atomic_copy(&path, &origin)?;
     }
-    remove_tree(&dir)?;
+    super::confined::remove_within(&host.paths.dkms_tree, &dir)?;
     if let Some(parent) = dir.parent() {
         remove_empty_dirs(parent, &host.paths.module_dir(&target.module));
     }

@@ -8,6 +8,7 @@
 
 mod add;
 mod build;
+mod confined;
 mod fsutil;
 mod install;
 mod remove;
@@ -19,9 +20,11 @@ pub use install::{depmod, install, uninstall};
 pub use remove::{remove, unbuild};
 pub use run::{run_plan, JobResult, Outcome, RunReport};
 
-/// Removes a file or a directory tree, never following a symlink out of it.
-pub fn remove_path(path: &std::path::Path) -> Result<(), EngineError> {
-    fsutil::remove_tree(path)
+/// Removes a file or a directory tree inside the tree `root` (the DKMS tree or the
+/// install tree), never following a symlink out of it: not inside what is removed,
+/// and not on the way there (see `confined`).
+pub fn remove_path(root: &std::path::Path, path: &std::path::Path) -> Result<(), EngineError> {
+    confined::remove_within(root, path)
 }
 
 use crate::conf::ConfError;
@@ -117,8 +120,8 @@ pub enum EngineError {
         missing: Vec<String>,
         log: PathBuf,
     },
-    #[error("the directory {} does not exist: you cannot install a module onto a kernel that is not installed", .dir.display())]
-    NoKernel { dir: PathBuf },
+    #[error("{0}; modules are built and installed only for installed kernels")]
+    NoKernel(crate::kernel::NotInstalled),
     #[error("{target}: the pre_install script failed ({status}); pass --force to install anyway")]
     PreInstallFailed { target: Box<Target>, status: String },
     #[error("{target} is not built")]
@@ -142,6 +145,23 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error("refusing to delete {}: {} is a symbolic link (to {}), and deleting through it would delete outside the tree; remove that link or put a real directory in its place, then run again", .path.display(), .link.display(), .target.display())]
+    SymlinkOnPath {
+        path: PathBuf,
+        link: PathBuf,
+        target: PathBuf,
+    },
+    #[error("refusing to delete {}: it is not inside {}", .path.display(), .root.display())]
+    OutsideTree { path: PathBuf, root: PathBuf },
+    /// A module source a user other than root could change, refused as root.
+    #[error(transparent)]
+    Untrusted(Box<crate::trust::TrustError>),
+}
+
+impl From<crate::trust::TrustError> for EngineError {
+    fn from(e: crate::trust::TrustError) -> Self {
+        EngineError::Untrusted(Box::new(e))
+    }
 }
 
 impl EngineError {
@@ -161,12 +181,16 @@ impl EngineError {
             EngineError::BuildFailed { .. } => 10,
             EngineError::ScriptFailed { .. } => 10,
             EngineError::ModulesMissing { .. } => 7,
-            EngineError::NoKernel { .. } => 6,
+            EngineError::NoKernel(_) => 6,
             EngineError::PreInstallFailed { .. } => 101,
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
             EngineError::AlreadyInstalled { .. } => 5,
             EngineError::KnownFailure { exit_code, .. } => *exit_code,
-            EngineError::Io { .. } | EngineError::Exec(_) => 1,
+            EngineError::Io { .. }
+            | EngineError::Exec(_)
+            | EngineError::Untrusted(_)
+            | EngineError::SymlinkOnPath { .. }
+            | EngineError::OutsideTree { .. } => 1,
         }
     }
 

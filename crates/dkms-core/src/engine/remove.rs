@@ -2,7 +2,8 @@
 //! a module version out of DKMS once nothing is left. The source under the source
 //! tree is never deleted: it belongs to the package that installed it.
 
-use super::fsutil::{remove_empty_dirs, remove_tree};
+use super::confined::{check, remove_within};
+use super::fsutil::remove_empty_dirs;
 use super::{read_conf, require_added, uninstall, EngineError, Options, Progress};
 use crate::host::Host;
 use crate::tree::{self, Target};
@@ -15,14 +16,19 @@ pub fn unbuild(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
-    uninstall(host, target, options, progress)?;
+    let tree = &host.paths.dkms_tree;
     let dir = target.build_dir(&host.paths);
+    let work = target.work_dir(&host.paths);
+    // Refuse before uninstalling anything: a symlink on the way out of the tree.
+    check(tree, &dir)?;
+    check(tree, &work)?;
+    uninstall(host, target, options, progress)?;
     if !dir.exists() {
         return Ok(false);
     }
     progress.step(&format!("Deleting {target} from the DKMS tree"));
-    remove_tree(&dir)?;
-    remove_tree(&target.work_dir(&host.paths))?;
+    remove_within(tree, &dir)?;
+    remove_within(tree, &work)?;
     if let Some(kernel_dir) = dir.parent() {
         remove_empty_dirs(
             kernel_dir,
@@ -60,6 +66,8 @@ pub fn remove(
             .map(|(k, a)| Target::new(module, version, k, a))
             .collect()
     };
+    let version_dir = host.paths.version_dir(module, version);
+    check(&host.paths.dkms_tree, &version_dir)?;
     let mut post_remove = None;
     for target in &targets {
         if post_remove.is_none() {
@@ -69,14 +77,22 @@ pub fn remove(
         }
         unbuild(host, target, options, progress)?;
     }
-    let version_dir = host.paths.version_dir(module, version);
     if tree::built_for(&host.paths, module, version, None, None).is_empty() {
         progress.step(&format!(
             "Deleting module {module}/{version} completely from the DKMS tree"
         ));
         if let (Some(script), Some(target)) = (post_remove, targets.first()) {
             let source = version_dir.join("source");
-            if source.is_dir() {
+            // Removing must work for an untrusted source too (that is how it goes
+            // away); only its script is not run as root.
+            let trusted = || match host.check_added_source(module, version) {
+                Ok(()) => true,
+                Err(e) => {
+                    progress.warn(&format!("POST_REMOVE of {module}/{version} not run: {e}"));
+                    false
+                }
+            };
+            if source.is_dir() && trusted() {
                 super::build::run_script(
                     host,
                     target,
@@ -88,7 +104,7 @@ pub fn remove(
                 )?;
             }
         }
-        remove_tree(&version_dir)?;
+        remove_within(&host.paths.dkms_tree, &version_dir)?;
         remove_empty_dirs(&host.paths.module_dir(module), &host.paths.dkms_tree);
     }
     Ok(())
