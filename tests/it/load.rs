@@ -154,8 +154,8 @@ fn a_hook_fed_100000_lines_builds_exactly_what_its_few_targets_name() {
     let source = sb.source_tree();
     let before = Snapshot::of(std::slice::from_ref(&source));
     let out = sb.run_ours_with_stdin(&["hook", "install"], input.as_bytes());
-    // The garbage makes the exit status non-zero and is named; the rest is done.
-    assert_eq!(out.code, 1, "{out}");
+    // The garbage is ignored with a warning naming it; the rest is done.
+    assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stderr.contains("hook input line 6 is not a path"),
         "{out}"

@@ -45,20 +45,23 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, printer: &Printer) ->
         .read_to_end(&mut input)
         .context("reading the hook targets from stdin")?;
     let changes = hook::parse_targets(&input);
-    // Bad lines and bad sources are reported and make the exit status non-zero, but
-    // everything else in the transaction is still done.
-    let mut problems: Vec<String> = Vec::new();
+    // pacman only ever sends paths: a line that cannot be one is ignored, as the
+    // unrelated paths are, but said (pacman.log keeps it), so a bug upstream of us is
+    // seen. It does not fail the hook.
     for (line, reason) in changes.rejected.iter().take(MAX_REJECTED_SHOWN) {
-        problems.push(format!(
+        printer.warning(&format!(
             "hook input line {line} is not a path: {reason}; ignored"
         ));
     }
     if changes.rejected.len() > MAX_REJECTED_SHOWN {
-        problems.push(format!(
+        printer.warning(&format!(
             "{} more hook input lines are not paths; ignored",
             changes.rejected.len() - MAX_REJECTED_SHOWN
         ));
     }
+    // Bad sources are reported and make the exit status non-zero, but everything else
+    // in the transaction is still done.
+    let mut problems: Vec<String> = Vec::new();
     let arch = dkms_core::kernel::default_arch();
     let kernel = crate::commands::running_kernel();
     // Removed sources are gone in the post-transaction hook and not yet arrived in a

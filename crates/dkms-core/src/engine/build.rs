@@ -55,7 +55,7 @@ fn build_target(
     // that has none is not installed (a typo?), which says more than "no headers".
     if host.paths.kernel_source_dir.is_none() {
         crate::kernel::require_installed(&host.paths, &target.kernel)
-            .map_err(EngineError::NoKernel)?;
+            .map_err(EngineError::NoKernelToBuild)?;
     }
     host.check_added_source(&target.module, &target.version)?;
     // A build replaces the old build and work dir: never through a symlink.

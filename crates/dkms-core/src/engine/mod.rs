@@ -122,6 +122,9 @@ pub enum EngineError {
     },
     #[error("{0}; modules are built and installed only for installed kernels")]
     NoKernel(crate::kernel::NotInstalled),
+    /// A build for a kernel that is not installed: upstream's "no headers" (exit 21).
+    #[error("{0}; modules are built only for installed kernels (or pass --kernelsourcedir)")]
+    NoKernelToBuild(crate::kernel::NotInstalled),
     #[error("{target}: the pre_install script failed ({status}); pass --force to install anyway")]
     PreInstallFailed { target: Box<Target>, status: String },
     #[error("{target} is not built")]
@@ -174,7 +177,7 @@ impl EngineError {
             EngineError::Conf(_) => 8,
             EngineError::NotAdded { .. } => 3,
             EngineError::Broken { .. } => 4,
-            EngineError::NoHeaders { .. } => 21,
+            EngineError::NoHeaders { .. } | EngineError::NoKernelToBuild(_) => 21,
             EngineError::Excluded { .. } => 77,
             EngineError::MissingDependencies { .. } => 13,
             EngineError::Patch { code, .. } => *code,
