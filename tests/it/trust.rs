@@ -247,6 +247,13 @@ fn a_plain_dkms_conf_anyone_can_write_is_only_parsed_and_status_matches_upstream
     chmod(&conf, 0o666);
     let expected = crate::support::assert_status_matches_upstream(&sb, &[], &[]);
     assert_eq!(expected, format!("hello/1.0, {K54}, {ARCH}: installed\n"));
+    // The explained status says why K53 will not get it, instead of "pending".
+    let matrix = sb.ours(&["status"]);
+    assert!(
+        matrix.stdout.contains("untrusted[") && matrix.stdout.contains("not built as root"),
+        "{matrix}"
+    );
+    assert!(matrix.stdout.contains("writable by everyone"), "{matrix}");
     assert_refused(
         &sb,
         &["build", "hello/1.0", "-k", K53],

@@ -370,6 +370,11 @@ pub enum Cell {
     BadConf {
         error: String,
     },
+    /// Run as root, its source or dkms.conf can be changed by another user: it will
+    /// not be built until that is fixed (or trusted deliberately).
+    Untrusted {
+        reason: String,
+    },
 }
 
 /// One row: a module version and its cell for each kernel of [`Matrix::kernels`].
@@ -617,6 +622,11 @@ fn cell(
     }
     if !conf.autoinstall {
         return Cell::Manual;
+    }
+    if let Err(e) = host.check_added_source(&mv.module, &mv.version) {
+        return Cell::Untrusted {
+            reason: e.to_string(),
+        };
     }
     for dep in &conf.build_depends {
         if tree::installed_version(&host.paths, dep, &kernel.release, arch).is_some() {

@@ -132,6 +132,10 @@ pub fn render(matrix: &Matrix, color: bool) -> String {
                     let n = note(error.clone());
                     (format!("bad conf[{n}]"), RED)
                 }
+                Cell::Untrusted { reason } => {
+                    let n = note(format!("not built as root: {reason}"));
+                    (format!("untrusted[{n}]"), RED)
+                }
             };
             cells.push((word, colour));
         }
