@@ -2,7 +2,7 @@
 //! then stage the results (stripped, signed, compressed) and rename them into
 //! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
 
-use super::fsutil::{copy_tree, remove_tree, replace_dir};
+use super::fsutil::{copy_tree, remove_tree, replace_dir, staging_path, sweep_module};
 use super::{io_err, read_conf, require_added, EngineError, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
@@ -51,6 +51,7 @@ fn build_target(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
+    sweep_module(&host.paths.module_dir(&target.module))?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
@@ -138,7 +139,12 @@ fn build_target(
 
     let staged = stage_modules(host, target, &conf, &work, &log_path, progress)?;
     let final_dir = target.build_dir(&host.paths);
+    // The log goes in with the modules, so a build never appears without it; the
+    // open handle follows the file, so POST_BUILD's output still lands in it.
+    let staged_log = staged.join("log/make.log");
+    fs::rename(&log_path, &staged_log).map_err(io_err("cannot move", &log_path))?;
     replace_dir(&staged, &final_dir)?;
+    let log_path = final_dir.join("log/make.log");
     if let Some(script) = &conf.post_build {
         run_script(
             host,
@@ -150,10 +156,20 @@ fn build_target(
             progress,
         )?;
     }
-    let final_log = final_dir.join("log/make.log");
-    fs::rename(&log_path, &final_log).map_err(io_err("cannot move", &log_path))?;
     remove_tree(&work)?;
     Ok(())
+}
+
+/// Removes the target's work directory when no failure record keeps it (it is kept
+/// only for the make.log a remembered failure points at): one left next to a finished
+/// build comes from a run interrupted between putting the build in place and
+/// removing its work directory. Only ever for this target, whose work directory no
+/// other thread of the run uses.
+pub(crate) fn discard_stale_work_dir(host: &Host, target: &Target) -> Result<(), EngineError> {
+    if target.failure_record(&host.paths).exists() {
+        return Ok(());
+    }
+    remove_tree(&target.work_dir(&host.paths))
 }
 
 /// BUILD_DEPENDS that are not installed for the target's kernel and arch.
@@ -327,16 +343,7 @@ fn stage_modules(
             log: log_path.to_path_buf(),
         });
     }
-    let kernel_dir = host
-        .paths
-        .version_dir(&target.module, &target.version)
-        .join(&target.kernel);
-    let staged = kernel_dir.join(format!(
-        "{}-{}-{}",
-        super::fsutil::TEMP_PREFIX,
-        std::process::id(),
-        target.arch
-    ));
+    let staged = staging_path(&target.build_dir(&host.paths));
     remove_tree(&staged)?;
     let module_dir = staged.join("module");
     fs::create_dir_all(&module_dir).map_err(io_err("cannot create directory", &module_dir))?;

@@ -3,12 +3,17 @@
 //! and renamed in, an installed file is written to a temp name and renamed over, and
 //! a failed build never touches what is installed.
 //!
+//! Every command first sweeps what an interrupted run left in the directories it is
+//! about to touch (see `fsutil`), so the next run after a kill converges on the state
+//! an uninterrupted run leaves. That sweep assumes no other process is writing:
+//! callers hold the tree lock (`lock.rs`), as the binary does.
+//!
 //! The library never prints: progress goes through the [`Progress`] trait the binary
 //! implements, and every failure is an [`EngineError`] that knows upstream's exit code.
 
 mod add;
 mod build;
-mod fsutil;
+pub(crate) mod fsutil;
 mod install;
 mod remove;
 mod run;

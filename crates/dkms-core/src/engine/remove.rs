@@ -2,7 +2,7 @@
 //! a module version out of DKMS once nothing is left. The source under the source
 //! tree is never deleted: it belongs to the package that installed it.
 
-use super::fsutil::{remove_empty_dirs, remove_tree};
+use super::fsutil::{remove_empty_dirs, remove_tree, sweep_module};
 use super::{read_conf, require_added, uninstall, EngineError, Options, Progress};
 use crate::host::Host;
 use crate::tree::{self, Target};
@@ -43,6 +43,8 @@ pub fn remove(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
+    // First, so that a removal interrupted after the version went leaves nothing.
+    sweep_module(&host.paths.module_dir(module))?;
     if let Err(e) = require_added(host, module, version) {
         // A broken version can still be removed: that is how a user fixes it.
         if !matches!(e, EngineError::Broken { .. }) {
