@@ -8,6 +8,7 @@
 mod cleanup;
 mod engine;
 mod failure;
+mod faults;
 mod lock;
 mod matrix;
 mod normalizer;
@@ -20,3 +21,4 @@ mod status_json;
 mod status_notes;
 mod support;
 mod tarball;
+mod trees;

@@ -220,6 +220,11 @@ impl Sandbox {
 
     fn run_ours_with(&self, program: &Path, args: &[&str], trees: &[String]) -> Output {
         let mut cmd = Command::new(program);
+        self.configure_ours(&mut cmd, args, trees);
+        run(cmd)
+    }
+
+    fn configure_ours(&self, cmd: &mut Command, args: &[&str], trees: &[String]) {
         cmd.args(args)
             .args(trees)
             .arg("--etc-dir")
@@ -227,7 +232,29 @@ impl Sandbox {
             // No settings file from the host: this one does not exist.
             .env("DKMS_HOOK_CONFIG", self.etc_dir().join("dkms-hook.toml"))
             .env_remove("RUST_LOG");
-        run(cmd)
+    }
+
+    /// Our binary with `args` and the sandbox's trees (`install_tree`, or `T/inst`),
+    /// not yet run, behind `wrapper` (a tracer, `nsenter`, ...; empty for none): for
+    /// tests that need stdin, a signal, or several runs at once.
+    pub fn ours_command(
+        &self,
+        wrapper: &[&str],
+        install_tree: Option<&Path>,
+        args: &[&str],
+    ) -> Command {
+        let trees = self
+            .tree_args_with(&install_tree.map_or_else(|| self.install_tree(), Path::to_path_buf));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(ours_exe());
+                cmd
+            }
+            None => Command::new(ours_exe()),
+        };
+        self.configure_ours(&mut cmd, args, &trees);
+        cmd
     }
 
     /// Runs Debian's dkms with `<args> --dkmstree T/dkms --sourcetree T/src
@@ -471,7 +498,7 @@ fn check_prerequisites() {
             "the normalizer knows only {UPSTREAM_VERSION}'s output\n{version}"
         );
         for tool in [
-            "unshare", "make", "gcc", "depmod", "modinfo", "patch", "openssl",
+            "unshare", "nsenter", "strace", "make", "gcc", "depmod", "modinfo", "patch", "openssl",
         ] {
             let mut cmd = Command::new("sh");
             cmd.args(["-c", "command -v \"$0\"", tool]);
