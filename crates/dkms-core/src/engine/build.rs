@@ -305,6 +305,15 @@ fn run_make(
     }
     let status = make.run_to_log(log, &[])?;
     let _ = writeln!(log_writer, "\n# exit code: {status}");
+    if status != ExitDescription::Code(0) && out_of_space(work, log_path) {
+        // Not the source's fault: no failure record (the next run builds again), and
+        // the partial objects go, to give the space back.
+        remove_tree(work)?;
+        return Err(EngineError::BuildNoSpace {
+            target: Box::new(target.clone()),
+            dir: work.to_path_buf(),
+        });
+    }
     if status != ExitDescription::Code(0) {
         return Err(EngineError::BuildFailed {
             target: Box::new(target.clone()),
@@ -314,6 +323,41 @@ fn run_make(
         });
     }
     Ok(())
+}
+
+/// Below this much free space, a failed make is taken to have failed for want of it.
+const LOW_SPACE: u64 = 1 << 20;
+
+/// Whether a failed make in `dir` ran out of space: its log says so (in the C locale
+/// its children run in; the compiler deletes the half-written object, so the space
+/// may be free again by now), or the file system is (next to) full.
+fn out_of_space(dir: &Path, log: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::ffi::OsStrExt;
+    let mut tail = Vec::new();
+    if let Ok(mut file) = File::open(log) {
+        let _ = file.seek(SeekFrom::End(-(64 << 10)));
+        let _ = file.read_to_end(&mut tail);
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    if tail.contains("No space left on device") || tail.contains("Disk quota exceeded") {
+        return true;
+    }
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stat` is writable memory of the right
+    // type; statvfs only writes into it.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct (it was zeroed anyway).
+    let stat = unsafe { stat.assume_init() };
+    // Both are u64 here but narrower on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let free = (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
+    free < LOW_SPACE
 }
 
 /// Copies every expected module into a staging directory next to the final one, and

@@ -109,6 +109,8 @@ pub enum EngineError {
         status: String,
         log: PathBuf,
     },
+    #[error("{target}: make failed and the file system holding {} is full; free some space there and run again", .dir.display())]
+    BuildNoSpace { target: Box<Target>, dir: PathBuf },
     #[error("{target}: the {script} script failed ({status}); see {}", .log.display())]
     ScriptFailed {
         target: Box<Target>,
@@ -138,6 +140,13 @@ pub enum EngineError {
     AlreadyInstalled { target: Box<Target> },
     #[error("{target} is already built; run `dkms unbuild` first, or pass --force to rebuild")]
     AlreadyBuilt { target: Box<Target> },
+    #[error("{what} {}: the disk is full; free some space there and run again", .path.display())]
+    NoSpace {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {}: {source}", .path.display())]
     Io {
         what: &'static str,
@@ -163,7 +172,7 @@ impl EngineError {
             EngineError::Excluded { .. } => 77,
             EngineError::MissingDependencies { .. } => 13,
             EngineError::Patch { code, .. } => *code,
-            EngineError::BuildFailed { .. } => 10,
+            EngineError::BuildFailed { .. } | EngineError::BuildNoSpace { .. } => 10,
             EngineError::ScriptFailed { .. } => 10,
             EngineError::ModulesMissing { .. } => 7,
             EngineError::NoKernel { .. } => 6,
@@ -171,7 +180,7 @@ impl EngineError {
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
             EngineError::AlreadyInstalled { .. } => 5,
             EngineError::KnownFailure { exit_code, .. } => *exit_code,
-            EngineError::Io { .. } | EngineError::Exec(_) => 1,
+            EngineError::Io { .. } | EngineError::NoSpace { .. } | EngineError::Exec(_) => 1,
         }
     }
 
@@ -187,13 +196,20 @@ impl EngineError {
     }
 }
 
-/// Attaches what was being done and to which path to an I/O error.
+/// Attaches what was being done and to which path to an I/O error. A full disk (or
+/// quota) gets its own variant, because its fix is the user's, not ours.
 pub(crate) fn io_err(
     what: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> EngineError {
     let path = path.into();
-    move |source| EngineError::Io { what, path, source }
+    move |source| {
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            EngineError::NoSpace { what, path, source }
+        } else {
+            EngineError::Io { what, path, source }
+        }
+    }
 }
 
 /// Checks that `module/version` is added and not broken, as every command but add does.
