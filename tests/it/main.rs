@@ -6,6 +6,7 @@
 //! without them the tests fail rather than skip.
 
 mod cleanup;
+mod concurrent;
 mod disk_full;
 mod engine;
 mod failure;
