@@ -16,7 +16,7 @@
 //! uninterrupted run leaves, with no temp name anywhere.
 
 use crate::report::{self, Category};
-use crate::support::{Sandbox, K53, K54, KERNELS};
+use crate::support::{run, Sandbox, K53, K54, KERNELS};
 use crate::trees::{
     is_kept_module_file, is_module_file, is_temp, restore_trees, save_trees, Node, State,
 };
@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 /// System calls that change files or directories, and `openat` (creating a file is
 /// an open). A kill before each of them produces every state a run passes through.
@@ -112,6 +112,12 @@ fn run_under_strace(
 /// first happen: the `n`-th call of that name in one of dkms-hook's threads. Children
 /// (any process other than the first that calls execve) are left out.
 fn kill_points(trace: &str) -> Vec<(String, usize)> {
+    kill_points_where(trace, |_| true)
+}
+
+/// [`kill_points`] at the calls whose traced text passes `keep` (every call still
+/// counts towards `n`).
+fn kill_points_where(trace: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, usize)> {
     let lines: Vec<(&str, &str)> = trace
         .lines()
         .filter_map(|line| line.split_once(' '))
@@ -138,7 +144,7 @@ fn kill_points(trace: &str) -> Vec<(String, usize)> {
         }
         let n = counts.entry((pid, name)).or_insert(0);
         *n += 1;
-        if seen.insert((name.to_string(), *n)) {
+        if keep(call) && seen.insert((name.to_string(), *n)) {
             points.push((name.to_string(), *n));
         }
     }
@@ -615,5 +621,142 @@ fn a_kill_during_uninstall_puts_the_kernels_own_module_back_exactly_once() {
         fs::read(sb.install_tree().join(&original)).unwrap(),
         bytes,
         "uninstall puts the original back"
+    );
+}
+
+/// `openssl <args>`'s stdout; fails the test when openssl fails.
+fn openssl(args: &[&str], file: &std::path::Path) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(args).arg(file);
+    let out = run(cmd);
+    assert_eq!(out.code, 0, "openssl {args:?} {}\n{out}", file.display());
+    out.stdout
+}
+
+/// What is wrong with the signing key pair in the DKMS tree and with the signature of
+/// `module`: both halves must be there, be one pair, and have signed the module.
+fn signing_problems(sb: &Sandbox, module: &std::path::Path) -> Vec<String> {
+    let (key, cert) = (
+        sb.dkms_tree().join("mok.key"),
+        sb.dkms_tree().join("mok.pub"),
+    );
+    if !key.is_file() || !cert.is_file() {
+        return vec![format!(
+            "half a key pair: mok.key {}, mok.pub {}",
+            if key.is_file() { "present" } else { "missing" },
+            if cert.is_file() { "present" } else { "missing" }
+        )];
+    }
+    let mut problems = Vec::new();
+    let cert_public = openssl(
+        &["x509", "-inform", "DER", "-noout", "-pubkey", "-in"],
+        &cert,
+    );
+    if cert_public != openssl(&["pkey", "-pubout", "-in"], &key) {
+        problems.push("mok.key and mok.pub are not one pair".to_string());
+    }
+    let serial = openssl(
+        &["x509", "-inform", "DER", "-noout", "-serial", "-in"],
+        &cert,
+    );
+    let mut cmd = Command::new("modinfo");
+    cmd.args(["-F", "sig_key"]).arg(module);
+    let signed_by = run(cmd).stdout.trim().replace(':', "");
+    if format!("serial={signed_by}") != serial.trim() {
+        problems.push(format!(
+            "{} is not signed with mok.pub (sig_key {signed_by:?}, certificate {})",
+            module.display(),
+            serial.trim()
+        ));
+    }
+    problems
+}
+
+#[test]
+fn a_kill_while_the_first_build_makes_the_signing_key_leaves_one_whole_pair_after_the_next_run() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    sb.ours(&["add", "hello/1.0"]);
+    let args = ["build", "hello/1.0", "-k", K53];
+    let saved = sb.path("fault-before");
+    save_trees(&sb, &saved);
+    let log = sb.path("fault-trace.log");
+    let (status, output) = run_under_strace(
+        &sb,
+        &[
+            "-o".into(),
+            log.display().to_string(),
+            "-e".into(),
+            format!("trace={},execve", STATE_CHANGING.join(",")),
+            "-e".into(),
+            "signal=none".into(),
+        ],
+        &args,
+    );
+    assert!(status.success(), "the uninterrupted build failed\n{output}");
+    // A new key pair each run, so no reference tree: the checks are about the pair.
+    let built = sb.built_module_dir("hello", "1.0", K53).join("hello.ko");
+    assert_eq!(signing_problems(&sb, &built), Vec::<String>::new());
+    let trace = fs::read_to_string(&log).expect("reading the strace log");
+    // The key generation's own calls: those naming its scratch directory or the pair.
+    let points = kill_points_where(&trace, |call| {
+        call.contains(".dkms-signing-key-") || call.contains("/mok.")
+    });
+    assert!(
+        points.len() >= 4,
+        "the key generation was not traced: {points:?}"
+    );
+
+    let mut failures = Vec::new();
+    for (call, n) in &points {
+        restore_trees(&sb, &saved);
+        let (status, output) = run_under_strace(
+            &sb,
+            &[
+                "-o".into(),
+                "/dev/null".into(),
+                "-e".into(),
+                format!("inject={call}:signal=KILL:when={n}"),
+            ],
+            &args,
+        );
+        assert_eq!(
+            status.signal(),
+            Some(SIGKILL),
+            "{call} #{n} was not reached\n{output}"
+        );
+        let rerun = sb.run_ours(&args);
+        let mut problems = Vec::new();
+        if rerun.code != 0 && rerun.code != 3 {
+            problems.push(format!("the next build fails\n{rerun}"));
+        }
+        problems.extend(signing_problems(&sb, &built));
+        let left: Vec<String> = fs::read_dir(sb.dkms_tree())
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with(".dkms-signing-key-") || is_temp(n))
+            .collect();
+        if !left.is_empty() {
+            problems.push(format!("left in the DKMS tree: {left:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "killed before {call} #{n}:\n  {}",
+                problems.join("\n  ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} kills during key generation broke the pair:\n{}",
+        failures.len(),
+        points.len(),
+        failures.join("\n")
+    );
+    report::record(
+        Category::Fault,
+        "first build, while it makes the signing key",
+        points.len(),
+        points.len(),
     );
 }
