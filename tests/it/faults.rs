@@ -506,6 +506,24 @@ fn a_kill_during_a_forced_rebuild_of_the_installed_version_never_leaves_its_link
 }
 
 #[test]
+fn a_kill_during_add_leaves_the_installed_version_alone_and_the_rerun_adds() {
+    let sb = Sandbox::new();
+    hello_1_installed_on_both(&sb);
+    sb.copy_fixture("hello", "2.0");
+    kill_everywhere(
+        &sb,
+        &Scenario {
+            name: "add hello/2.0 next to the installed 1.0",
+            args: &["add", "hello/2.0"],
+            kept: &[("hello", K53), ("hello", K54)],
+            kept_files: &[],
+            max_points: usize::MAX,
+            threaded: false,
+        },
+    );
+}
+
+#[test]
 fn a_kill_during_uninstall_leaves_the_other_kernel_alone_and_the_rerun_finishes() {
     let sb = Sandbox::new();
     hello_1_installed_on_both(&sb);
