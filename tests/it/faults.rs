@@ -27,8 +27,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// System calls that change files or directories, and `openat` (creating a file is
-/// an open). A kill before each of them produces every state a run passes through.
-const STATE_CHANGING: [&str; 25] = [
+/// an open): a kill before each of them produces every state a run passes through.
+/// Plus `waitid`, where dkms-hook starts waiting for a child it just started (make,
+/// cp, strip, sign-file): a kill there leaves that child running without its parent.
+const STATE_CHANGING: [&str; 26] = [
+    "waitid",
     "openat",
     "creat",
     "mkdir",
@@ -151,9 +154,11 @@ fn kill_points_where(trace: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, u
     points
 }
 
-/// The calls that put things in place (renames, symlinks): where a kill tests the
-/// commit points themselves. A sample always keeps all of them.
-const COMMITS: [&str; 7] = [
+/// The calls that put things in place (renames, symlinks), where a kill tests the
+/// commit points themselves, and `waitid`, where children run: a sample always keeps
+/// all of them.
+const COMMITS: [&str; 8] = [
+    "waitid",
     "rename",
     "renameat",
     "renameat2",
