@@ -10,9 +10,10 @@ use crate::exec::{Command, ExitDescription};
 use crate::host::Host;
 use crate::sign;
 use crate::tree::{self, Target};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Builds `target`. Fails (with upstream's exit code) when it is excluded by
 /// BUILD_EXCLUSIVE_* (77), has no headers (21), misses BUILD_DEPENDS (13), or make
@@ -98,6 +99,7 @@ fn build_target(
         .paths
         .version_dir(&target.module, &target.version)
         .join("source");
+    wait_for_leftover_processes(&work, progress);
     copy_tree(&source, &work)?;
     let log_path = work.join("make.log");
     let mut log = OpenOptions::new()
@@ -105,6 +107,9 @@ fn build_target(
         .append(true)
         .open(&log_path)
         .map_err(io_err("cannot create", &log_path))?;
+    // Held by every child the build starts, which get the log as stdout and stderr:
+    // see wait_for_leftover_processes. Best effort, as locks are on some file systems.
+    let _ = log.try_lock();
     let _ = writeln!(
         log,
         "DKMS (dkms-hook {}) make.log for {}/{} for kernel {} ({})",
@@ -170,6 +175,47 @@ pub(crate) fn discard_stale_work_dir(host: &Host, target: &Target) -> Result<(),
         return Ok(());
     }
     remove_tree(&target.work_dir(&host.paths))
+}
+
+/// How long a build waits for processes of an interrupted run that are still writing
+/// in its work directory: compilers finishing their file after make died with us.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until no process of an interrupted run holds the work directory's make.log.
+/// A build holds an exclusive flock on it, shared by every child (they get it as
+/// stdout and stderr), so the lock is free once all of them have exited; until then
+/// they may still write objects that the new build would take for its own. Gives up
+/// with a warning after [`LEFTOVER_WAIT`] (a build that left a daemon behind).
+fn wait_for_leftover_processes(work: &Path, progress: &dyn Progress) {
+    let log = work.join("make.log");
+    let Ok(file) = File::open(&log) else {
+        return;
+    };
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if start.elapsed() < LEFTOVER_WAIT => {
+                if !told {
+                    progress.warn(&format!(
+                        "waiting for processes of an interrupted build still writing in {}",
+                        work.display()
+                    ));
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(TryLockError::WouldBlock) => {
+                progress.warn(&format!(
+                    "processes of an interrupted build still hold {}; building anyway",
+                    log.display()
+                ));
+                return;
+            }
+            // Free (the lock goes with `file`), or locks do not work here.
+            _ => return,
+        }
+    }
 }
 
 /// BUILD_DEPENDS that are not installed for the target's kernel and arch.
