@@ -205,7 +205,7 @@ pub fn replace_dir(staged: &Path, dest: &Path) -> Result<(), EngineError> {
         Ok(()) => {
             sync_dir(dir)?;
             // `staged` now names the old directory, under a temp name.
-            remove_now(staged)
+            remove_in_place(staged)
         }
         Err(e)
             if matches!(
@@ -220,7 +220,7 @@ pub fn replace_dir(staged: &Path, dest: &Path) -> Result<(), EngineError> {
                 return Err(io_err("cannot rename into place", dest)(e));
             }
             sync_dir(dir)?;
-            remove_now(&old)
+            remove_in_place(&old)
         }
         Err(e) => Err(io_err("cannot exchange into place", dest)(e)),
     }
@@ -255,9 +255,9 @@ pub fn remove_tree(path: &Path) -> Result<(), EngineError> {
         Ok(m) if m.is_dir() => {
             let gone = temp_path(parent(path), TempKind::Gone, name(path));
             match fs::rename(path, &gone) {
-                Ok(()) => remove_now(&gone),
+                Ok(()) => remove_in_place(&gone),
                 // A mount point or a directory we may not rename: delete in place.
-                Err(_) => remove_now(path),
+                Err(_) => remove_in_place(path),
             }
         }
         Ok(_) => fs::remove_file(path).map_err(io_err("cannot remove", path)),
@@ -265,8 +265,8 @@ pub fn remove_tree(path: &Path) -> Result<(), EngineError> {
 }
 
 /// Deletes a file, symlink or directory tree where it is (never following symlinks:
-/// `remove_dir_all` unlinks them).
-fn remove_now(path: &Path) -> Result<(), EngineError> {
+/// `remove_dir_all` unlinks them). A missing `path` is not an error.
+pub fn remove_in_place(path: &Path) -> Result<(), EngineError> {
     let result = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
@@ -343,7 +343,7 @@ pub fn sweep_dir(dir: &Path) -> Result<usize, EngineError> {
             }
         }
         log::info!("removing {} (left by an interrupted run)", path.display());
-        remove_now(&path)?;
+        remove_in_place(&path)?;
         cleared += 1;
     }
     Ok(cleared)

@@ -3,9 +3,9 @@
 //! and renamed in, an installed file is written to a temp name and renamed over, and
 //! a failed build never touches what is installed.
 //!
-//! Every command first sweeps what an interrupted run left in the directories it is
-//! about to touch (see `fsutil`), so the next run after a kill converges on the state
-//! an uninterrupted run leaves. That sweep assumes no other process is writing:
+//! build, install, uninstall (and so unbuild) and remove first sweep what an
+//! interrupted run left in the directories they are about to touch (see `fsutil`), so
+//! the next run after a kill converges on the state an uninterrupted run leaves. That sweep assumes no other process is writing:
 //! callers hold the tree lock (`lock.rs`), as the binary does.
 //!
 //! The library never prints: progress goes through the [`Progress`] trait the binary
@@ -24,9 +24,11 @@ pub use install::{depmod, install, uninstall};
 pub use remove::{remove, unbuild};
 pub use run::{run_plan, JobResult, Outcome, RunReport};
 
-/// Removes a file or a directory tree, never following a symlink out of it.
+/// Removes a file or a directory tree, never following a symlink out of it. In place,
+/// not through a temp name: its callers (cleanup, the remove hook) delete leftovers
+/// outside the directories the engine sweeps, and find a half-deleted one again.
 pub fn remove_path(path: &std::path::Path) -> Result<(), EngineError> {
-    fsutil::remove_tree(path)
+    fsutil::remove_in_place(path)
 }
 
 use crate::conf::ConfError;
