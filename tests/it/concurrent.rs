@@ -23,7 +23,7 @@ const JOBS: [Job; 4] = [
 
 fn start(sb: &Sandbox, (args, stdin): Job) -> Child {
     let mut child = sb
-        .ours_command(&[], None, args)
+        .ours_command(&[], args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

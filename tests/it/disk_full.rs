@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 /// the holder, which takes the namespace and the mount with it.
 struct PrivateTmpfs {
     holder: Child,
+    dir: PathBuf,
 }
 
 impl PrivateTmpfs {
@@ -37,7 +38,10 @@ echo mounted && exec sleep 3600"#;
             .read_line(&mut line)
             .expect("reading from the namespace holder");
         assert_eq!(line, "mounted\n", "mounting a tmpfs over {}", dir.display());
-        PrivateTmpfs { holder }
+        PrivateTmpfs {
+            holder,
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// `path` as seen inside the namespace, from outside it.
@@ -56,12 +60,8 @@ echo mounted && exec sleep 3600"#;
     fn resize(&self, size: &str) {
         let status = Command::new("nsenter")
             .args(["-t", &self.holder.id().to_string(), "-m", "--"])
-            .args([
-                "mount",
-                "-o",
-                &format!("remount,size={size}"),
-                "dkms-hook-disk-full",
-            ])
+            .args(["mount", "-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
             .status()
             .expect("running nsenter");
         assert!(status.success(), "remounting the tmpfs with size={size}");
@@ -80,7 +80,7 @@ fn ours_in(sb: &Sandbox, fs: &PrivateTmpfs, args: &[&str]) -> Output {
     let enter = fs.enter();
     let wrapper: Vec<&str> = enter.iter().map(String::as_str).collect();
     let out = sb
-        .ours_command(&wrapper, None, args)
+        .ours_command(&wrapper, args)
         .stdin(Stdio::null())
         .output()
         .expect("running dkms-hook in the namespace");

@@ -1,6 +1,5 @@
-//! A real SIGKILL at every state-changing system call of a command (where a real make
-//! makes each point slow: at every rename and symlink, and an evenly spread sample of
-//! the rest), and what must hold afterwards.
+//! A real SIGKILL at every state-changing system call of a command, and what must hold
+//! afterwards.
 //!
 //! Technique: the command first runs uninterrupted under `strace -f -b execve`, which
 //! records each system call of dkms-hook's own threads (children such as make, cp and
@@ -59,14 +58,14 @@ const STATE_CHANGING: [&str; 26] = [
     "copy_file_range",
 ];
 
-/// `DKMS_HOOK_FAULT_POINTS=all` runs every kill point of the sampled scenarios too
-/// (slow: a real make per point); a number caps each scenario at that many.
-fn point_cap(default: usize) -> usize {
-    match std::env::var("DKMS_HOOK_FAULT_POINTS").ok().as_deref() {
-        Some("all") => usize::MAX,
-        Some(n) => n.parse().unwrap_or(default),
-        None => default,
-    }
+/// Every kill point is tried, unless `DKMS_HOOK_FAULT_POINTS=<n>` asks for a quicker
+/// run: then each scenario kills at every rename, symlink and waitid and at `n` other
+/// points evenly spread over the run.
+fn point_cap() -> usize {
+    std::env::var("DKMS_HOOK_FAULT_POINTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// One command to interrupt, on a tree a setup function prepared.
@@ -80,8 +79,6 @@ struct Scenario<'a> {
     /// Files of the install tree (relative) that must be there, complete, at every
     /// moment: a module of the kernel that ours replaces, or ours.
     kept_files: &'a [&'a str],
-    /// At most this many kill points, evenly spread over the run.
-    max_points: usize,
     /// Whether the work is spread over the scheduler's worker threads. Each thread
     /// counts its own calls, and which thread takes which target varies from run to
     /// run, so some points traced in the reference run may not come up again; those
@@ -99,7 +96,7 @@ fn run_under_strace(
     let mut wrapper: Vec<&str> = vec!["strace", "-f", "-b", "execve", "-qq"];
     wrapper.extend(strace_args.iter().map(String::as_str));
     let out = sb
-        .ours_command(&wrapper, None, args)
+        .ours_command(&wrapper, args)
         .stdin(Stdio::null())
         .output()
         .expect("running strace (install it: scripts/install-deps)");
@@ -239,7 +236,7 @@ fn kill_everywhere(sb: &Sandbox, scenario: &Scenario) -> usize {
 
     let trace = fs::read_to_string(&log).expect("reading the strace log");
     let all_points = kill_points(&trace);
-    let points = sample(&all_points, point_cap(scenario.max_points));
+    let points = sample(&all_points, point_cap());
     assert!(
         !points.is_empty(),
         "{}: no state-changing system call was traced",
@@ -454,9 +451,6 @@ fn hello_2_added(sb: &Sandbox, built_on: &[&str]) {
     }
 }
 
-/// How many kill points the scenarios with a real make in them get by default.
-const BUILD_POINTS: usize = 40;
-
 #[test]
 fn a_kill_during_an_upgrade_install_leaves_the_old_or_the_new_module_working() {
     let sb = Sandbox::new();
@@ -469,7 +463,6 @@ fn a_kill_during_an_upgrade_install_leaves_the_old_or_the_new_module_working() {
             args: &["install", "hello/2.0", "-k", K53],
             kept: &[("hello", K53), ("hello", K54)],
             kept_files: &[],
-            max_points: usize::MAX,
             threaded: false,
         },
     );
@@ -487,7 +480,6 @@ fn a_kill_during_an_upgrade_that_builds_first_leaves_the_old_module_working() {
             args: &["install", "hello/2.0", "-k", K53],
             kept: &[("hello", K53), ("hello", K54)],
             kept_files: &[],
-            max_points: BUILD_POINTS,
             threaded: false,
         },
     );
@@ -504,7 +496,6 @@ fn a_kill_during_a_forced_rebuild_of_the_installed_version_never_leaves_its_link
             args: &["build", "hello/1.0", "-k", K53, "--force"],
             kept: &[("hello", K53), ("hello", K54)],
             kept_files: &[],
-            max_points: BUILD_POINTS,
             threaded: false,
         },
     );
@@ -522,7 +513,6 @@ fn a_kill_during_add_leaves_the_installed_version_alone_and_the_rerun_adds() {
             args: &["add", "hello/2.0"],
             kept: &[("hello", K53), ("hello", K54)],
             kept_files: &[],
-            max_points: usize::MAX,
             threaded: false,
         },
     );
@@ -539,7 +529,6 @@ fn a_kill_during_uninstall_leaves_the_other_kernel_alone_and_the_rerun_finishes(
             args: &["uninstall", "hello/1.0", "-k", K53],
             kept: &[("hello", K54)],
             kept_files: &[],
-            max_points: usize::MAX,
             threaded: false,
         },
     );
@@ -559,7 +548,6 @@ fn a_kill_during_remove_all_leaves_other_modules_alone_and_the_rerun_finishes() 
             args: &["remove", "hello/1.0", "--all"],
             kept: &[("twomods", K53)],
             kept_files: &[],
-            max_points: usize::MAX,
             threaded: false,
         },
     );
@@ -580,7 +568,6 @@ fn a_kill_during_autoinstall_of_two_modules_on_two_kernels_loses_nothing() {
             args: &["autoinstall", "-k", K53, "-k", K54],
             kept: &[("hello", K53), ("hello", K54)],
             kept_files: &[],
-            max_points: usize::MAX,
             threaded: true,
         },
     );
@@ -615,7 +602,6 @@ fn a_kill_during_a_first_install_over_a_kernel_module_keeps_that_module_or_ours_
             args: &["install", "hello/1.0", "-k", K53],
             kept: &[],
             kept_files: &[&original],
-            max_points: usize::MAX,
             threaded: false,
         },
     );
@@ -636,7 +622,6 @@ fn a_kill_during_uninstall_puts_the_kernels_own_module_back_exactly_once() {
             args: &["uninstall", "hello/1.0", "-k", K53],
             kept: &[],
             kept_files: &[&original],
-            max_points: usize::MAX,
             threaded: false,
         },
     );

@@ -234,17 +234,11 @@ impl Sandbox {
             .env_remove("RUST_LOG");
     }
 
-    /// Our binary with `args` and the sandbox's trees (`install_tree`, or `T/inst`),
-    /// not yet run, behind `wrapper` (a tracer, `nsenter`, ...; empty for none): for
-    /// tests that need stdin, a signal, or several runs at once.
-    pub fn ours_command(
-        &self,
-        wrapper: &[&str],
-        install_tree: Option<&Path>,
-        args: &[&str],
-    ) -> Command {
-        let trees = self
-            .tree_args_with(&install_tree.map_or_else(|| self.install_tree(), Path::to_path_buf));
+    /// Our binary with `args` and the sandbox's trees, not yet run, behind `wrapper`
+    /// (a tracer, `nsenter`, ...; empty for none): for tests that need stdin, a
+    /// signal, a mount namespace or several runs at once.
+    pub fn ours_command(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let trees = self.tree_args();
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut cmd = Command::new(program);
