@@ -1,6 +1,7 @@
 //! One writer at a time: a command that changes the trees waits for another run's
 //! lock (saying so), and read-only commands never wait.
 
+use crate::report::{self, Category};
 use crate::support::Sandbox;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -43,5 +44,12 @@ fn a_writer_waits_for_the_tree_lock_while_status_does_not() {
     assert_eq!(
         sb.run_ours(&["status", "--compat"]).stdout,
         "hello/1.0: added\n"
+    );
+    // Two runs against a held lock: status, which went ahead, and add, which waited.
+    report::record(
+        Category::Concurrent,
+        "a writer and status against a held lock",
+        2,
+        2,
     );
 }

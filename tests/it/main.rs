@@ -7,8 +7,11 @@
 
 mod bad_input;
 mod cleanup;
+mod concurrent;
+mod disk_full;
 mod engine;
 mod failure;
+mod faults;
 mod load;
 mod lock;
 mod matrix;
@@ -23,4 +26,5 @@ mod status_json;
 mod status_notes;
 mod support;
 mod tarball;
+mod trees;
 mod trust;

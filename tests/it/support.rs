@@ -237,11 +237,12 @@ impl Sandbox {
     }
 
     fn run_ours_with(&self, program: &Path, args: &[&str], trees: &[String]) -> Output {
-        run(self.ours_command(program, args, trees))
+        let mut cmd = Command::new(program);
+        self.configure_ours(&mut cmd, args, trees);
+        run(cmd)
     }
 
-    fn ours_command(&self, program: &Path, args: &[&str], trees: &[String]) -> Command {
-        let mut cmd = Command::new(program);
+    fn configure_ours(&self, cmd: &mut Command, args: &[&str], trees: &[String]) {
         cmd.args(args)
             .args(trees)
             .arg("--etc-dir")
@@ -249,6 +250,22 @@ impl Sandbox {
             // Our settings file (see Sandbox::new), not the host's.
             .env("DKMS_HOOK_CONFIG", self.etc_dir().join("dkms-hook.toml"))
             .env_remove("RUST_LOG");
+    }
+
+    /// Our binary with `args` and the sandbox's trees, not yet run, behind `wrapper`
+    /// (a tracer, `nsenter`, ...; empty for none): for tests that need stdin, a
+    /// signal, a mount namespace or several runs at once.
+    pub fn ours_command(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let trees = self.tree_args();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(ours_exe());
+                cmd
+            }
+            None => Command::new(ours_exe()),
+        };
+        self.configure_ours(&mut cmd, args, &trees);
         cmd
     }
 
@@ -256,7 +273,7 @@ impl Sandbox {
     /// (what pacman gives `dkms-hook hook ...`: the target lines).
     pub fn run_ours_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
-        let mut cmd = self.ours_command(Path::new(ours_exe()), args, &self.tree_args());
+        let mut cmd = self.ours_command(&[], args);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -519,7 +536,7 @@ fn check_prerequisites() {
             "the normalizer knows only {UPSTREAM_VERSION}'s output\n{version}"
         );
         for tool in [
-            "unshare", "make", "gcc", "depmod", "modinfo", "patch", "openssl",
+            "unshare", "nsenter", "strace", "make", "gcc", "depmod", "modinfo", "patch", "openssl",
         ] {
             let mut cmd = Command::new("sh");
             cmd.args(["-c", "command -v \"$0\"", tool]);

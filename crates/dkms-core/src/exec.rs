@@ -169,9 +169,27 @@ impl Command {
         // A process group of its own, so a timeout can kill the subshells a script
         // started too, not just the script.
         let jobserver = self.jobserver.clone();
+        let parent = std::process::id();
         expr.before_spawn(move |command| {
             use std::os::unix::process::CommandExt;
             command.process_group(0);
+            // The child dies with the thread that started it (which waits for it): a
+            // make left running after dkms-hook was killed would go on writing in a
+            // work directory that the next run reuses.
+            // SAFETY: runs in the child between fork and exec, and only calls prctl
+            // and getppid, which are async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    // We may have died before that took effect.
+                    if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                    Ok(())
+                });
+            }
             if let Some(client) = &jobserver {
                 client.configure_make(command);
             }

@@ -46,11 +46,8 @@ pub fn record(paths: &Paths, target: &Target, exit_code: u8, message: &str, log:
         kernel_fingerprint: kernel_fingerprint(paths, &target.kernel),
     };
     if let Ok(json) = serde_json::to_vec_pretty(&record) {
-        let path = target.failure_record(paths);
-        let temp = path.with_extension("json.tmp");
-        if std::fs::write(&temp, json).is_ok() {
-            let _ = std::fs::rename(&temp, &path);
-        }
+        // Under a temp name first, which the next run sweeps if this one is killed.
+        let _ = crate::engine::fsutil::atomic_write(&target.failure_record(paths), &json, 0o644);
     }
 }
 

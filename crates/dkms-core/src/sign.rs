@@ -181,11 +181,17 @@ fn is_executable_file(path: &Path) -> bool {
 ///
 /// The pair is written into a private temporary directory next to the key and moved into
 /// place, so the private key is never readable by others, not even for a moment, and
-/// an interrupted run leaves no half-written key. Fails when only one of the two files
-/// exists (see [`SignError::KeyMissing`]), or when openssl fails or is not installed.
+/// an interrupted run leaves no half-written key. Two files cannot appear in one step:
+/// a run killed between them leaves the pair whole in its scratch directory, and the
+/// next call finishes the job (see [`finish_interrupted`]). Fails when only one of the
+/// two files exists (see [`SignError::KeyMissing`]), or when openssl fails or is not
+/// installed.
 pub fn ensure_signing_key(key: &SigningKey) -> Result<bool, SignError> {
     // sign-file takes PKCS#11 URIs for keys kept in a token; there is no file to check.
     let key_is_uri = key.key.to_str().is_some_and(|k| k.starts_with("pkcs11:"));
+    if !key_is_uri {
+        finish_interrupted(key)?;
+    }
     let key_exists = key_is_uri || key.key.exists();
     match (key_exists, key.certificate.exists()) {
         (true, true) => return Ok(false),
@@ -214,14 +220,12 @@ pub fn ensure_signing_key(key: &SigningKey) -> Result<bool, SignError> {
     }
     // tempfile creates the directory with mode 0700.
     let scratch = tempfile::Builder::new()
-        .prefix(".dkms-signing-key-")
+        .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
         .tempdir_in(key_dir)
         .map_err(|source| SignError::CreateDir {
             dir: key_dir.to_path_buf(),
             source,
         })?;
-    const NEW_KEY: &str = "key.pem";
-    const NEW_CERT: &str = "cert.der";
     let new_key = scratch.path().join(NEW_KEY);
     let new_cert = scratch.path().join(NEW_CERT);
 
@@ -264,10 +268,91 @@ pub fn ensure_signing_key(key: &SigningKey) -> Result<bool, SignError> {
             },
         )?;
     }
-    // The certificate first: the key appearing is what marks the pair complete.
-    move_into_place(&new_cert, &key.certificate)?;
+    // The certificate first: the key appearing is what marks the pair complete. The
+    // certificate is linked (or copied), not moved, so that until the key arrives the
+    // scratch directory still holds the whole pair.
+    place_certificate(&new_cert, &key.certificate)?;
     move_into_place(&new_key, &key.key)?;
     Ok(true)
+}
+
+/// Prefix of the scratch directory a key pair is generated in, next to the key:
+/// `<prefix><pid>-<random>`. The pid tells a live generation from a killed one.
+const SCRATCH_PREFIX: &str = ".dkms-signing-key-";
+/// The names openssl writes in the scratch directory.
+const NEW_KEY: &str = "key.pem";
+const NEW_CERT: &str = "cert.der";
+
+/// Finishes or clears what a key generation killed half-way left next to the key. In
+/// a scratch directory whose process is gone, a key whose certificate already arrived
+/// (the kill came between the two) is moved in, which completes the pair; everything
+/// else there is of no use to anyone and is deleted, private key included.
+fn finish_interrupted(key: &SigningKey) -> Result<(), SignError> {
+    let Ok(entries) = std::fs::read_dir(parent_dir(&key.key)) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX)) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(process_alive) {
+            continue;
+        }
+        let scratch = entry.path();
+        let new_key = scratch.join(NEW_KEY);
+        let same_certificate = matches!(
+            (std::fs::read(scratch.join(NEW_CERT)), std::fs::read(&key.certificate)),
+            (Ok(a), Ok(b)) if a == b
+        );
+        if !key.key.exists() && new_key.is_file() && same_certificate {
+            log::info!(
+                "completing the signing key pair an interrupted run left in {}",
+                scratch.display()
+            );
+            move_into_place(&new_key, &key.key)?;
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    Ok(())
+}
+
+/// Whether `pid` names a running process (this one included: its own generation is
+/// not a leftover).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; kill only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Gives the certificate its place as a second name of the scratch copy (one step,
+/// and the scratch keeps it); across file systems, as a copy under a temp name
+/// renamed in.
+fn place_certificate(from: &Path, to: &Path) -> Result<(), SignError> {
+    let install_error = |source| SignError::Install {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    };
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            let temp = crate::engine::fsutil::staging_path(to);
+            let copied = std::fs::copy(from, &temp).and_then(|_| std::fs::rename(&temp, to));
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            copied.map_err(install_error)
+        }
+        Err(e) => Err(install_error(e)),
+    }
 }
 
 /// The directory a file lives in, `.` for a bare file name.
@@ -526,6 +611,40 @@ mod tests {
             "an existing pair is kept"
         );
         assert_eq!(std::fs::read(&key.certificate).unwrap(), der);
+    }
+
+    #[test]
+    fn a_pair_a_killed_run_left_half_in_place_is_completed_and_its_scratch_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey {
+            key: dir.path().join("mok.key"),
+            certificate: dir.path().join("mok.pub"),
+        };
+        // No process has this pid: pids stay below pid_max.
+        let dead: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!process_alive(dead));
+        let scratch = |n: &str| dir.path().join(format!("{SCRATCH_PREFIX}{dead}-{n}"));
+        // Killed between the certificate and the key.
+        std::fs::create_dir(scratch("a")).unwrap();
+        std::fs::write(scratch("a").join(NEW_KEY), "the key").unwrap();
+        std::fs::write(scratch("a").join(NEW_CERT), "the certificate").unwrap();
+        std::fs::write(&key.certificate, "the certificate").unwrap();
+        // Killed earlier, in another run: a key of another pair, to be deleted.
+        std::fs::create_dir(scratch("b")).unwrap();
+        std::fs::write(scratch("b").join(NEW_KEY), "another key").unwrap();
+        std::fs::write(scratch("b").join(NEW_CERT), "another certificate").unwrap();
+
+        assert!(
+            !ensure_signing_key(&key).unwrap(),
+            "nothing new is generated"
+        );
+        assert_eq!(std::fs::read_to_string(&key.key).unwrap(), "the key");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "only mok.key and mok.pub are left: {left:?}");
     }
 
     #[test]

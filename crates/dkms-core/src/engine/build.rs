@@ -2,7 +2,7 @@
 //! then stage the results (stripped, signed, compressed) and rename them into
 //! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
 
-use super::fsutil::{copy_tree, remove_tree, replace_dir};
+use super::fsutil::{copy_tree, remove_tree, replace_dir, staging_path, sweep_module};
 use super::{io_err, read_conf, require_added, EngineError, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
@@ -10,9 +10,10 @@ use crate::exec::{Command, ExitDescription};
 use crate::host::Host;
 use crate::sign;
 use crate::tree::{self, Target};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Builds `target`. Fails (with upstream's exit code) when it is excluded by
 /// BUILD_EXCLUSIVE_* (77), has no headers (21), misses BUILD_DEPENDS (13), or make
@@ -61,6 +62,7 @@ fn build_target(
     // A build replaces the old build and work dir: never through a symlink.
     super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
     super::confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
+    sweep_module(&host.paths.module_dir(&target.module))?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
@@ -107,6 +109,7 @@ fn build_target(
         .paths
         .version_dir(&target.module, &target.version)
         .join("source");
+    wait_for_leftover_processes(&work, progress);
     copy_tree(&source, &work)?;
     let log_path = work.join("make.log");
     let mut log = OpenOptions::new()
@@ -114,6 +117,9 @@ fn build_target(
         .append(true)
         .open(&log_path)
         .map_err(io_err("cannot create", &log_path))?;
+    // Held by every child the build starts, which get the log as stdout and stderr:
+    // see wait_for_leftover_processes. Best effort, as locks are on some file systems.
+    let _ = log.try_lock();
     let _ = writeln!(
         log,
         "DKMS (dkms-hook {}) make.log for {}/{} for kernel {} ({})",
@@ -148,7 +154,12 @@ fn build_target(
 
     let staged = stage_modules(host, target, &conf, &work, &log_path, progress)?;
     let final_dir = target.build_dir(&host.paths);
+    // The log goes in with the modules, so a build never appears without it; the
+    // open handle follows the file, so POST_BUILD's output still lands in it.
+    let staged_log = staged.join("log/make.log");
+    fs::rename(&log_path, &staged_log).map_err(io_err("cannot move", &log_path))?;
     replace_dir(&staged, &final_dir)?;
+    let log_path = final_dir.join("log/make.log");
     if let Some(script) = &conf.post_build {
         run_script(
             host,
@@ -160,10 +171,61 @@ fn build_target(
             progress,
         )?;
     }
-    let final_log = final_dir.join("log/make.log");
-    fs::rename(&log_path, &final_log).map_err(io_err("cannot move", &log_path))?;
     remove_tree(&work)?;
     Ok(())
+}
+
+/// Removes the target's work directory when no failure record keeps it (it is kept
+/// only for the make.log a remembered failure points at): one left next to a finished
+/// build comes from a run interrupted between putting the build in place and
+/// removing its work directory. Only ever for this target, whose work directory no
+/// other thread of the run uses.
+pub(crate) fn discard_stale_work_dir(host: &Host, target: &Target) -> Result<(), EngineError> {
+    if target.failure_record(&host.paths).exists() {
+        return Ok(());
+    }
+    remove_tree(&target.work_dir(&host.paths))
+}
+
+/// How long a build waits for processes of an interrupted run that are still writing
+/// in its work directory: compilers finishing their file after make died with us.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until no process of an interrupted run holds the work directory's make.log.
+/// A build holds an exclusive flock on it, shared by every child (they get it as
+/// stdout and stderr), so the lock is free once all of them have exited; until then
+/// they may still write objects that the new build would take for its own. Gives up
+/// with a warning after [`LEFTOVER_WAIT`] (a build that left a daemon behind).
+fn wait_for_leftover_processes(work: &Path, progress: &dyn Progress) {
+    let log = work.join("make.log");
+    let Ok(file) = File::open(&log) else {
+        return;
+    };
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if start.elapsed() < LEFTOVER_WAIT => {
+                if !told {
+                    progress.warn(&format!(
+                        "waiting for processes of an interrupted build still writing in {}",
+                        work.display()
+                    ));
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(TryLockError::WouldBlock) => {
+                progress.warn(&format!(
+                    "processes of an interrupted build still hold {}; building anyway",
+                    log.display()
+                ));
+                return;
+            }
+            // Free (the lock goes with `file`), or locks do not work here.
+            _ => return,
+        }
+    }
 }
 
 /// BUILD_DEPENDS that are not installed for the target's kernel and arch.
@@ -299,6 +361,15 @@ fn run_make(
     }
     let status = make.run_to_log(log, &[])?;
     let _ = writeln!(log_writer, "\n# exit code: {status}");
+    if status != ExitDescription::Code(0) && out_of_space(work, log_path) {
+        // Not the source's fault: no failure record (the next run builds again), and
+        // the partial objects go, to give the space back.
+        remove_tree(work)?;
+        return Err(EngineError::BuildNoSpace {
+            target: Box::new(target.clone()),
+            dir: work.to_path_buf(),
+        });
+    }
     if status != ExitDescription::Code(0) {
         return Err(EngineError::BuildFailed {
             target: Box::new(target.clone()),
@@ -308,6 +379,41 @@ fn run_make(
         });
     }
     Ok(())
+}
+
+/// Below this much free space, a failed make is taken to have failed for want of it.
+const LOW_SPACE: u64 = 1 << 20;
+
+/// Whether a failed make in `dir` ran out of space: its log says so (in the C locale
+/// its children run in; the compiler deletes the half-written object, so the space
+/// may be free again by now), or the file system is (next to) full.
+fn out_of_space(dir: &Path, log: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::ffi::OsStrExt;
+    let mut tail = Vec::new();
+    if let Ok(mut file) = File::open(log) {
+        let _ = file.seek(SeekFrom::End(-(64 << 10)));
+        let _ = file.read_to_end(&mut tail);
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    if tail.contains("No space left on device") || tail.contains("Disk quota exceeded") {
+        return true;
+    }
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is NUL-terminated and `stat` is writable memory of the right
+    // type; statvfs only writes into it.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct (it was zeroed anyway).
+    let stat = unsafe { stat.assume_init() };
+    // Both are u64 here but narrower on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let free = (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
+    free < LOW_SPACE
 }
 
 /// Copies every expected module into a staging directory next to the final one, and
@@ -337,16 +443,7 @@ fn stage_modules(
             log: log_path.to_path_buf(),
         });
     }
-    let kernel_dir = host
-        .paths
-        .version_dir(&target.module, &target.version)
-        .join(&target.kernel);
-    let staged = kernel_dir.join(format!(
-        "{}-{}-{}",
-        super::fsutil::TEMP_PREFIX,
-        std::process::id(),
-        target.arch
-    ));
+    let staged = staging_path(&target.build_dir(&host.paths));
     remove_tree(&staged)?;
     let module_dir = staged.join("module");
     fs::create_dir_all(&module_dir).map_err(io_err("cannot create directory", &module_dir))?;

@@ -5,8 +5,15 @@
 //! touched; each file is renamed over the old one (never deleted first); modules of
 //! the kernel that ours replace are archived under `original_module` and put back on
 //! uninstall; the old version's leftovers are removed last.
+//!
+//! Every step can be repeated after a kill: the install link is switched last, an
+//! archive is made once (and never of our own module), and uninstall puts originals
+//! back over ours before it drops the link, the archive only after.
 
-use super::fsutil::{atomic_copy, atomic_symlink, remove_empty_dirs};
+use super::build::discard_stale_work_dir;
+use super::fsutil::{
+    atomic_copy, atomic_symlink, atomic_write, remove_empty_dirs, sweep_dir, sweep_module,
+};
 use super::{build, io_err, read_conf, require_added, EngineError, Options, Progress};
 use crate::exec::Command;
 use crate::host::Host;
@@ -25,6 +32,7 @@ pub fn install(
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
     host.check_added_source(&target.module, &target.version)?;
+    sweep_module(&host.paths.module_dir(&target.module))?;
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
     crate::kernel::require_installed(&host.paths, &target.kernel).map_err(EngineError::NoKernel)?;
     if target.is_installed(&host.paths) && !options.force {
@@ -32,7 +40,9 @@ pub fn install(
             target: Box::new(target.clone()),
         });
     }
-    if !target.is_built(&host.paths) {
+    if target.is_built(&host.paths) {
+        discard_stale_work_dir(host, target)?;
+    } else {
         build(host, target, options, progress)?;
     }
     let conf = read_conf(host, target, options)?;
@@ -86,6 +96,7 @@ pub fn install(
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         let dest_dir = kernel_dir.join(spec.dest_location.trim_start_matches('/'));
+        sweep_dir(&dest_dir)?;
         let dest = dest_dir.join(&file_name);
         // Any variant of the same module in that directory (other compression) goes
         // too, or modprobe would see two.
@@ -96,7 +107,7 @@ pub fn install(
             .collect();
         if first_install {
             for existing in variants.iter().filter(|p| !old_files.contains(p)) {
-                archive_original(host, target, existing)?;
+                archive_original(host, target, existing, &built)?;
             }
         }
         atomic_copy(&built, &dest)?;
@@ -142,8 +153,122 @@ fn built_file(module_dir: &Path, name: &str) -> Option<PathBuf> {
 /// name at the dkms.conf's install location (or, when the dkms.conf cannot be read
 /// any more, at the distribution's default location).
 fn installed_files(host: &Host, target: &Target, options: &Options) -> Vec<PathBuf> {
-    let kernel_dir = host.paths.kernel_dir(&target.kernel);
     let module_dir = target.build_dir(&host.paths).join("module");
+    let dirs = install_dirs(host, target, options);
+    let Ok(entries) = fs::read_dir(&module_dir) else {
+        return Vec::new();
+    };
+    let names: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|n| n.to_string_lossy().contains(".ko"))
+        .collect();
+    let mut files = Vec::new();
+    for name in &names {
+        for dir in &dirs {
+            let candidate = dir.join(name);
+            if candidate.is_file() && !files.contains(&candidate) {
+                files.push(candidate);
+            }
+        }
+    }
+    files
+}
+
+/// Copies a kernel module ours replaces to `original_module/<k>/<a>/`, with a
+/// `.origin` file naming where it came from, as upstream does.
+///
+/// After an interrupted install the same step runs again, so it must not archive
+/// twice: an existing archive (complete, since it is written atomically, and written
+/// after its `.origin`) is the original and is kept, and a file byte-identical to
+/// `ours` (the build being installed) is our own copy, not an original.
+fn archive_original(
+    host: &Host,
+    target: &Target,
+    file: &Path,
+    ours: &Path,
+) -> Result<(), EngineError> {
+    let dir = target.original_module_dir(&host.paths);
+    let name = file
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let archived = dir.join(&name);
+    if archived.exists() {
+        return Ok(());
+    }
+    let bytes = fs::read(file).map_err(io_err("cannot archive", file))?;
+    if fs::read(ours).is_ok_and(|built| built == bytes) {
+        return Ok(());
+    }
+    let mut origin = archived.clone().into_os_string();
+    origin.push(".origin");
+    atomic_write(
+        Path::new(&origin),
+        format!("{}\n", file.display()).as_bytes(),
+        0o644,
+    )?;
+    atomic_write(&archived, &bytes, 0o644)
+}
+
+/// Removes `target`'s modules from the kernel, puts back any originals they replaced,
+/// and removes the install link. Returns false when it was not installed.
+///
+/// Originals are copied back over ours (the path is never empty in between) before
+/// the link goes, and the archive only after it: a run killed before the link went
+/// does it all again, one killed after finds no link but an archive, and finishes by
+/// putting the originals back (again) and dropping the archive.
+pub fn uninstall(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<bool, EngineError> {
+    sweep_module(&host.paths.module_dir(&target.module))?;
+    let link = target.install_link(&host.paths);
+    if !target.is_installed(&host.paths) {
+        if link.symlink_metadata().is_err() {
+            // Nothing of the module is installed for this kernel: an archive (or
+            // its emptied directories) is what an interrupted run left.
+            restore_originals(host, target)?;
+            drop_archive(host, target)?;
+        }
+        return Ok(false);
+    }
+    let kernel_dir = host.paths.kernel_dir(&target.kernel);
+    let dirs = install_dirs(host, target, options);
+    // Nothing is removed if any file is reached through a symlink out of the trees.
+    super::confined::check_all(
+        &host.paths.install_tree,
+        &installed_files(host, target, options),
+    )?;
+    super::confined::check_all(&host.paths.install_tree, &dirs)?;
+    super::confined::check(
+        &host.paths.dkms_tree,
+        &target.original_module_dir(&host.paths),
+    )?;
+    progress.step(&format!("Uninstalling {target}"));
+    for dir in &dirs {
+        sweep_dir(dir)?;
+    }
+    let originals = restore_originals(host, target)?;
+    for file in installed_files(host, target, options) {
+        if !originals.contains(&file) {
+            fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
+        }
+    }
+    // Also the directories an interrupted run already emptied.
+    for dir in &dirs {
+        remove_empty_dirs(dir, &kernel_dir);
+    }
+    fs::remove_file(&link).map_err(io_err("cannot remove", &link))?;
+    drop_archive(host, target)?;
+    Ok(true)
+}
+
+/// The directories `target`'s modules are installed in (by its dkms.conf, or the
+/// distribution's default location when that cannot be read).
+fn install_dirs(host: &Host, target: &Target, options: &Options) -> Vec<PathBuf> {
+    let kernel_dir = host.paths.kernel_dir(&target.kernel);
     let locations: Vec<String> = match read_conf(host, target, options) {
         Ok(conf) => conf
             .modules
@@ -155,79 +280,29 @@ fn installed_files(host: &Host, target: &Target, options: &Options) -> Vec<PathB
             .clone()
             .unwrap_or_else(|| "/updates/dkms".into())],
     };
-    let Ok(entries) = fs::read_dir(&module_dir) else {
-        return Vec::new();
-    };
-    let names: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .filter(|n| n.to_string_lossy().contains(".ko"))
+    let mut dirs: Vec<PathBuf> = locations
+        .iter()
+        .map(|l| kernel_dir.join(l.trim_start_matches('/')))
         .collect();
-    let mut files = Vec::new();
-    for name in &names {
-        for location in &locations {
-            let candidate = kernel_dir.join(location.trim_start_matches('/')).join(name);
-            if candidate.is_file() && !files.contains(&candidate) {
-                files.push(candidate);
-            }
-        }
-    }
-    files
+    dirs.dedup();
+    dirs
 }
 
-/// Moves a kernel module ours replaces to `original_module/<k>/<a>/`, with a
-/// `.origin` file naming where it came from, as upstream does.
-fn archive_original(host: &Host, target: &Target, file: &Path) -> Result<(), EngineError> {
+/// Removes the archive of originals, and `original_module/` when it is empty.
+fn drop_archive(host: &Host, target: &Target) -> Result<(), EngineError> {
     let dir = target.original_module_dir(&host.paths);
-    fs::create_dir_all(&dir).map_err(io_err("cannot create directory", &dir))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    let archived = dir.join(&name);
-    fs::copy(file, &archived).map_err(io_err("cannot archive", file))?;
-    let mut origin = archived.clone().into_os_string();
-    origin.push(".origin");
-    fs::write(&origin, format!("{}\n", file.display()))
-        .map_err(io_err("cannot write", PathBuf::from(&origin)))?;
+    super::confined::remove_within(&host.paths.dkms_tree, &dir)?;
+    remove_empty_dirs(&dir, &host.paths.module_dir(&target.module));
     Ok(())
 }
 
-/// Removes `target`'s modules from the kernel, puts back any originals they replaced,
-/// and removes the install link. Returns false when it was not installed.
-pub fn uninstall(
-    host: &Host,
-    target: &Target,
-    options: &Options,
-    progress: &dyn Progress,
-) -> Result<bool, EngineError> {
-    if !target.is_installed(&host.paths) {
-        return Ok(false);
-    }
-    let kernel_dir = host.paths.kernel_dir(&target.kernel);
-    let files = installed_files(host, target, options);
-    // Nothing is removed if any file is reached through a symlink out of the tree.
-    super::confined::check_all(&host.paths.install_tree, &files)?;
-    super::confined::check(
-        &host.paths.dkms_tree,
-        &target.original_module_dir(&host.paths),
-    )?;
-    progress.step(&format!("Uninstalling {target}"));
-    for file in files {
-        fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
-        if let Some(parent) = file.parent() {
-            remove_empty_dirs(parent, &kernel_dir);
-        }
-    }
-    restore_originals(host, target)?;
-    let link = target.install_link(&host.paths);
-    fs::remove_file(&link).map_err(io_err("cannot remove", &link))?;
-    Ok(true)
-}
-
-fn restore_originals(host: &Host, target: &Target) -> Result<(), EngineError> {
+/// Copies every archived original back to where it came from (atomically, over our
+/// module if that is still there). Returns the paths restored.
+fn restore_originals(host: &Host, target: &Target) -> Result<Vec<PathBuf>, EngineError> {
     let dir = target.original_module_dir(&host.paths);
+    let mut restored = Vec::new();
     let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(());
+        return Ok(restored);
     };
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
     for entry in entries.flatten() {
@@ -250,12 +325,9 @@ fn restore_originals(host: &Host, target: &Target) -> Result<(), EngineError> {
             continue;
         }
         atomic_copy(&path, &origin)?;
+        restored.push(origin);
     }
-    super::confined::remove_within(&host.paths.dkms_tree, &dir)?;
-    if let Some(parent) = dir.parent() {
-        remove_empty_dirs(parent, &host.paths.module_dir(&target.module));
-    }
-    Ok(())
+    Ok(restored)
 }
 
 /// Runs depmod for one kernel, on the install tree we were given (never on the real

@@ -3,13 +3,18 @@
 //! and renamed in, an installed file is written to a temp name and renamed over, and
 //! a failed build never touches what is installed.
 //!
+//! build, install, uninstall (and so unbuild) and remove first sweep what an
+//! interrupted run left in the directories they are about to touch (see `fsutil`), so
+//! the next run after a kill converges on the state an uninterrupted run leaves. That sweep assumes no other process is writing:
+//! callers hold the tree lock (`lock.rs`), as the binary does.
+//!
 //! The library never prints: progress goes through the [`Progress`] trait the binary
 //! implements, and every failure is an [`EngineError`] that knows upstream's exit code.
 
 mod add;
 mod build;
 mod confined;
-mod fsutil;
+pub(crate) mod fsutil;
 mod install;
 mod remove;
 mod run;
@@ -22,9 +27,12 @@ pub use run::{run_plan, JobResult, Outcome, RunReport};
 
 /// Removes a file or a directory tree inside the tree `root` (the DKMS tree or the
 /// install tree), never following a symlink out of it: not inside what is removed,
-/// and not on the way there (see `confined`).
+/// and not on the way there (see `confined`). In place, not through a temp name: its
+/// callers (cleanup, the remove hook) delete leftovers outside the directories the
+/// engine sweeps, and find a half-deleted one again.
 pub fn remove_path(root: &std::path::Path, path: &std::path::Path) -> Result<(), EngineError> {
-    confined::remove_within(root, path)
+    confined::check(root, path)?;
+    fsutil::remove_in_place(path)
 }
 
 use crate::conf::ConfError;
@@ -107,6 +115,8 @@ pub enum EngineError {
         status: String,
         log: PathBuf,
     },
+    #[error("{target}: make failed and the file system holding {} is full; free some space there and run again", .dir.display())]
+    BuildNoSpace { target: Box<Target>, dir: PathBuf },
     #[error("{target}: the {script} script failed ({status}); see {}", .log.display())]
     ScriptFailed {
         target: Box<Target>,
@@ -139,6 +149,13 @@ pub enum EngineError {
     AlreadyInstalled { target: Box<Target> },
     #[error("{target} is already built; run `dkms unbuild` first, or pass --force to rebuild")]
     AlreadyBuilt { target: Box<Target> },
+    #[error("{what} {}: the disk is full; free some space there and run again", .path.display())]
+    NoSpace {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {}: {source}", .path.display())]
     Io {
         what: &'static str,
@@ -181,7 +198,7 @@ impl EngineError {
             EngineError::Excluded { .. } => 77,
             EngineError::MissingDependencies { .. } => 13,
             EngineError::Patch { code, .. } => *code,
-            EngineError::BuildFailed { .. } => 10,
+            EngineError::BuildFailed { .. } | EngineError::BuildNoSpace { .. } => 10,
             EngineError::ScriptFailed { .. } => 10,
             EngineError::ModulesMissing { .. } => 7,
             EngineError::NoKernel(_) => 6,
@@ -190,6 +207,7 @@ impl EngineError {
             EngineError::AlreadyInstalled { .. } => 5,
             EngineError::KnownFailure { exit_code, .. } => *exit_code,
             EngineError::Io { .. }
+            | EngineError::NoSpace { .. }
             | EngineError::Exec(_)
             | EngineError::Untrusted(_)
             | EngineError::SymlinkOnPath { .. }
@@ -209,13 +227,20 @@ impl EngineError {
     }
 }
 
-/// Attaches what was being done and to which path to an I/O error.
+/// Attaches what was being done and to which path to an I/O error. A full disk (or
+/// quota) gets its own variant, because its fix is the user's, not ours.
 pub(crate) fn io_err(
     what: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> EngineError {
     let path = path.into();
-    move |source| EngineError::Io { what, path, source }
+    move |source| {
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            EngineError::NoSpace { what, path, source }
+        } else {
+            EngineError::Io { what, path, source }
+        }
+    }
 }
 
 /// Checks that `module/version` is added and not broken, as every command but add does.

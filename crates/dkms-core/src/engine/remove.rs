@@ -3,7 +3,7 @@
 //! tree is never deleted: it belongs to the package that installed it.
 
 use super::confined::{check, remove_within};
-use super::fsutil::remove_empty_dirs;
+use super::fsutil::{remove_empty_dirs, sweep_module};
 use super::{read_conf, require_added, uninstall, EngineError, Options, Progress};
 use crate::host::Host;
 use crate::tree::{self, Target};
@@ -49,6 +49,8 @@ pub fn remove(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
+    // First, so that a removal interrupted after the version went leaves nothing.
+    sweep_module(&host.paths.module_dir(module))?;
     if let Err(e) = require_added(host, module, version) {
         // A broken version can still be removed: that is how a user fixes it.
         if !matches!(e, EngineError::Broken { .. }) {
