@@ -940,3 +940,29 @@ fn autoinstall_does_nothing_when_the_etc_dir_has_no_autoinstall() {
         .collect();
     assert_ours_status(&sb, &[], &expected, "");
 }
+
+#[test]
+fn autoinstall_runs_depmod_when_an_earlier_run_installed_without_it() {
+    // A run killed between its installs and depmod leaves modules.dep behind the
+    // modules; `--no-depmod` leaves exactly that state.
+    let sb = Sandbox::new();
+    let tree = rooted_install_tree_with_modules_dep(&sb);
+    sb.copy_fixture("hello", "1.0");
+    let ours = |args: &[&str]| {
+        let out = sb.run_ours_with_install_tree(&tree, args);
+        assert_exit(&out, 0, &format!("dkms-hook {args:?}"));
+        out
+    };
+    ours(&["add", "hello/1.0"]);
+    ours(&["install", "hello/1.0", "-k", K54, "--no-depmod"]);
+    assert_eq!(modules_dep(&tree, K54), "");
+
+    // Nothing is left to build or install for K54, but its modules.dep is stale.
+    let out = ours(&["autoinstall", "-k", K54]);
+    assert!(out.stdout.contains("modules.dep of"), "{out}");
+    assert_eq!(modules_dep(&tree, K54), "updates/dkms/hello.ko:\n");
+
+    // Once current, it is left alone.
+    let out = ours(&["autoinstall", "-k", K54]);
+    assert!(!out.stdout.contains("modules.dep of"), "{out}");
+}

@@ -182,6 +182,27 @@ pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Pa
         .join(format!("kernel-{kernel}-{arch}"))
 }
 
+/// Whether `kernel`'s `modules.dep` may not know a module installed for it: an
+/// install link switched after depmod last wrote it. A run killed between its
+/// installs and depmod leaves this; the next run sees it and runs depmod. A kernel
+/// without `modules.dep` (never depmodded) is not stale.
+pub fn depmod_stale(paths: &Paths, kernel: &str, arch: &str) -> bool {
+    let Ok(dep) =
+        std::fs::metadata(paths.kernel_dir(kernel).join("modules.dep")).and_then(|m| m.modified())
+    else {
+        return false;
+    };
+    let Ok(modules) = std::fs::read_dir(&paths.dkms_tree) else {
+        return false;
+    };
+    let link_name = format!("kernel-{kernel}-{arch}");
+    modules.flatten().any(|module| {
+        std::fs::symlink_metadata(module.path().join(&link_name))
+            .and_then(|m| m.modified())
+            .is_ok_and(|linked| linked > dep)
+    })
+}
+
 /// Whether version `version` is the one installed for `kernel`/`arch`: the install
 /// link is a symlink that resolves to its build directory (dkms's `readlink -f` test).
 pub fn is_installed(paths: &Paths, module: &str, version: &str, kernel: &str, arch: &str) -> bool {

@@ -107,11 +107,33 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
     for t in &jobs {
         *left_per_kernel.entry(t.kernel.clone()).or_insert(0) += 1;
     }
+    // A kernel whose modules.dep missed an earlier run's installs (that run was killed
+    // before its depmod) gets one too: with its jobs, or now when it has none.
+    let mut stale = HashMap::new();
+    let mut stale_now = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for d in &plan.decisions {
+        let t = &d.target;
+        if seen.insert((t.kernel.clone(), t.arch.clone()))
+            && crate::tree::depmod_stale(&host.paths, &t.kernel, &t.arch)
+        {
+            if left_per_kernel.contains_key(&t.kernel) {
+                stale.insert(t.kernel.clone(), true);
+            } else {
+                stale_now.push(t.kernel.clone());
+            }
+        }
+    }
+    for kernel in &stale_now {
+        progress.step(&format!(
+            "modules.dep of {kernel} is older than its DKMS modules (an interrupted run?)"
+        ));
+    }
     let shared = Mutex::new(Shared {
         states: vec![State::Waiting; jobs.len()],
         results: vec![None; jobs.len()],
         left_per_kernel,
-        installed_per_kernel: HashMap::new(),
+        installed_per_kernel: stale,
         started: 0,
         depmod_failures: Vec::new(),
     });
@@ -120,6 +142,7 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
     let chain = chain_lengths(&deps);
     let workers = slots.min(total).max(1);
     let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
+    run_depmods(host, &options, progress, &stale_now, &lock);
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
