@@ -346,7 +346,7 @@ fn run_trap(trap: &Trap, command: &(Vec<String>, Option<Vec<u8>>)) -> Result<(),
 }
 
 #[test]
-fn deleting_commands_never_follow_a_symlink_out_of_the_trees() {
+fn deleting_and_installing_commands_never_follow_a_symlink_out_of_the_trees() {
     let traps = [
         Trap {
             name: "a module version directory",
@@ -359,6 +359,7 @@ fn deleting_commands_never_follow_a_symlink_out_of_the_trees() {
             commands: vec![
                 args(&["remove", "evil/1.0", "--all"]),
                 args(&["unbuild", "evil/1.0", "-k", K53]),
+                args(&["install", "evil/1.0", "-k", K53]),
             ],
             succeeds: false,
         },
@@ -396,6 +397,7 @@ fn deleting_commands_never_follow_a_symlink_out_of_the_trees() {
                 args(&["uninstall", "hello/1.0", "-k", K54]),
                 args(&["remove", "hello/1.0", "--all"]),
                 hook_remove_kernel(K54),
+                args(&["install", "hello/1.0", "-k", K54, "--force"]),
             ],
             succeeds: false,
         },

@@ -182,9 +182,10 @@ pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Pa
         .join(format!("kernel-{kernel}-{arch}"))
 }
 
-/// Whether `kernel`'s `modules.dep` may not know a module installed for it: an
-/// install link switched after depmod last wrote it. A run killed between its
-/// installs and depmod leaves this; the next run sees it and runs depmod. A kernel
+/// Whether `kernel`'s `modules.dep` may not know a module installed for it (or still
+/// lists one removed): an install link switched, or a usual DKMS module directory
+/// changed, after depmod last wrote it. A run killed between its installs or
+/// uninstalls and depmod leaves this; the next run sees it and runs depmod. A kernel
 /// without `modules.dep` (never depmodded) is not stale.
 pub fn depmod_stale(paths: &Paths, kernel: &str, arch: &str) -> bool {
     let Ok(dep) =
@@ -195,12 +196,23 @@ pub fn depmod_stale(paths: &Paths, kernel: &str, arch: &str) -> bool {
     let Ok(modules) = std::fs::read_dir(&paths.dkms_tree) else {
         return false;
     };
-    let link_name = format!("kernel-{kernel}-{arch}");
-    modules.flatten().any(|module| {
-        std::fs::symlink_metadata(module.path().join(&link_name))
+    let newer = |path: &Path| {
+        std::fs::symlink_metadata(path)
             .and_then(|m| m.modified())
-            .is_ok_and(|linked| linked > dep)
-    })
+            .is_ok_and(|changed| changed > dep)
+    };
+    // An uninstall leaves no link behind, but its module directories changed.
+    let kernel_dir = paths.kernel_dir(kernel);
+    if ["updates/dkms", "updates", "extra"]
+        .iter()
+        .any(|dir| newer(&kernel_dir.join(dir)))
+    {
+        return true;
+    }
+    let link_name = format!("kernel-{kernel}-{arch}");
+    modules
+        .flatten()
+        .any(|module| newer(&module.path().join(&link_name)))
 }
 
 /// Whether version `version` is the one installed for `kernel`/`arch`: the install

@@ -184,7 +184,7 @@ pub(crate) fn discard_stale_work_dir(host: &Host, target: &Target) -> Result<(),
     if target.failure_record(&host.paths).exists() {
         return Ok(());
     }
-    remove_tree(&target.work_dir(&host.paths))
+    super::confined::remove_within(&host.paths.dkms_tree, &target.work_dir(&host.paths))
 }
 
 /// How long a build waits for processes of an interrupted run that are still writing

@@ -321,6 +321,10 @@ pub fn copy_tree(source: &Path, dest: &Path) -> Result<(), EngineError> {
 /// is put back when its replacement never arrived. Never follows symlinks. Returns how
 /// many names it cleared; a missing `dir` has none.
 pub fn sweep_dir(dir: &Path) -> Result<usize, EngineError> {
+    // A symlinked directory is not ours to sweep: it leads out of the tree.
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(0);
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(0),

@@ -40,6 +40,13 @@ pub fn install(
             target: Box::new(target.clone()),
         });
     }
+    // Nothing is written or deleted through a symlink out of the trees.
+    super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
+    super::confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
+    super::confined::check(
+        &host.paths.dkms_tree,
+        &target.original_module_dir(&host.paths),
+    )?;
     if target.is_built(&host.paths) {
         discard_stale_work_dir(host, target)?;
     } else {
@@ -96,6 +103,7 @@ pub fn install(
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         let dest_dir = kernel_dir.join(spec.dest_location.trim_start_matches('/'));
+        super::confined::check(&host.paths.install_tree, &dest_dir)?;
         sweep_dir(&dest_dir)?;
         let dest = dest_dir.join(&file_name);
         // Any variant of the same module in that directory (other compression) goes
@@ -224,6 +232,10 @@ pub fn uninstall(
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
     sweep_module(&host.paths.module_dir(&target.module))?;
+    super::confined::check(
+        &host.paths.dkms_tree,
+        &target.original_module_dir(&host.paths),
+    )?;
     let link = target.install_link(&host.paths);
     if !target.is_installed(&host.paths) {
         if link.symlink_metadata().is_err() {

@@ -165,7 +165,7 @@ pub enum EngineError {
     },
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error("refusing to delete {}: {} is a symbolic link (to {}), and deleting through it would delete outside the tree; remove that link or put a real directory in its place, then run again", .path.display(), .link.display(), .target.display())]
+    #[error("refusing to delete or write {}: {} is a symbolic link (to {}), and going through it would change things outside the tree; remove that link or put a real directory in its place, then run again", .path.display(), .link.display(), .target.display())]
     SymlinkOnPath {
         path: PathBuf,
         link: PathBuf,
