@@ -966,3 +966,37 @@ fn autoinstall_runs_depmod_when_an_earlier_run_installed_without_it() {
     let out = ours(&["autoinstall", "-k", K54]);
     assert!(!out.stdout.contains("modules.dep of"), "{out}");
 }
+
+#[test]
+fn adding_a_directory_from_elsewhere_copies_it_in_whole_and_sweeps_what_a_killed_add_left() {
+    let sb = Sandbox::new();
+    // Where a killed `add` would leave its staged copy: a temp name of another pid.
+    let leftover = sb.source_tree().join(".dkms-hook-tmp-12345-new-hello-1.0");
+    fs::create_dir_all(&leftover).unwrap();
+    fs::write(leftover.join("half.c"), "int half").unwrap();
+    // The source lives outside the source tree, as a developer's checkout would.
+    let elsewhere = sb.path("checkout");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let copied = sb.copy_fixture("hello", "1.0");
+    fs::rename(&copied, elsewhere.join("hello")).unwrap();
+
+    let out = sb.ours(&["add", elsewhere.join("hello").to_str().unwrap()]);
+    assert!(out.stdout.contains("Copying"), "{out}");
+    let names: Vec<String> = fs::read_dir(sb.source_tree())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["hello-1.0"],
+        "only the copy is left in the source tree"
+    );
+    assert_eq!(
+        fs::read(sb.source_tree().join("hello-1.0/dkms.conf")).unwrap(),
+        fs::read(elsewhere.join("hello/dkms.conf")).unwrap()
+    );
+    assert_eq!(
+        sb.run_ours(&["status", "--compat"]).stdout,
+        "hello/1.0: added\n"
+    );
+}

@@ -1,7 +1,7 @@
 //! `add`: register a module source with DKMS (`<m>/<v>/source -> <source_tree>/<m>-<v>`).
 
 use super::build::run_script;
-use super::fsutil::copy_tree;
+use super::fsutil::{copy_tree, replace_dir, staging_path, sweep_dir};
 use super::{io_err, EngineError, Options, Progress};
 use crate::conf;
 use crate::host::Host;
@@ -78,7 +78,12 @@ pub fn add(
                     dir.display(),
                     wanted.display()
                 ));
-                copy_tree(&dir, &wanted)?;
+                // Staged next to its place and renamed in, so a killed run leaves
+                // no half copy under the real name; the next add sweeps the rest.
+                sweep_dir(&host.paths.source_tree)?;
+                let staged = staging_path(&wanted);
+                copy_tree(&dir, &staged)?;
+                replace_dir(&staged, &wanted)?;
             }
             (module, version, wanted)
         }
