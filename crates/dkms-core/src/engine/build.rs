@@ -2,7 +2,7 @@
 //! then stage the results (stripped, signed, compressed) and rename them into
 //! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
 
-use super::fsutil::{copy_tree, remove_tree, replace_dir, staging_path, sweep_module};
+use super::fsutil::{copy_tree, remove_tree, replace_dir, staging_path};
 use super::{io_err, read_conf, require_added, EngineError, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
@@ -58,11 +58,7 @@ fn build_target(
         crate::kernel::require_installed(&host.paths, &target.kernel)
             .map_err(EngineError::NoKernelToBuild)?;
     }
-    host.check_added_source(&target.module, &target.version)?;
-    // A build replaces the old build and work dir: never through a symlink.
-    super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
-    super::confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
-    sweep_module(&host.paths.module_dir(&target.module))?;
+    super::prepare_target(host, target)?;
     let conf = read_conf(host, target, options)?;
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {

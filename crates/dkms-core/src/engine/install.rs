@@ -31,8 +31,7 @@ pub fn install(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     require_added(host, &target.module, &target.version)?;
-    host.check_added_source(&target.module, &target.version)?;
-    sweep_module(&host.paths.module_dir(&target.module))?;
+    super::prepare_target(host, target)?;
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
     crate::kernel::require_installed(&host.paths, &target.kernel).map_err(EngineError::NoKernel)?;
     if target.is_installed(&host.paths) && !options.force {
@@ -41,8 +40,6 @@ pub fn install(
         });
     }
     // Nothing is written or deleted through a symlink out of the trees.
-    super::confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
-    super::confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
     super::confined::check(
         &host.paths.dkms_tree,
         &target.original_module_dir(&host.paths),

@@ -243,6 +243,17 @@ pub(crate) fn io_err(
     }
 }
 
+/// What build and install check and clear before they touch a target: its source is
+/// trusted, its build and work directories are not reached through a symlink out of
+/// the DKMS tree, and temp names an interrupted run left in the module are swept.
+pub(crate) fn prepare_target(host: &crate::Host, target: &Target) -> Result<(), EngineError> {
+    host.check_added_source(&target.module, &target.version)?;
+    confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
+    confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
+    fsutil::sweep_module(&host.paths.module_dir(&target.module))?;
+    Ok(())
+}
+
 /// Checks that `module/version` is added and not broken, as every command but add does.
 pub(crate) fn require_added(
     host: &crate::Host,
