@@ -431,22 +431,32 @@ pub fn matrix(host: &Host) -> Matrix {
     let kernels = crate::kernel::installed_kernels(&host.paths);
     let newest = crate::plan::newest_versions(host);
     let arch = crate::kernel::default_arch();
-    let versions = tree::module_versions(&host.paths, None, None);
+    let versions: Vec<ModuleVersion> = tree::module_versions(&host.paths, None, None)
+        .into_iter()
+        .filter(|mv| mv.source != SourceState::Unknown)
+        .collect();
+    let sources: Vec<(&str, &str)> = versions
+        .iter()
+        .map(|mv| (mv.module.as_str(), mv.version.as_str()))
+        .collect();
+    let owners = owners(host, &sources, &kernels);
     let rows = versions
         .iter()
-        .filter(|mv| mv.source != SourceState::Unknown)
-        .map(|mv| Row {
+        .zip(owners.sources.into_iter().zip(owners.orphans))
+        .map(|(mv, (package, orphan))| Row {
             module: mv.module.clone(),
             version: mv.version.clone(),
-            package: None,
-            orphan: false,
+            package,
+            orphan,
             cells: kernels
                 .iter()
-                .map(|k| {
+                .zip(&owners.packages.kernels)
+                .map(|(k, kp)| {
                     cell(
                         host,
                         mv,
                         k,
+                        kp.headers_package.as_deref(),
                         arch,
                         newest.get(&mv.module).map(String::as_str),
                     )
@@ -454,42 +464,13 @@ pub fn matrix(host: &Host) -> Matrix {
                 .collect(),
         })
         .collect();
-    let mut matrix = Matrix {
+    Matrix {
         schema: 1,
-        packages: Packages {
-            dbpath: host.pacman_dbpath(),
-            error: None,
-            kernels: Vec::new(),
-        },
+        packages: owners.packages,
         leftovers: crate::cleanup::leftovers(host),
         kernels,
         rows,
-    };
-    let sources: Vec<(&str, &str)> = matrix
-        .rows
-        .iter()
-        .map(|r| (r.module.as_str(), r.version.as_str()))
-        .collect();
-    let owners = owners(host, &sources, &matrix.kernels);
-    for (row, package) in matrix.rows.iter_mut().zip(owners.sources) {
-        // A source that is gone is broken, not orphaned.
-        let source = host
-            .paths
-            .source_tree
-            .join(format!("{}-{}", row.module, row.version));
-        row.orphan = owners.packages.error.is_none() && package.is_none() && source.exists();
-        row.package = package;
     }
-    matrix.packages = owners.packages;
-    // Name the headers package the database confirmed in the cells that need it.
-    for (i, kp) in matrix.packages.kernels.iter().enumerate() {
-        for row in &mut matrix.rows {
-            if let Some(Cell::NoHeaders { package }) = row.cells.get_mut(i) {
-                package.clone_from(&kp.headers_package);
-            }
-        }
-    }
-    matrix
 }
 
 /// The owners of module sources and kernels, from one pass over the pacman database.
@@ -497,6 +478,9 @@ pub struct Owners {
     pub packages: Packages,
     /// The package of each source asked for, in order.
     pub sources: Vec<Option<Package>>,
+    /// For each source: the database was read, the source exists and no package owns
+    /// it. (A source that is gone is broken, not orphaned.)
+    pub orphans: Vec<bool>,
 }
 
 /// Looks up which package installed each `(module, version)` source and each kernel
@@ -547,6 +531,11 @@ pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::K
         .iter()
         .map(|q| q.as_ref().and_then(|_| answers.next().flatten()));
     let source_owners: Vec<Option<Package>> = found.by_ref().take(sources.len()).collect();
+    let orphans = queries
+        .iter()
+        .zip(&source_owners)
+        .map(|(query, owner)| db.is_some() && query.is_some() && owner.is_none())
+        .collect();
     let mut kernel_packages = Vec::new();
     for kernel in kernels {
         let package = found.next().flatten();
@@ -574,13 +563,17 @@ pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::K
             kernels: kernel_packages,
         },
         sources: source_owners,
+        orphans,
     }
 }
 
+/// One cell; `headers_package` is what installs the kernel's headers, as the pacman
+/// database (or the kernel's pkgbase file) names it.
 fn cell(
     host: &Host,
     mv: &ModuleVersion,
     kernel: &crate::kernel::Kernel,
+    headers_package: Option<&str>,
     arch: &str,
     newest: Option<&str>,
 ) -> Cell {
@@ -614,7 +607,7 @@ fn cell(
     }
     if !kernel.has_headers {
         return Cell::NoHeaders {
-            package: kernel.headers_package(),
+            package: headers_package.map(str::to_string),
         };
     }
     if newest != Some(mv.version.as_str()) {
