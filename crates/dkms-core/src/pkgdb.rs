@@ -1,5 +1,5 @@
 //! The pacman package database, read through libalpm: which package owns a module
-//! source or a kernel, and whether a package is installed.
+//! source or a kernel, and a package's pkgbase.
 //!
 //! This is the only module that uses the `alpm` crate. Its major version follows the
 //! libalpm it links (2.x for libalpm 13 on Debian 12, 5.x for libalpm 16 on current
@@ -101,16 +101,6 @@ impl PackageDb {
         Ok(PackageDb { handle })
     }
 
-    /// The installed package called `name`, if any.
-    pub fn package(&self, name: &str) -> Option<Package> {
-        let db = self.handle.localdb();
-        let pkg = db.pkg(name).ok()?;
-        Some(Package {
-            name: pkg.name().to_string(),
-            version: pkg.version().as_str().to_string(),
-        })
-    }
-
     /// The pkgbase of the installed package called `name` (its own name when the
     /// package does not record one).
     pub fn pkgbase(&self, name: &str) -> Option<String> {
@@ -181,9 +171,6 @@ impl PackageDb {
     /// Without libalpm there is nothing to open.
     pub fn open(_root: &Path, _dbpath: &Path) -> Result<PackageDb, PackageDbError> {
         Err(PackageDbError::NotBuiltIn)
-    }
-    pub fn package(&self, _name: &str) -> Option<Package> {
-        None
     }
     pub fn pkgbase(&self, _name: &str) -> Option<String> {
         None
