@@ -18,6 +18,7 @@ pub mod host;
 pub mod kernel;
 pub mod lock;
 pub mod modinfo;
+pub mod name;
 pub mod paths;
 pub mod pkgdb;
 pub mod plan;
