@@ -31,35 +31,6 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// Reads `CONFIG_MODULE_COMPRESS_{ZSTD,XZ,GZIP}=y` from `kernel_config` (the headers'
-    /// `.config` or `include/config/auto.conf`).
-    ///
-    /// [`Compression::None`] when none is set or the config cannot be read: uncompressed
-    /// modules load on every kernel, a wrongly compressed one on none. Should a config
-    /// set several, zstd wins over xz over gzip, as in dkms's suffix detection.
-    pub fn from_kernel_config(kernel_config: &Path) -> Compression {
-        let text = match std::fs::read(kernel_config) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) => {
-                log::debug!("cannot read {}: {e}", kernel_config.display());
-                return Compression::None;
-            }
-        };
-        let set = |option: &str| {
-            text.lines()
-                .any(|line| line.strip_prefix(option) == Some("=y"))
-        };
-        if set("CONFIG_MODULE_COMPRESS_ZSTD") {
-            Compression::Zstd
-        } else if set("CONFIG_MODULE_COMPRESS_XZ") {
-            Compression::Xz
-        } else if set("CONFIG_MODULE_COMPRESS_GZIP") {
-            Compression::Gzip
-        } else {
-            Compression::None
-        }
-    }
-
     /// What follows `.ko` in a compressed module's name (`""` for none).
     pub fn suffix(self) -> &'static str {
         match self {
@@ -403,39 +374,6 @@ mod tests {
 
     fn xz_robot_list(file: &Path) -> String {
         String::from_utf8_lossy(&run("xz", &["--robot", "-lvv"], file)).into_owned()
-    }
-
-    #[test]
-    fn from_kernel_config_reads_the_module_compression_choice() {
-        let dir = tempfile::tempdir().unwrap();
-        let check = |config: &str, expected: Compression| {
-            let file = dir.path().join("config");
-            std::fs::write(&file, config).unwrap();
-            assert_eq!(
-                Compression::from_kernel_config(&file),
-                expected,
-                "{config:?}"
-            );
-        };
-        check("CONFIG_MODULE_COMPRESS_ZSTD=y\n", Compression::Zstd);
-        check("CONFIG_X=y\nCONFIG_MODULE_COMPRESS_XZ=y\n", Compression::Xz);
-        check("CONFIG_MODULE_COMPRESS_GZIP=y\n", Compression::Gzip);
-        check(
-            "CONFIG_MODULE_COMPRESS_NONE=y\n# CONFIG_MODULE_COMPRESS_ZSTD is not set\n",
-            Compression::None,
-        );
-        check("CONFIG_MODULE_COMPRESS_ZSTD_LEVEL=19\n", Compression::None);
-        check("CONFIG_MODULE_COMPRESS_XZ=m\n", Compression::None);
-        check("", Compression::None);
-        assert_eq!(
-            Compression::from_kernel_config(&dir.path().join("absent")),
-            Compression::None
-        );
-        let headers = Path::new(crate::sign::test_module::HEADERS);
-        assert_eq!(
-            Compression::from_kernel_config(&headers.join(".config")),
-            Compression::None
-        );
     }
 
     #[test]

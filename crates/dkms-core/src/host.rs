@@ -2,6 +2,7 @@
 //! its settings, gathered once per command and passed down by shared reference.
 
 use crate::conf::{self, ConfError, DkmsConf, EvalContext};
+use crate::kernel::{KernelConfig, KernelConfigs};
 use crate::paths::Paths;
 use crate::settings::Settings;
 use crate::trust::Gate;
@@ -23,7 +24,9 @@ pub struct Host {
     /// `--directive NAME=VALUE` pairs, applied to every dkms.conf evaluation.
     pub directives: Vec<(String, String)>,
     /// Each kernel's config path (auto.conf or .config), looked up once per kernel.
-    kernel_configs: Mutex<HashMap<String, PathBuf>>,
+    kernel_config_paths: Mutex<HashMap<String, PathBuf>>,
+    /// Each kernel's parsed config, read at most once per command.
+    kernel_configs: Arc<KernelConfigs>,
     /// Who may have written the dkms.conf files and sources we run: `Some` refuses
     /// anything a user other than root could change (see `trust`). `Host::new` sets it
     /// unless the settings allow untrusted sources; the binary drops it when it does
@@ -43,7 +46,8 @@ impl Host {
             dest_location_override,
             etc_entries: OnceLock::new(),
             directives: Vec::new(),
-            kernel_configs: Mutex::new(HashMap::new()),
+            kernel_config_paths: Mutex::new(HashMap::new()),
+            kernel_configs: Arc::default(),
             trust,
         }
     }
@@ -84,15 +88,22 @@ impl Host {
             .clone()
     }
 
-    fn kernel_config(&self, kernel: &str) -> PathBuf {
+    /// The config file of `kernel`'s headers (see [`Paths::kernel_config`]).
+    fn kernel_config_path(&self, kernel: &str) -> PathBuf {
         let mut configs = self
-            .kernel_configs
+            .kernel_config_paths
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         configs
             .entry(kernel.to_string())
             .or_insert_with(|| self.paths.kernel_config(kernel))
             .clone()
+    }
+
+    /// `kernel`'s parsed config (`None` inside when its headers have none), read once
+    /// per command however many builds and evaluations ask.
+    pub fn kernel_config(&self, kernel: &str) -> Arc<Option<KernelConfig>> {
+        self.kernel_configs.get(&self.kernel_config_path(kernel))
     }
 
     /// The variables a dkms.conf of `module`/`version` sees when evaluated for a kernel.
@@ -107,7 +118,8 @@ impl Host {
             kernelver: kernel.to_string(),
             arch: arch.to_string(),
             kernel_source_dir: self.paths.kernel_source_dir(kernel),
-            kernel_config: self.kernel_config(kernel),
+            kernel_config: self.kernel_config_path(kernel),
+            kernel_configs: self.kernel_configs.clone(),
             dkms_tree: self.paths.dkms_tree.clone(),
             source_tree: self.paths.source_tree.clone(),
             install_tree: self.paths.install_tree.clone(),

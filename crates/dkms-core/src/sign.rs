@@ -92,28 +92,6 @@ pub struct SigningKey {
     pub certificate: PathBuf,
 }
 
-/// The hash algorithm the kernel checks module signatures with: the value of
-/// `CONFIG_MODULE_SIG_HASH` in `kernel_config` (quotes removed, as dkms's `sed` does).
-///
-/// `None` when the option is absent or empty, or the config cannot be read: such a kernel
-/// was built without module signing, so there is nothing to sign for.
-pub fn signature_hash(kernel_config: &Path) -> Option<String> {
-    let text = match std::fs::read(kernel_config) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => {
-            log::debug!("cannot read {}: {e}", kernel_config.display());
-            return None;
-        }
-    };
-    // The last assignment wins, as it does when make includes the file.
-    let value = text
-        .lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("CONFIG_MODULE_SIG_HASH="))?;
-    let value = value.trim().replace('"', "");
-    (!value.is_empty()).then_some(value)
-}
-
 /// The `sign-file` to sign with, or `None` when there is none (then modules stay unsigned,
 /// as with dkms).
 ///
@@ -473,6 +451,7 @@ pub(crate) mod test_module {
 mod tests {
     use super::test_module::{relative_to_cwd, write_hello_ko, HEADERS, RELEASE};
     use super::*;
+    use crate::kernel::KernelConfig;
     use std::os::unix::fs::PermissionsExt;
 
     fn modinfo_field(field: &str, module: &Path) -> String {
@@ -491,31 +470,9 @@ mod tests {
     }
 
     #[test]
-    fn signature_hash_is_config_module_sig_hash_without_quotes() {
-        let dir = tempfile::tempdir().unwrap();
-        let check = |config: &str, expected: Option<&str>| {
-            let file = dir.path().join("config");
-            std::fs::write(&file, config).unwrap();
-            assert_eq!(signature_hash(&file).as_deref(), expected, "{config:?}");
-        };
-        check(
-            "CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_HASH=\"sha512\"\nCONFIG_X=y\n",
-            Some("sha512"),
-        );
-        check("CONFIG_MODULE_SIG_HASH=sha384\n", Some("sha384"));
-        check(
-            "# CONFIG_MODULE_SIG is not set\nCONFIG_MODULE_SIG_ALL=y\n",
-            None,
-        );
-        check("CONFIG_MODULE_SIG_HASH=\"\"\n", None);
-        check("# CONFIG_MODULE_SIG_HASH=\"sha1\"\n", None);
-        assert_eq!(signature_hash(&dir.path().join("absent")), None);
-    }
-
-    #[test]
     fn signature_hash_of_the_installed_headers_is_sha256() {
-        let config = Path::new(HEADERS).join(".config");
-        assert_eq!(signature_hash(&config).as_deref(), Some("sha256"));
+        let config = KernelConfig::read(&Path::new(HEADERS).join(".config")).unwrap();
+        assert_eq!(config.signature_hash().as_deref(), Some("sha256"));
     }
 
     #[test]
@@ -691,7 +648,8 @@ mod tests {
             certificate: dir.path().join("mok.pub"),
         };
         ensure_signing_key(&key).unwrap();
-        let hash = signature_hash(&Path::new(HEADERS).join(".config")).unwrap();
+        let config = KernelConfig::read(&Path::new(HEADERS).join(".config")).unwrap();
+        let hash = config.signature_hash().unwrap();
         let sign_file = find_sign_file(Path::new(HEADERS), None, RELEASE).unwrap();
 
         sign_module(&sign_file, &hash, &key, &module).unwrap();

@@ -14,6 +14,7 @@ mod raw;
 pub use raw::{parse_dump, RawConf};
 
 use crate::exec::{Command, ExecError};
+use crate::kernel::KernelConfig;
 use crate::version::ver_cmp;
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -68,7 +69,11 @@ pub struct EvalContext {
     pub kernelver: String,
     pub arch: String,
     pub kernel_source_dir: PathBuf,
+    /// The kernel config file (bash sees it; BUILD_EXCLUSIVE_CONFIG reads it parsed).
     pub kernel_config: PathBuf,
+    /// Where the parsed config comes from, read only when a dkms.conf has
+    /// BUILD_EXCLUSIVE_CONFIG and shared across evaluations.
+    pub kernel_configs: std::sync::Arc<crate::kernel::KernelConfigs>,
     pub dkms_tree: PathBuf,
     pub source_tree: PathBuf,
     pub install_tree: PathBuf,
@@ -240,7 +245,11 @@ pub struct DkmsConf {
 /// exits while being sourced, has a syntax error, or breaks one of upstream's rules.
 pub fn evaluate(conf: &Path, ctx: &EvalContext) -> Result<DkmsConf, ConfError> {
     let raw = evaluate_raw(conf, ctx)?;
-    validate(&raw, ctx)
+    // Read only when a BUILD_EXCLUSIVE_CONFIG asks: a kernel config is 10,000 lines.
+    let config = raw
+        .mentions("BUILD_EXCLUSIVE_CONFIG")
+        .then(|| ctx.kernel_configs.get(&ctx.kernel_config));
+    validate(&raw, ctx, config.as_deref().and_then(Option::as_ref))
 }
 
 /// Evaluates the dkms.conf and its override files: without a shell when the file is
@@ -365,8 +374,14 @@ fn syntax_error(stderr: &str) -> Option<String> {
 }
 
 /// Turns the directives read back from bash into a [`DkmsConf`], applying upstream's
-/// rules. Pure: everything it needs is in `raw` and `ctx`.
-pub fn validate(raw: &RawConf, ctx: &EvalContext) -> Result<DkmsConf, ConfError> {
+/// rules. Pure: everything it needs is in `raw`, `ctx` and the kernel config (`None`
+/// when the headers have none, or when no BUILD_EXCLUSIVE_CONFIG needs it; upstream
+/// then skips that check).
+pub fn validate(
+    raw: &RawConf,
+    ctx: &EvalContext,
+    kernel_config: Option<&KernelConfig>,
+) -> Result<DkmsConf, ConfError> {
     let file = raw.file.as_path();
     let text = |name: &str| raw.text(name, 0, file);
     let package_name = text("PACKAGE_NAME")?.unwrap_or_default();
@@ -418,7 +433,7 @@ pub fn validate(raw: &RawConf, ctx: &EvalContext) -> Result<DkmsConf, ConfError>
     }
 
     let deprecations = deprecations(raw);
-    let (modules, excluded) = apply_build_exclusive(raw, ctx, modules)?;
+    let (modules, excluded) = apply_build_exclusive(raw, ctx, kernel_config, modules)?;
 
     Ok(DkmsConf {
         file: file.to_path_buf(),
@@ -824,6 +839,7 @@ fn deprecations(raw: &RawConf) -> Vec<Deprecation> {
 fn apply_build_exclusive(
     raw: &RawConf,
     ctx: &EvalContext,
+    kernel_config: Option<&KernelConfig>,
     mut modules: Vec<ModuleSpec>,
 ) -> Result<(Vec<ModuleSpec>, Option<String>), ConfError> {
     let file = raw.file.as_path();
@@ -843,8 +859,6 @@ fn apply_build_exclusive(
     let implied_max = (!obsolete_by.is_empty() && global_max.is_empty() && !per_module_max)
         .then_some(obsolete_by);
 
-    // Read only when a BUILD_EXCLUSIVE_CONFIG asks: a kernel config is 10,000 lines.
-    let config = std::cell::OnceCell::new();
     let mut any_directive = implied_max.is_some();
     for (index, module) in modules.iter_mut().enumerate() {
         // Index 0 is both the global (scalar) form and module 0's own entry.
@@ -895,11 +909,7 @@ fn apply_build_exclusive(
                     ctx.arch
                 ));
             } else if let Some(config_reason) = (!configs.is_empty())
-                .then(|| {
-                    config
-                        .get_or_init(|| KernelConfigOptions::read(&ctx.kernel_config))
-                        .as_ref()
-                })
+                .then_some(kernel_config)
                 .flatten()
                 .and_then(|c| c.unmet(&configs))
             {
@@ -914,42 +924,6 @@ fn apply_build_exclusive(
         None
     };
     Ok((modules, excluded))
-}
-
-/// The `CONFIG_*=y|m` options of a kernel config (`include/config/auto.conf` or
-/// `.config`), for BUILD_EXCLUSIVE_CONFIG. Absent config: upstream skips the check.
-struct KernelConfigOptions {
-    enabled: std::collections::HashSet<String>,
-}
-
-impl KernelConfigOptions {
-    fn read(path: &Path) -> Option<Self> {
-        let text = std::fs::read(path).ok()?;
-        let text = String::from_utf8_lossy(&text);
-        let enabled = text
-            .lines()
-            .filter_map(|line| {
-                let (name, value) = line.split_once('=')?;
-                (value.starts_with('y') || value.starts_with('m')).then(|| name.to_string())
-            })
-            .collect();
-        Some(KernelConfigOptions { enabled })
-    }
-
-    /// The first requirement of a space-separated list (`CONFIG_X !CONFIG_Y`) the
-    /// kernel does not meet, worded as a reason.
-    fn unmet(&self, requirements: &str) -> Option<String> {
-        requirements
-            .split_whitespace()
-            .find_map(|req| match req.strip_prefix('!') {
-                Some(name) if self.enabled.contains(name) => {
-                    Some(format!("the kernel has {name} enabled"))
-                }
-                Some(_) => None,
-                None if !self.enabled.contains(req) => Some(format!("the kernel lacks {req}")),
-                None => None,
-            })
-    }
 }
 
 #[cfg(test)]

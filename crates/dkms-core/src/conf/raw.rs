@@ -108,6 +108,11 @@ impl RawConf {
             .flat_map(|m| m.iter().map(|(i, v)| (*i, v.as_slice())))
     }
 
+    /// Whether any element of a directive is set and not empty.
+    pub fn mentions(&self, name: &str) -> bool {
+        self.elements(name).any(|(_, value)| !value.is_empty())
+    }
+
     /// The highest index set for a directive, if any element is set.
     pub fn max_index(&self, name: &str) -> Option<usize> {
         self.values.get(name)?.keys().next_back().copied()

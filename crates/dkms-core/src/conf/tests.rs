@@ -593,6 +593,7 @@ impl Case {
             arch: self.arch.clone(),
             kernel_source_dir: root.join("headers"),
             kernel_config: root.join(".config"),
+            kernel_configs: Default::default(),
             dkms_tree: root.join("dkms"),
             source_tree: root.join("src"),
             install_tree: root.join("modules"),

@@ -8,6 +8,7 @@ use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
 use crate::exec::{Command, ExitDescription};
 use crate::host::Host;
+use crate::kernel::KernelConfig;
 use crate::sign;
 use crate::tree::{self, Target};
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -446,9 +447,10 @@ fn stage_modules(
     fs::create_dir_all(staged.join("log"))
         .map_err(io_err("cannot create directory", staged.join("log")))?;
 
-    let kernel_config = host.paths.kernel_config(&target.kernel);
-    let compression = Compression::from_kernel_config(&kernel_config);
-    let signing = signing_setup(host, target, &kernel_config, progress);
+    let kernel_config = host.kernel_config(&target.kernel);
+    let kernel_config = kernel_config.as_ref().as_ref();
+    let compression = kernel_config.map_or(Compression::None, KernelConfig::module_compression);
+    let signing = signing_setup(host, target, kernel_config, progress);
     for spec in wanted {
         let built = work.join(format!("{}{}.ko", spec.built_location, spec.built_name));
         let staged_ko = module_dir.join(format!("{}.ko", spec.dest_name));
@@ -499,10 +501,10 @@ fn stage_modules(
 fn signing_setup(
     host: &Host,
     target: &Target,
-    kernel_config: &Path,
+    kernel_config: Option<&KernelConfig>,
     progress: &dyn Progress,
 ) -> Option<(PathBuf, String, sign::SigningKey)> {
-    let hash = sign::signature_hash(kernel_config)?;
+    let hash = kernel_config?.signature_hash()?;
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
     let Some(sign_file) = sign::find_sign_file(
         &kernel_source_dir,

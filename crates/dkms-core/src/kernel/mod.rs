@@ -5,6 +5,10 @@
 //! kernel packages also leave a `pkgbase` file naming the package (`linux`,
 //! `linux-lts`), from which the headers package name follows.
 
+pub mod config;
+
+pub use config::{KernelConfig, KernelConfigs};
+
 use crate::paths::Paths;
 use crate::version::ver_cmp;
 use serde::Serialize;
