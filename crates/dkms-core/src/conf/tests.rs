@@ -1,5 +1,6 @@
 //! dkms.conf cases, each evaluated by real bash through [`evaluate`].
 
+use super::eval::EVAL_SCRIPT;
 use super::*;
 use std::time::Duration;
 
