@@ -23,6 +23,7 @@ pub mod paths;
 pub mod pkgdb;
 pub mod plan;
 pub mod settings;
+pub mod shell;
 pub mod sign;
 pub mod status;
 pub mod tarball;

@@ -323,15 +323,7 @@ fn unreadable(path: &Path, e: std::io::Error) -> TrustError {
 
 /// A path as a shell word, for the fix commands in messages.
 fn shell_quote(path: &Path) -> String {
-    let text = path.display().to_string();
-    if text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._+-:@,".contains(&b))
-    {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
-    }
+    crate::shell::quote(&path.display().to_string())
 }
 
 /// Whether this process runs with root's effective uid: the binary's question for
