@@ -1,10 +1,10 @@
 //! `mktarball`/`ldtarball` tarballs crossing between upstream dkms 3.0.10 and our
-//! library (`dkms_core::tarball`), both ways, checked with both sides' `status`.
+//! library (`dkms_core::archive`), both ways, checked with both sides' `status`.
 
 use crate::support::{
     assert_ours_status, assert_status_matches_upstream, line, Sandbox, ARCH, K54,
 };
-use dkms_core::tarball::{self, LoadedSource, TarballMode};
+use dkms_core::archive::{self as tarball, LoadedSource, TarballMode};
 use dkms_core::{Host, Paths, Settings};
 use std::fs;
 use std::path::PathBuf;
