@@ -219,35 +219,29 @@ pub fn load_tarball_with(
 /// The `(kernel, arch)` directories under `dkms_main_tree`, sorted; only real
 /// directories with UTF-8 names not starting with a dot (upstream's `*/*`).
 fn list_builds(main_tree: &Path, progress: &dyn Progress) -> Vec<(String, String)> {
-    let mut builds = Vec::new();
-    for kernel in sorted_subdirs(main_tree, progress) {
-        for arch in sorted_subdirs(&main_tree.join(&kernel), progress) {
-            builds.push((kernel.clone(), arch));
-        }
-    }
-    builds
-}
-
-fn sorted_subdirs(dir: &Path, progress: &dyn Progress) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| match e.file_name().into_string() {
-            Ok(name) => Some(name),
-            Err(name) => {
-                progress.warn(&format!(
-                    "ignoring {}: not a UTF-8 name",
-                    dir.join(name).display()
-                ));
-                None
-            }
-        })
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
+    let subdirs = |dir: &Path| {
+        let entries = fs::read_dir(dir).into_iter().flatten().flatten();
+        let dirs = entries.filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        let mut names: Vec<String> = dirs
+            .filter_map(|e| {
+                let name = e.file_name().into_string();
+                let shown = dir.join(e.file_name());
+                let warn =
+                    |_| progress.warn(&format!("ignoring {}: not a UTF-8 name", shown.display()));
+                name.map_err(warn).ok()
+            })
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    };
+    let kernels = subdirs(main_tree).into_iter();
+    let arches = |k: String| {
+        subdirs(&main_tree.join(&k))
+            .into_iter()
+            .map(move |a| (k.clone(), a))
+    };
+    kernels.flat_map(arches).collect()
 }
 
 /// The shallowest `dkms.conf` file under `root` (sorted by name within a level), not
