@@ -81,28 +81,26 @@ pub fn load_tarball_with(
     // The source directory, or (binaries only) the dkms.conf, and the parsed conf.
     let (payload, binaries_only, parsed) = if dkms_layout {
         let mut first_error = None;
-        let mut found = None;
-        for (dir, binaries_only) in [("dkms_source_tree", false), ("dkms_binaries_only", true)] {
-            let dir = root.join(dir);
-            let conf_file = dir.join("dkms.conf");
+        let parts = [("dkms_source_tree", false), ("dkms_binaries_only", true)];
+        let found = parts.into_iter().find_map(|(dir, binaries_only)| {
+            let (dir, conf_file) = (root.join(dir), root.join(dir).join("dkms.conf"));
             if !is_real_dir(&dir) || !conf_file.symlink_metadata().is_ok_and(|m| m.is_file()) {
-                continue;
+                return None;
             }
-            match evaluate(&conf_file) {
-                Ok(parsed) if binaries_only => found = Some((conf_file, true, parsed)),
-                Ok(parsed) => found = Some((dir, false, parsed)),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    continue;
-                }
-            }
-            break;
-        }
-        found.ok_or_else(|| {
-            first_error.unwrap_or(EngineError::ArchiveNoValidConf {
-                archive: archive.into(),
-            })
-        })?
+            let payload = if binaries_only {
+                conf_file.clone()
+            } else {
+                dir
+            };
+            let parsed = evaluate(&conf_file)
+                .map_err(|e| first_error.get_or_insert(e))
+                .ok()?;
+            Some((payload, binaries_only, parsed))
+        });
+        let no_conf = || EngineError::ArchiveNoValidConf {
+            archive: archive.into(),
+        };
+        found.ok_or_else(|| first_error.unwrap_or_else(no_conf))?
     } else {
         let conf_file = find_dkms_conf(root).ok_or_else(|| EngineError::ArchiveNoDkmsConf {
             archive: archive.into(),
