@@ -1,13 +1,17 @@
 //! `mktarball`/`ldtarball` tarballs crossing between upstream dkms 3.0.10 and our
-//! library (`dkms_core::tarball`), both ways, checked with both sides' `status`.
+//! library (`dkms_core::archive`), both ways, checked with both sides' `status`.
 
 use crate::support::{
-    assert_ours_status, assert_status_matches_upstream, line, Sandbox, ARCH, K54,
+    assert_ours_status, assert_status_matches_upstream, line, mkdir, run, symlink, Sandbox, ARCH,
+    K54,
 };
-use dkms_core::tarball::{self, LoadedSource, TarballMode};
+use dkms_core::archive::{self as tarball, LoadedSource, TarballMode};
 use dkms_core::{Host, Paths, Settings};
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn host(sb: &Sandbox) -> Host {
     let paths = Paths {
@@ -159,4 +163,114 @@ fn our_source_only_and_binaries_only_tarballs_load_with_upstream() {
     assert_eq!(built_ko(&sb), built_ko(&made));
     let status = sb.upstream(&["status"]);
     assert_eq!(status.stdout, line("hello/1.0", K54, "built"), "{status}");
+}
+
+/// Regression: mktarball ran without the tree lock, writing its tarball under a temp
+/// name in `<m>/<v>/tarball/` that a concurrent build's sweep deletes as another run's
+/// leftover. Now it waits for the lock like every command that writes in the tree.
+#[test]
+fn mktarball_waits_for_the_tree_lock_so_a_concurrent_sweep_cannot_delete_its_tarball() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    sb.ours(&["add", "hello/1.0"]);
+    let tarball_dir = sb.dkms_tree().join("hello/1.0/tarball");
+    // Another run (a build about to sweep hello's directories) holds the lock.
+    let held = dkms_core::lock::lock_tree(&sb.dkms_tree(), Duration::from_secs(5), || {})
+        .expect("taking the tree lock");
+    let mut child = sb
+        .ours_command(&[], &["mktarball", "hello/1.0", "--source-only"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting dkms-hook mktarball");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut said = String::new();
+    while !said.contains("waiting for another dkms-hook run") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("reading stderr") == 0 {
+            let status = child.wait().expect("waiting for mktarball");
+            panic!("mktarball finished ({status}) while another run held the tree lock:\n{said}");
+        }
+        said.push_str(&line);
+    }
+    assert!(
+        !tarball_dir.exists(),
+        "mktarball wrote in the tree while another run held the lock"
+    );
+    drop(held);
+    let status = child.wait().expect("waiting for mktarball");
+    assert!(
+        status.success(),
+        "mktarball failed after the lock was released: {said}"
+    );
+    let made = tarball_dir.join("hello-1.0-source-only.dkms.tar.gz");
+    assert!(made.is_file(), "no {}", made.display());
+}
+
+/// Regression: ldtarball replaced builds with its own rename and delete, without the
+/// engine's confinement, so a `<m>/<v>` or `<m>/<v>/<k>` symlinked to a directory
+/// outside the DKMS tree had that directory's contents deleted. Now the load is refused,
+/// before anything is placed, naming the link.
+#[test]
+fn ldtarball_refuses_a_symlinked_version_or_kernel_dir_and_leaves_the_victim_alone() {
+    for planted in ["hello/1.0", &format!("hello/1.0/{K54}")] {
+        let sb = Sandbox::new();
+        // A tarball in upstream's layout: the fixture's source and a build for K54.
+        let stage = sb.path("stage");
+        let build = stage.join(format!("dkms_main_tree/{K54}/{ARCH}"));
+        mkdir(&build.join("module"));
+        mkdir(&build.join("log"));
+        fs::write(build.join("module/hello.ko"), "new module").unwrap();
+        fs::write(build.join("log/make.log"), "make log").unwrap();
+        fs::rename(
+            sb.copy_fixture("hello", "1.0"),
+            stage.join("dkms_source_tree"),
+        )
+        .unwrap();
+        let archive = sb.path("hello.dkms.tar.gz");
+        let mut tar = Command::new("tar");
+        tar.arg("-czf").arg(&archive).arg("-C").arg(&stage).arg(".");
+        assert_eq!(run(tar).code, 0);
+
+        // The victim looks like what the planted link stands for.
+        let victim = sb.path("victim");
+        let victim_build = if planted == "hello/1.0" {
+            victim.join(format!("{K54}/{ARCH}"))
+        } else {
+            victim.join(ARCH)
+        };
+        mkdir(&victim_build.join("module"));
+        fs::write(victim_build.join("module/precious.ko"), "precious").unwrap();
+        let link = sb.dkms_tree().join(planted);
+        mkdir(link.parent().unwrap());
+        symlink(&victim, &link);
+
+        let archive_arg = format!("--archive={}", archive.display());
+        let out = sb.run_ours(&["ldtarball", &archive_arg, "--force"]);
+        assert_ne!(out.code, 0, "{planted}: {out}");
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("refusing") && first.contains("symbolic link"),
+            "{planted}: the real reason must come first: {out}"
+        );
+        assert!(out.stderr.contains(&victim.display().to_string()), "{out}");
+        assert_eq!(
+            fs::read(victim_build.join("module/precious.ko")).unwrap(),
+            b"precious",
+            "{planted}: the victim was changed"
+        );
+        let mut left = Vec::new();
+        for entry in fs::read_dir(&victim_build).unwrap() {
+            left.push(entry.unwrap().file_name());
+        }
+        assert_eq!(
+            left,
+            ["module"],
+            "{planted}: something was written in the victim"
+        );
+        assert!(
+            !sb.source_tree().join("hello-1.0").exists(),
+            "{planted}: the source was placed before the refusal"
+        );
+    }
 }

@@ -171,44 +171,112 @@ fn compress_in_process(
 
 /// Writes `data` compressed into `out` and hands `out` back for committing.
 fn encode<W: Write>(out: W, data: &[u8], compression: Compression) -> io::Result<W> {
-    match compression {
-        // compress() returns before getting here; copying keeps this total anyway.
-        Compression::None => {
-            let mut out = out;
-            out.write_all(data)?;
-            Ok(out)
-        }
-        Compression::Zstd => {
-            // The zstd tool's defaults, which the kernel (`zstd -T0 --rm -f -q`) and
-            // dkms (`-q --rm -T0`) use: level 3, content size and checksum in the frame.
-            let mut encoder = zstd::stream::write::Encoder::new(out, 3)?;
-            encoder.include_checksum(true)?;
-            encoder.include_contentsize(true)?;
-            encoder.set_pledged_src_size(u64::try_from(data.len()).ok())?;
-            encoder.write_all(data)?;
-            encoder.finish()
-        }
-        Compression::Xz => {
-            // `xz --check=crc32 --lzma2=dict=1MiB`, as the kernel and dkms run it: the
-            // in-kernel decompressor knows CRC32 but not xz's default CRC64, and a small
-            // dictionary bounds the memory it needs. One block, as single-threaded xz.
-            let mut options = lzma_rust2::XzOptions::with_preset(6);
-            options.lzma_options.dict_size = 1 << 20;
-            options.set_check_sum_type(lzma_rust2::CheckType::Crc32);
-            let mut encoder = lzma_rust2::XzWriter::new(out, options)?;
-            encoder.write_all(data)?;
-            encoder.finish()
-        }
-        Compression::Gzip => {
+    let mut encoder = Encoder::new(out, compression, u64::try_from(data.len()).ok())?;
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// A stream compressed with the kernel's settings: the one place they are written down,
+/// for modules and for tarballs alike.
+pub(crate) enum Encoder<W: Write> {
+    None(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Xz(lzma_rust2::XzWriter<W>),
+    Gzip(flate2::write::GzEncoder<W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// `size` is the uncompressed size when known (zstd records it in the frame).
+    pub(crate) fn new(out: W, compression: Compression, size: Option<u64>) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => Encoder::None(out),
+            Compression::Zstd => {
+                // The zstd tool's defaults, which the kernel (`zstd -T0 --rm -f -q`) and
+                // dkms (`-q --rm -T0`) use: level 3, content size and checksum in the frame.
+                let mut encoder = zstd::stream::write::Encoder::new(out, 3)?;
+                encoder.include_checksum(true)?;
+                encoder.include_contentsize(size.is_some())?;
+                encoder.set_pledged_src_size(size)?;
+                Encoder::Zstd(encoder)
+            }
+            Compression::Xz => {
+                // `xz --check=crc32 --lzma2=dict=1MiB`, as the kernel and dkms run it: the
+                // in-kernel decompressor knows CRC32 but not xz's default CRC64, and a small
+                // dictionary bounds the memory it needs. One block, as single-threaded xz.
+                let mut options = lzma_rust2::XzOptions::with_preset(6);
+                options.lzma_options.dict_size = 1 << 20;
+                options.set_check_sum_type(lzma_rust2::CheckType::Crc32);
+                Encoder::Xz(lzma_rust2::XzWriter::new(out, options)?)
+            }
             // gzip's default level 6, without a name or timestamp (`gzip -n`, as the
             // kernel runs it), so rebuilding the same module gives the same bytes.
-            let mut encoder = flate2::GzBuilder::new()
-                .operating_system(3)
-                .write(out, flate2::Compression::new(6));
-            encoder.write_all(data)?;
-            encoder.finish()
+            Compression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new()
+                    .operating_system(3)
+                    .write(out, flate2::Compression::new(6)),
+            ),
+        })
+    }
+
+    /// Ends the stream and hands `out` back.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(out) => Ok(out),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
         }
     }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::None(w) => w.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
+            Encoder::Xz(w) => w.write(buf),
+            Encoder::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
+            Encoder::Xz(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+/// What a stream's first bytes say it is compressed with; `Err` names a format that is
+/// recognised but not read.
+pub(crate) fn sniff(magic: &[u8]) -> Result<Compression, &'static str> {
+    let formats: [(&[u8], Result<Compression, &'static str>); 7] = [
+        (&[0x1f, 0x8b], Ok(Compression::Gzip)),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], Ok(Compression::Xz)),
+        (&[0x28, 0xb5, 0x2f, 0xfd], Ok(Compression::Zstd)),
+        (b"BZh", Err("bzip2")),
+        (b"LZIP", Err("lzip")),
+        (&[0x1f, 0x9d], Err("compress")),
+        (&[0x5d, 0, 0], Err("lzma")),
+    ];
+    formats
+        .into_iter()
+        .find(|(prefix, _)| magic.starts_with(prefix))
+        .map_or(Ok(Compression::None), |(_, format)| format)
+}
+
+/// Reads `input` decompressed; multi-member gzip streams are read to the end, as gzip does.
+pub(crate) fn decoder<'a, R: io::BufRead + 'a>(
+    input: R,
+    compression: Compression,
+) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new(input, true)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+    })
 }
 
 /// Runs `<tool> <options> -f -- <copy>` on a copy of the module in a private temporary

@@ -6,6 +6,7 @@
 //! paths into a [`host::Host`] and turns results into output and exit codes.
 //! See docs/ARCHITECTURE.md for the map.
 
+pub mod archive;
 pub mod cleanup;
 pub mod compress;
 pub mod conf;
@@ -26,7 +27,6 @@ pub mod settings;
 pub mod shell;
 pub mod sign;
 pub mod status;
-pub mod tarball;
 pub mod tree;
 pub mod trust;
 pub mod version;

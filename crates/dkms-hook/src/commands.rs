@@ -4,9 +4,9 @@
 use crate::cli::{Action, GlobalArgs};
 use crate::output::Printer;
 use anyhow::{bail, Result};
+use dkms_core::archive::{self, TarballMode};
 use dkms_core::engine::{self, AddSource, EngineError, JobResult, Options};
 use dkms_core::plan::{self, Left};
-use dkms_core::tarball::{self, TarballMode};
 use dkms_core::tree::Target;
 use dkms_core::Host;
 use std::collections::BTreeSet;
@@ -114,7 +114,7 @@ pub fn run(
                 (_, true) => TarballMode::BinariesOnly,
                 _ => TarballMode::Full,
             };
-            let file = tarball::make_tarball_with(
+            let file = archive::make_tarball_with(
                 host,
                 &module,
                 &version,
@@ -123,7 +123,7 @@ pub fn run(
                 global.archive.as_deref(),
                 printer,
             )
-            .map_err(tarball_error)?;
+            .map_err(engine_error)?;
             printer.step(&format!("Tarball location: {}", file.display()));
             Ok(ExitCode::SUCCESS)
         }
@@ -135,8 +135,8 @@ pub fn run(
             else {
                 bail!(crate::exit(2, "ldtarball needs --archive=<tarball>"));
             };
-            let loaded = tarball::load_tarball_with(host, &archive, global.force, printer)
-                .map_err(tarball_error)?;
+            let loaded = archive::load_tarball_with(host, &archive, global.force, printer)
+                .map_err(engine_error)?;
             printer.step(&format!(
                 "Loaded {}/{} from {}",
                 loaded.module,
@@ -205,11 +205,6 @@ fn report(e: &EngineError, printer: &Printer) {
         EngineError::Excluded { .. } => printer.warning(&e.to_string()),
         _ => printer.error_chain(e),
     }
-}
-
-fn tarball_error(e: tarball::TarballError) -> anyhow::Error {
-    let code = e.exit_code();
-    anyhow::Error::new(e).context(crate::exit(code, "tarball"))
 }
 
 /// `match --templatekernel T -k K`: every module version installed for T (same

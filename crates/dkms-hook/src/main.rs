@@ -348,15 +348,12 @@ fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -
 /// How long a command waits for another run's tree lock before giving up.
 const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// Whether an action writes to the DKMS tree or the install tree.
+/// Whether an action writes to the DKMS tree or the install tree. mktarball does: its
+/// tarball is written under a temp name in `<m>/<v>/tarball/`, which another run's
+/// sweep would delete, and it reads builds another run may be replacing.
 fn changes_trees(action: Action) -> bool {
     !matches!(
         action,
-        Action::Status
-            | Action::Plan
-            | Action::Completions
-            | Action::Manpage
-            | Action::Mktarball
-            | Action::Cleanup
+        Action::Status | Action::Plan | Action::Completions | Action::Manpage | Action::Cleanup
     )
 }

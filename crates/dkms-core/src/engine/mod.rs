@@ -13,7 +13,7 @@
 
 mod add;
 mod build;
-mod confined;
+pub(crate) mod confined;
 pub(crate) mod fsutil;
 mod install;
 mod remove;
@@ -176,6 +176,71 @@ pub enum EngineError {
     /// A module source a user other than root could change, refused as root.
     #[error(transparent)]
     Untrusted(Box<crate::trust::TrustError>),
+    // mktarball and ldtarball (`archive`).
+    #[error("no modules built for {kernel} ({arch}): {module}/{version} must be built for every kernel it is archived for (dkms build {module}/{version} -k {kernel})")]
+    NotBuiltForArchive {
+        module: String,
+        version: String,
+        kernel: String,
+        arch: String,
+    },
+    #[error("cannot write a tarball in {}: {source}; check its permissions or give another --archive", .dir.display())]
+    ArchiveDirNotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to make tarball {}: {source}", .archive.display())]
+    ArchiveWrite {
+        archive: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make {}: {format} compression is not supported; name it .tar.gz, .tar.xz, .tar.zst or .tar", .archive.display())]
+    ArchiveCompression {
+        archive: PathBuf,
+        format: &'static str,
+    },
+    #[error("{} does not exist", .archive.display())]
+    ArchiveMissing { archive: PathBuf },
+    #[error("{}: rpm packages are not DKMS tarballs; install it with rpm, then run `dkms autoinstall`", .archive.display())]
+    ArchiveIsRpm { archive: PathBuf },
+    #[error("{}: {format}-compressed tarballs are not supported; recompress it with gzip, xz or zstd", .archive.display())]
+    ArchiveFormat {
+        archive: PathBuf,
+        format: &'static str,
+    },
+    #[error("{}: cannot read it as a tar archive: {source}", .archive.display())]
+    ArchiveCorrupt {
+        archive: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: refusing to load member '{member}': {reason}", .archive.display())]
+    UnsafeMember {
+        archive: PathBuf,
+        member: String,
+        reason: String,
+    },
+    #[error("{} does not appear to be a correctly formed DKMS archive: no dkms.conf found within it", .archive.display())]
+    ArchiveNoDkmsConf { archive: PathBuf },
+    #[error("{} is not a valid DKMS tarball: no valid dkms.conf in dkms_source_tree or dkms_binaries_only", .archive.display())]
+    ArchiveNoValidConf { archive: PathBuf },
+    #[error("{}: {member} is not a valid dkms.conf", .archive.display())]
+    ArchiveConf {
+        archive: PathBuf,
+        member: String,
+        #[source]
+        source: Box<ConfError>,
+    },
+    #[error("{module}/{version} is already added; remove it first (dkms remove {module}/{version} --all), or pass --force to load over it")]
+    ArchiveAlreadyAdded {
+        module: String,
+        version: String,
+        /// Whether the tarball had upstream's layout (exit 8) or was a plain source
+        /// tarball, which upstream hands to `add` (exit 3).
+        dkms_layout: bool,
+    },
 }
 
 impl From<crate::trust::TrustError> for EngineError {
@@ -212,6 +277,26 @@ impl EngineError {
             | EngineError::Untrusted(_)
             | EngineError::SymlinkOnPath { .. }
             | EngineError::OutsideTree { .. } => 1,
+            EngineError::NotBuiltForArchive { .. }
+            | EngineError::ArchiveWrite { .. }
+            | EngineError::ArchiveCompression { .. } => 6,
+            EngineError::ArchiveDirNotWritable { .. } | EngineError::ArchiveIsRpm { .. } => 9,
+            EngineError::ArchiveMissing { .. } => 2,
+            EngineError::ArchiveNoDkmsConf { .. } => 3,
+            EngineError::ArchiveConf { .. } => 8,
+            // Upstream has no code for an unreadable or hostile tarball (tar just
+            // complains); "not a valid DKMS tarball" is the closest.
+            EngineError::ArchiveFormat { .. }
+            | EngineError::ArchiveCorrupt { .. }
+            | EngineError::UnsafeMember { .. }
+            | EngineError::ArchiveNoValidConf { .. } => 7,
+            EngineError::ArchiveAlreadyAdded { dkms_layout, .. } => {
+                if *dkms_layout {
+                    8
+                } else {
+                    3
+                }
+            }
         }
     }
 

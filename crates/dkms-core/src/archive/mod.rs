@@ -1,0 +1,135 @@
+//! `mktarball` and `ldtarball`: DKMS tarballs in upstream's format, so tarballs move
+//! freely between upstream dkms and us.
+//!
+//! ```text
+//! dkms_main_tree/<kernel>/<arch>/{module,log}/...     each build (empty with --source-only)
+//! dkms_source_tree/...                               the module source (not --binaries-only)
+//! dkms_binaries_only/{PACKAGE_NAME,PACKAGE_VERSION,dkms.conf}        (--binaries-only)
+//! ```
+//!
+//! Upstream names it `<m>-<v>-kernel<k>-<a>[-kernel<k>-<a>...].dkms.tar.gz` (or
+//! `-source-only`, or `-manykernels` past 200 characters) under
+//! `<dkms_tree>/<m>/<v>/tarball/` and extracts it with `tar -xaf` into a scratch
+//! directory, so member names need no `./` prefix. `write` makes them on `tar::Builder`,
+//! `extract` reads untrusted ones (a policy filter over the members, then
+//! `Entry::unpack_in`, then the symlinks), `load` places what a tarball brings.
+//!
+//! **Invariant:** archive/ changes the DKMS tree and the source tree only through the
+//! functions at the bottom of this file, which call the engine's confined and atomic
+//! operations: nothing is deleted or replaced through a symlinked directory, and nothing
+//! appears half-written under its real name.
+
+mod extract;
+mod load;
+mod write;
+
+pub use load::{load_tarball, load_tarball_with};
+pub use write::{make_tarball, make_tarball_with};
+
+use crate::engine::{confined, fsutil, io_err, EngineError};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// What `mktarball` puts in the tarball.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TarballMode {
+    /// The source and the builds.
+    #[default]
+    Full,
+    /// `--source-only`: the source, and an empty `dkms_main_tree`.
+    SourceOnly,
+    /// `--binaries-only`: the builds and the dkms.conf, no source.
+    BinariesOnly,
+}
+
+/// Where the source of a loaded tarball ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedSource {
+    /// Copied from the tarball to `<source_tree>/<m>-<v>` and registered.
+    Copied(PathBuf),
+    /// `<source_tree>/<m>-<v>` existed and was kept (without force), or the tarball
+    /// had no source; it is registered.
+    KeptExisting(PathBuf),
+    /// A `--binaries-only` tarball and no source on the system: as upstream does, the
+    /// dkms.conf went into a real directory `<dkms_tree>/<m>/<v>/source/` and the
+    /// version is not registered (upstream's later versions do not count it as added).
+    BinariesOnly(PathBuf),
+}
+
+/// What [`load_tarball_with`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub module: String,
+    pub version: String,
+    pub source: LoadedSource,
+    /// Builds placed into the DKMS tree, as `(kernel, arch)`.
+    pub loaded: Vec<(String, String)>,
+    /// Builds skipped because the DKMS tree already had them (without force).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// `path` as the tarball member it came from (`./dkms_source_tree/dkms.conf`).
+fn member_name(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(rel) => format!("./{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_dir())
+}
+
+// ---------------------------------------------------------------------------------
+// The only changes archive/ makes to the trees. (When the engine's file operations
+// move to a root-handle layer, these five functions are what changes.)
+// ---------------------------------------------------------------------------------
+
+/// Fails unless `path` is inside the tree `root` and reached through real directories.
+fn check_within(root: &Path, path: &Path) -> Result<(), EngineError> {
+    confined::check(root, path)
+}
+
+/// Removes `path` (a link, a file or a directory tree) inside the tree `root`.
+fn remove_within(root: &Path, path: &Path) -> Result<(), EngineError> {
+    confined::remove_within(root, path)
+}
+
+/// Writes `bytes` to `dest` atomically with mode 0644, refusing a symlinked directory
+/// on the way when `dest` is inside the tree `root`.
+fn write_file(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    if dest.starts_with(root) {
+        check_within(root, dest)?;
+    }
+    fsutil::atomic_write(dest, bytes, 0o644)
+}
+
+/// Creates the real directory `dir` inside the tree `root`.
+fn create_dir_within(root: &Path, dir: &Path) -> Result<(), EngineError> {
+    check_within(root, dir)?;
+    fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))
+}
+
+/// Moves (or, across file systems, copies) the directory `from` to `dest` inside the
+/// tree `root`: staged under a temp name beside `dest`, synced, then exchanged with
+/// what is there, so `dest` is always either the old tree or the complete new one.
+fn place_dir(root: &Path, from: &Path, dest: &Path) -> Result<(), EngineError> {
+    check_within(root, dest)?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(io_err("cannot create directory", parent))?;
+    }
+    let staged = fsutil::staging_path(dest);
+    fsutil::remove_tree(&staged)?;
+    let result = match fs::rename(from, &staged) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => fsutil::copy_tree(from, &staged),
+        other => other.map_err(io_err("cannot move into place", &staged)),
+    }
+    .and_then(|()| fsutil::replace_dir(&staged, dest));
+    if result.is_err() {
+        let _ = fsutil::remove_tree(&staged);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests;
