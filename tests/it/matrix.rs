@@ -34,6 +34,7 @@ fn scenario() -> Sandbox {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn status_explains_every_module_on_every_kernel_in_plain_text() {
     let sb = scenario();
     let out = sb.run_ours(&["status"]);
@@ -74,6 +75,7 @@ Packages: could not read the pacman database [ROOT]/pacman: it has no local data
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn status_json_carries_every_cell_with_its_reason() {
     let sb = scenario();
     let out = sb.run_ours(&["status", "--json"]);
@@ -141,6 +143,7 @@ fn shape(value: &serde_json::Value, prefix: &str, out: &mut std::collections::BT
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn status_json_schema_is_stable() {
     let sb = scenario();
     let json: serde_json::Value =

@@ -514,6 +514,11 @@ pub fn headers(kernel: &str) -> PathBuf {
 fn check_prerequisites() {
     static CHECKED: OnceLock<()> = OnceLock::new();
     CHECKED.get_or_init(|| {
+        assert!(
+            dkms_core::trust::process_is_root(),
+            "tier (b) and (c) tests need root (mount namespaces, a real install tree): \
+             run scripts/test as root; plain `cargo test` runs tier (a) only"
+        );
         for kernel in KERNELS {
             let makefile = headers(kernel).join("Makefile");
             assert!(
