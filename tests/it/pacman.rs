@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const K1: &str = "6.1.0-53-amd64";
-const K2: &str = "6.1.0-54-amd64";
+/// The two installed kernels (tests/it/support.rs finds them).
+const K1: &str = crate::support::K53;
+const K2: &str = crate::support::K54;
 
 /// Runs `scenario` (bash, see tests/e2e/pacman-sandbox) and returns the work dir.
 fn run_scenario(scenario: &str) -> (tempfile::TempDir, String) {
