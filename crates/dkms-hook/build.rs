@@ -14,10 +14,19 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // A directory's mtime changes when an entry comes or goes: the kernel list, and
+    // each kernel's `build` link.
     for dir in ["/usr/lib/modules", "/usr/src"] {
         if Path::new(dir).is_dir() {
             println!("cargo:rerun-if-changed={dir}");
         }
+    }
+    for entry in std::fs::read_dir("/usr/lib/modules")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        println!("cargo:rerun-if-changed={}", entry.path().display());
     }
     let mut kernels = kernels_with_headers();
     kernels.sort_by(|a, b| version_cmp(a, b));
