@@ -6,8 +6,9 @@ use crate::support::{
     broken_message, line, Sandbox, ARCH, K53, K54,
 };
 
-const K53_X86: &str = "6.1.0-53-amd64/x86_64";
-const K54_X86: &str = "6.1.0-54-amd64/x86_64";
+/// `<kernel>/x86_64` of the two discovered kernels (tests/it/support.rs).
+const K53_X86: &str = concat!(env!("DKMS_HOOK_IT_OLDER_KERNEL"), "/x86_64");
+const K54_X86: &str = concat!(env!("DKMS_HOOK_IT_NEWER_KERNEL"), "/x86_64");
 
 #[test]
 #[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]

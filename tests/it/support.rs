@@ -9,8 +9,10 @@
 //! install tree, so the real system is never touched. [`Sandbox::run_upstream`] also
 //! checks after every run that the real directories still hold what they held before.
 //!
-//! Nothing here skips: missing headers, a missing or different upstream dkms, or a
-//! failing `unshare` make the tests fail.
+//! Nothing here skips: not being root, fewer than two kernels with headers, a missing
+//! or different upstream dkms, or a failing `unshare` make the tests fail. The tests
+//! that use the sandbox are tier (b) or (c) and `#[ignore]`d, so plain `cargo test`
+//! never gets here.
 
 use std::collections::BTreeSet;
 use std::fmt;
