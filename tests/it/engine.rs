@@ -291,6 +291,7 @@ fn write(path: &Path, text: &str) {
 // ---------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn plain_module_is_added_built_installed_uninstalled_unbuilt_and_removed_on_two_kernels() {
     let sb = Sandbox::new();
     add_build_install(&sb, "hello", &["hello"], &["-m", "hello", "-v", "1.0"]);
@@ -298,6 +299,7 @@ fn plain_module_is_added_built_installed_uninstalled_unbuilt_and_removed_on_two_
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn one_source_building_two_modules_one_in_a_subdirectory_goes_through_the_lifecycle() {
     let sb = Sandbox::new();
     let names = ["twomods_main", "twomods_sub"];
@@ -323,6 +325,7 @@ fn one_source_building_two_modules_one_in_a_subdirectory_goes_through_the_lifecy
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn patched_source_compiles_because_its_patch_is_applied_to_the_build_copy_only() {
     let sb = Sandbox::new();
     add_build_install(&sb, "patched", &["patched"], &["patched/1.0"]);
@@ -344,6 +347,7 @@ fn patched_source_compiles_because_its_patch_is_applied_to_the_build_copy_only()
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn make_flags_chosen_per_kernel_in_dkms_conf_reach_each_kernels_build() {
     let sb = Sandbox::new();
     add_build_install(&sb, "perkernel", &["perkernel"], &["-m", "perkernel/1.0"]);
@@ -361,6 +365,7 @@ fn make_flags_chosen_per_kernel_in_dkms_conf_reach_each_kernels_build() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn build_exclusive_kernel_module_exits_77_on_the_excluded_kernel_and_installs_on_the_other() {
     let sb = Sandbox::new();
     sb.copy_fixture("exclusive", "1.0");
@@ -392,6 +397,7 @@ fn build_exclusive_kernel_module_exits_77_on_the_excluded_kernel_and_installs_on
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn module_that_does_not_compile_exits_10_names_its_make_log_and_harms_nothing_else() {
     let sb = Sandbox::new();
     sb.copy_fixture("hello", "1.0");
@@ -500,6 +506,7 @@ fn modules_dep(tree: &Path, kernel: &str) -> String {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn install_runs_depmod_on_the_relocated_install_tree_and_no_depmod_skips_it() {
     let sb = Sandbox::new();
     let tree = rooted_install_tree_with_modules_dep(&sb);
@@ -533,6 +540,7 @@ fn install_runs_depmod_on_the_relocated_install_tree_and_no_depmod_skips_it() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn remove_all_runs_depmod_for_every_kernel_it_uninstalled_from() {
     let sb = Sandbox::new();
     let tree = rooted_install_tree_with_modules_dep(&sb);
@@ -559,6 +567,7 @@ fn remove_all_runs_depmod_for_every_kernel_it_uninstalled_from() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn modules_are_compressed_with_zstd_for_a_kernel_configured_with_module_compress_zstd() {
     let sb = Sandbox::new();
     // A copy of K54's headers (its own directory is small; the large common part is
@@ -644,6 +653,7 @@ fn modules_are_compressed_with_zstd_for_a_kernel_configured_with_module_compress
 // ---------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn upstream_dkms_reports_and_removes_what_we_added_and_installed() {
     let sb = Sandbox::new();
     sb.copy_fixture("hello", "1.0");
@@ -669,6 +679,7 @@ fn upstream_dkms_reports_and_removes_what_we_added_and_installed() {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn we_report_uninstall_and_remove_what_upstream_dkms_added_and_installed() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -718,6 +729,7 @@ fn install_tree_without_depmod_files(sb: &Sandbox) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn the_same_commands_leave_the_same_install_tree_and_status_with_upstream_and_with_us() {
     let (theirs, ours) = (Sandbox::new(), Sandbox::new());
     for sb in [&theirs, &ours] {
@@ -757,6 +769,7 @@ fn the_same_commands_leave_the_same_install_tree_and_status_with_upstream_and_wi
 // ---------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn adding_the_same_module_version_twice_exits_3() {
     let sb = Sandbox::new();
     sb.copy_fixture("hello", "1.0");
@@ -768,6 +781,7 @@ fn adding_the_same_module_version_twice_exits_3() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn building_for_a_kernel_without_headers_exits_21_and_names_the_headers() {
     let sb = Sandbox::new();
     let kernel = "6.1.0-99-amd64";
@@ -788,6 +802,7 @@ fn building_for_a_kernel_without_headers_exits_21_and_names_the_headers() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn installing_onto_a_kernel_directory_that_does_not_exist_exits_6() {
     let sb = Sandbox::new();
     sb.copy_fixture("hello", "1.0");
@@ -804,6 +819,7 @@ fn installing_onto_a_kernel_directory_that_does_not_exist_exits_6() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn adding_a_directory_without_dkms_conf_exits_9() {
     let sb = Sandbox::new();
     let dir = sb.source_tree().join("noconf-1.0");
@@ -816,6 +832,7 @@ fn adding_a_directory_without_dkms_conf_exits_9() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn built_module_name_ending_in_ko_exits_8_naming_the_file_and_the_directive() {
     let sb = Sandbox::new();
     let source = sb.copy_fixture("badname", "1.0");
@@ -831,6 +848,7 @@ fn built_module_name_ending_in_ko_exits_8_naming_the_file_and_the_directive() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn building_with_a_missing_build_depends_exits_13_and_force_builds_anyway() {
     let sb = Sandbox::new();
     sb.copy_fixture("needy", "1.0");
@@ -888,6 +906,7 @@ fn assert_autoinstall_good_installed(sb: &Sandbox) {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_installs_every_module_on_both_kernels_building_dependencies_first() {
     let sb = Sandbox::new();
     add_autoinstall_fixtures(&sb, &[]);
@@ -906,6 +925,7 @@ fn autoinstall_installs_every_module_on_both_kernels_building_dependencies_first
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_with_a_failing_module_exits_11_installs_the_others_and_names_the_failure() {
     let sb = Sandbox::new();
     add_autoinstall_fixtures(&sb, &["broken"]);
@@ -926,6 +946,7 @@ fn autoinstall_with_a_failing_module_exits_11_installs_the_others_and_names_the_
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_does_nothing_when_the_etc_dir_has_no_autoinstall() {
     let sb = Sandbox::new();
     add_autoinstall_fixtures(&sb, &[]);
@@ -942,6 +963,7 @@ fn autoinstall_does_nothing_when_the_etc_dir_has_no_autoinstall() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_runs_depmod_when_an_earlier_run_installed_without_it() {
     // A run killed between its installs and depmod leaves modules.dep behind the
     // modules; `--no-depmod` leaves exactly that state.
@@ -968,6 +990,7 @@ fn autoinstall_runs_depmod_when_an_earlier_run_installed_without_it() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn adding_a_directory_from_elsewhere_copies_it_in_whole_and_sweeps_what_a_killed_add_left() {
     let sb = Sandbox::new();
     // Where a killed `add` would leave its staged copy: a temp name of another pid.

@@ -4,6 +4,7 @@
 use crate::support::{Sandbox, K54};
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_known_failure_is_not_rebuilt_until_its_source_changes_or_a_retry_is_asked() {
     let sb = Sandbox::new();
     let source = sb.copy_fixture("broken", "1.0");

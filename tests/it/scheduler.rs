@@ -23,6 +23,7 @@ const BOTH: [&str; 4] = ["-k", K53, "-k", K54];
 // An spl/openzfs-style pair.
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_builds_an_openzfs_style_module_after_the_spl_style_module_it_links_against_on_both_kernels(
 ) {
     let sb = sandbox();
@@ -82,6 +83,7 @@ fn autoinstall_builds_an_openzfs_style_module_after_the_spl_style_module_it_link
 // Plans: cycles, missing and failing dependencies, chains, diamonds.
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_two_module_cycle_fails_both_members_naming_the_cycle_and_other_modules_still_install() {
     let sb = sandbox();
     Spec::new("cycle-a").deps(&["cycle-b"]).add(&sb);
@@ -118,6 +120,7 @@ fn a_two_module_cycle_fails_both_members_naming_the_cycle_and_other_modules_stil
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_cycle_of_four_is_named_along_its_build_depends() {
     // cycle-a needs cycle-c, cycle-c needs cycle-b, cycle-b needs cycle-d, cycle-d
     // needs cycle-a: the loop is a -> c -> b -> d -> a (or, read as "is built
@@ -151,6 +154,7 @@ fn a_cycle_of_four_is_named_along_its_build_depends() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_module_depending_on_itself_fails_and_other_modules_still_install() {
     let sb = sandbox();
     Spec::new("selfish").deps(&["selfish"]).add(&sb);
@@ -175,6 +179,7 @@ fn a_module_depending_on_itself_fails_and_other_modules_still_install() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_dependency_dkms_has_never_heard_of_defers_its_dependent_with_a_warning_and_autoinstall_exits_0(
 ) {
     let sb = sandbox();
@@ -219,6 +224,7 @@ fn a_dependency_dkms_has_never_heard_of_defers_its_dependent_with_a_warning_and_
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_dependency_that_fails_to_build_skips_its_dependents_on_that_kernel_installs_the_rest_and_exits_11(
 ) {
     let sb = sandbox();
@@ -248,6 +254,7 @@ fn a_dependency_that_fails_to_build_skips_its_dependents_on_that_kernel_installs
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_three_level_chain_builds_base_then_middle_then_top_on_each_kernel() {
     let sb = sandbox();
     // Alphabetical order is exactly wrong: top, middle, base.
@@ -277,6 +284,7 @@ fn a_three_level_chain_builds_base_then_middle_then_top_on_each_kernel() {
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_diamond_builds_the_base_before_both_sides_and_both_sides_before_the_top() {
     let sb = sandbox();
     // base <- left, base <- right, (left, right) <- top; alphabetical order is the
@@ -330,6 +338,7 @@ fn a_diamond_builds_the_base_before_both_sides_and_both_sides_before_the_top() {
 // Parallelism changes nothing in the result.
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn a_parallel_autoinstall_leaves_the_same_trees_byte_for_byte_as_a_serial_one() {
     // Same paths for both runs (the DWARF of a build names its directory, and the
     // build ID covers it), the same signing key, everything else from scratch.
@@ -383,6 +392,7 @@ fn a_parallel_autoinstall_leaves_the_same_trees_byte_for_byte_as_a_serial_one() 
 // One job budget for all builds together.
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_j2_never_runs_more_than_2_compile_jobs_at_once_across_all_builds() {
     let max = max_concurrent_jobs(2);
     assert!(max <= 2, "{max} jobs ran at once with -j 2");
@@ -393,6 +403,7 @@ fn autoinstall_j2_never_runs_more_than_2_compile_jobs_at_once_across_all_builds(
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn autoinstall_j3_never_runs_more_than_3_compile_jobs_at_once_across_all_builds() {
     let max = max_concurrent_jobs(3);
     assert!(max <= 3, "{max} jobs ran at once with -j 3");
@@ -403,6 +414,7 @@ fn autoinstall_j3_never_runs_more_than_3_compile_jobs_at_once_across_all_builds(
 }
 
 #[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn one_build_alone_takes_its_extra_job_slots_from_the_shared_jobserver() {
     // -j 2 and a single target: make must get the second slot from the jobserver.
     let sb = sandbox();

@@ -6,10 +6,12 @@ use crate::support::{
     broken_message, line, Sandbox, ARCH, K53, K54,
 };
 
-const K53_X86: &str = "6.1.0-53-amd64/x86_64";
-const K54_X86: &str = "6.1.0-54-amd64/x86_64";
+/// `<kernel>/x86_64` of the two discovered kernels (tests/it/support.rs).
+const K53_X86: &str = concat!(env!("DKMS_HOOK_IT_OLDER_KERNEL"), "/x86_64");
+const K54_X86: &str = concat!(env!("DKMS_HOOK_IT_NEWER_KERNEL"), "/x86_64");
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_matches_upstream_for_an_added_only_module() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -33,6 +35,7 @@ fn status_matches_upstream_for_an_added_only_module() {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_matches_upstream_for_a_module_built_but_not_installed() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -59,6 +62,7 @@ fn status_matches_upstream_for_a_module_built_but_not_installed() {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_matches_upstream_for_a_module_installed_on_one_kernel_and_built_on_the_other() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -103,6 +107,7 @@ fn status_matches_upstream_for_a_module_installed_on_one_kernel_and_built_on_the
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_matches_upstream_for_modules_installed_on_two_kernels_in_bash_glob_order() {
     let sb = Sandbox::new();
     // `hello-extra/1.0` sorts before `hello/1.0`: bash sorts the whole expanded path
@@ -138,6 +143,7 @@ fn status_matches_upstream_for_modules_installed_on_two_kernels_in_bash_glob_ord
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_matches_upstream_for_two_versions_of_a_module_with_one_installed() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -175,6 +181,7 @@ fn status_matches_upstream_for_two_versions_of_a_module_with_one_installed() {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_reports_a_dangling_source_link_as_broken_where_upstream_3_0_10_said_added() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -210,6 +217,7 @@ fn status_reports_a_dangling_source_link_as_broken_where_upstream_3_0_10_said_ad
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_reports_an_installed_module_whose_source_is_gone_only_as_broken() {
     // dkms 3.0.10 aborts the listing here (its is_module_built dies on the missing
     // dkms.conf), so this is checked against the 3.4 semantics only.
@@ -242,6 +250,7 @@ fn status_reports_an_installed_module_whose_source_is_gone_only_as_broken() {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_reports_a_missing_source_link_as_broken_only_while_the_source_dir_exists() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");
@@ -274,6 +283,7 @@ fn hello_installed_and_built_with_extra_and_second_version() -> Sandbox {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_module_and_version_filters_are_bash_globs_like_upstream() {
     // Upstream expands `$dkms_tree/$module/$module_version` unquoted with extglob on,
     // so -m and -v are bash patterns matched per path component.
@@ -308,6 +318,7 @@ fn status_module_and_version_filters_are_bash_globs_like_upstream() {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_reports_installed_modules_even_when_the_dkms_tree_path_is_a_symlink() {
     let sb = hello_installed_and_built_with_extra_and_second_version();
     // T/dkms becomes a symlink to the real tree, so --dkmstree names a link.

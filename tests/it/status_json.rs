@@ -80,6 +80,7 @@ fn assert_json_matches_text(sb: &Sandbox, args: &[&str]) -> Vec<Value> {
 }
 
 #[test]
+#[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn status_json_parses_and_carries_the_same_entries_as_the_text_listing() {
     let sb = Sandbox::new();
     sb.add("hello", "1.0");

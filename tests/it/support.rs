@@ -9,8 +9,10 @@
 //! install tree, so the real system is never touched. [`Sandbox::run_upstream`] also
 //! checks after every run that the real directories still hold what they held before.
 //!
-//! Nothing here skips: missing headers, a missing or different upstream dkms, or a
-//! failing `unshare` make the tests fail.
+//! Nothing here skips: not being root, fewer than two kernels with headers, a missing
+//! or different upstream dkms, or a failing `unshare` make the tests fail. The tests
+//! that use the sandbox are tier (b) or (c) and `#[ignore]`d, so plain `cargo test`
+//! never gets here.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -19,12 +21,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// The kernels the sandbox installs, whose headers must be in `/usr/src`.
-pub const KERNELS: [&str; 2] = ["6.1.0-53-amd64", "6.1.0-54-amd64"];
-/// The older of the two kernels.
+/// The kernels the sandbox installs: the two newest installed kernels with headers,
+/// older first, found when the tests were built (crates/dkms-hook/build.rs), never
+/// hard-coded. Empty when fewer than two exist; [`check_prerequisites`] then fails.
+pub const KERNELS: [&str; 2] = [
+    env!("DKMS_HOOK_IT_OLDER_KERNEL"),
+    env!("DKMS_HOOK_IT_NEWER_KERNEL"),
+];
+/// The older of the two kernels (named after Debian's 6.1.0-53, which the tests were
+/// first written for).
 pub const K53: &str = KERNELS[0];
-/// The newer of the two kernels.
+/// The newer of the two kernels (Debian's 6.1.0-54 when the tests were written).
 pub const K54: &str = KERNELS[1];
+/// Every installed kernel with headers the build found, for the failure message.
+const KERNELS_FOUND: &str = env!("DKMS_HOOK_IT_KERNELS_FOUND");
 /// The only architecture the sandbox builds for.
 pub const ARCH: &str = "x86_64";
 
@@ -57,7 +67,7 @@ impl fmt::Display for Output {
 /// T/dkms                     the DKMS tree (--dkmstree)
 /// T/src                      module sources (--sourcetree)
 /// T/inst/<K>/kernel/         an empty kernel module directory, for each of KERNELS
-/// T/inst/<K>/build -> /usr/src/linux-headers-<K>
+/// T/inst/<K>/build -> the real headers of K (see [`headers`])
 /// T/etc                      our --etc-dir: dkms-hook.toml (pacman db T/pacman)
 /// T/bin/dkms -> dkms-hook    our binary under its compat name
 /// ```
@@ -182,6 +192,7 @@ impl Sandbox {
         );
         let to = self.source_tree().join(&name);
         copy_dir(&from, &to);
+        fill_in_kernels(&to.join("dkms.conf"));
         to
     }
 
@@ -498,6 +509,30 @@ pub fn line(module_version: &str, kernel: &str, state: &str) -> String {
     format!("{module_version}, {kernel}, {ARCH}: {state}\n")
 }
 
+/// Fixtures that treat one kernel differently name it by placeholder, since the
+/// kernels are found at build time: `@OLDER_KERNEL@` (the release as text) and
+/// `@NEWER_KERNEL_RE@` (the release as a POSIX regular expression).
+fn fill_in_kernels(conf: &Path) {
+    let text = fs::read_to_string(conf).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+    if !text.contains('@') {
+        return;
+    }
+    let as_regex: String = K54
+        .chars()
+        .flat_map(|c| {
+            let escape = matches!(
+                c,
+                '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '^' | '$' | '|' | '\\' | '{' | '}'
+            );
+            escape.then_some('\\').into_iter().chain([c])
+        })
+        .collect();
+    let filled = text
+        .replace("@OLDER_KERNEL@", K53)
+        .replace("@NEWER_KERNEL_RE@", &as_regex);
+    fs::write(conf, filled).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+}
+
 fn ours_exe() -> &'static str {
     env!("CARGO_BIN_EXE_dkms-hook")
 }
@@ -506,14 +541,37 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// The headers of an installed kernel: where its `build` link leads (every
+/// distribution), else Debian's `/usr/src/linux-headers-<kernel>`.
 pub fn headers(kernel: &str) -> PathBuf {
-    PathBuf::from(format!("/usr/src/linux-headers-{kernel}"))
+    let build = Path::new("/usr/lib/modules").join(kernel).join("build");
+    match fs::canonicalize(&build) {
+        Ok(dir) if dir.join("Makefile").is_file() => dir,
+        _ => PathBuf::from(format!("/usr/src/linux-headers-{kernel}")),
+    }
 }
 
 /// Fails (never skips) when what the suite needs is missing.
 fn check_prerequisites() {
     static CHECKED: OnceLock<()> = OnceLock::new();
     CHECKED.get_or_init(|| {
+        assert!(
+            dkms_core::trust::process_is_root(),
+            "tier (b) and (c) tests need root (mount namespaces, a real install tree): \
+             run scripts/test as root; plain `cargo test` runs tier (a) only"
+        );
+        assert!(
+            KERNELS.iter().all(|k| !k.is_empty()),
+            "tier (b) and (c) tests need two installed kernels with headers \
+             (/usr/lib/modules/<release>/build or /usr/src/linux-headers-<release>); \
+             the build found {}: install the headers of a second kernel \
+             (scripts/install-deps) and rebuild",
+            if KERNELS_FOUND.is_empty() {
+                "none"
+            } else {
+                KERNELS_FOUND
+            }
+        );
         for kernel in KERNELS {
             let makefile = headers(kernel).join("Makefile");
             assert!(

@@ -427,6 +427,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "tier b: needs root (the trust gate accepts only root-owned files); scripts/test runs it"]
     fn a_world_writable_file_deep_in_a_source_is_named_with_the_fix() {
         let root = tempfile::tempdir().unwrap();
         let src = root.path().join("src");
@@ -462,6 +463,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "tier b: needs root (the trust gate accepts only root-owned files); scripts/test runs it"]
     fn directories_above_a_source_count_up_to_the_source_tree() {
         let root = tempfile::tempdir().unwrap();
         let src = root.path().join("src");

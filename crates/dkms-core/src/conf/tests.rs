@@ -733,6 +733,7 @@ fn command_line_directives_override_the_dkms_conf() {
 }
 
 #[test]
+#[ignore = "tier b: needs root (the trust gate accepts only root-owned files); scripts/test runs it"]
 fn bash_never_sources_a_dkms_conf_a_user_could_change_but_plain_ones_are_parsed() {
     use std::os::unix::fs::PermissionsExt;
     let world_writable = |file: &Path| {
