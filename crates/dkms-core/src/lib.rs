@@ -7,11 +7,14 @@
 //! See docs/ARCHITECTURE.md for the map.
 
 pub mod cleanup;
+pub mod commands;
 pub mod compress;
 pub mod conf;
 pub mod distro;
 pub mod engine;
+pub mod event;
 pub mod exec;
+pub mod exit;
 pub mod failure;
 pub mod hook;
 pub mod host;
