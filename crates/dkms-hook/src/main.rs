@@ -400,3 +400,22 @@ fn changes_trees(action: Action) -> bool {
             | Action::Cleanup
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_exits_with_the_code_it_knows_and_shows_its_own_message_first() {
+        let tarball: anyhow::Error = dkms_core::tarball::TarballError::ArchiveMissing {
+            archive: "/no/such.tar.gz".into(),
+        }
+        .into();
+        assert_eq!(exit_of(&tarball), Exit::Usage);
+        assert_eq!(tarball.to_string(), "/no/such.tar.gz does not exist");
+
+        let refused = refuse(Exit::AlreadyInstalled, "no --all here").context("while parsing");
+        assert_eq!(exit_of(&refused), Exit::AlreadyInstalled);
+        assert_eq!(exit_of(&anyhow::anyhow!("plain")), Exit::Failure);
+    }
+}

@@ -5,6 +5,7 @@ use super::*;
 use crate::engine::Options;
 use crate::event::Recorder;
 use crate::exit::Exit;
+use crate::tree::Target;
 use crate::{Host, Paths, Settings};
 use std::path::Path;
 
@@ -210,4 +211,122 @@ fn a_headers_only_change_without_installs_regenerates_no_initramfs() {
     );
     assert_eq!(report.exit(), Exit::Success, "{report:?}");
     assert!(report.initramfs.is_empty());
+}
+
+/// A kernel with (empty) headers and hello 1.0 built and installed for it, whose
+/// package is then upgraded to 2.0 with `make` given by `make_2_0`: the pre-transaction
+/// hook notes 1.0, pacman swaps the sources, and the post-transaction hook runs.
+/// Nothing needs real headers: MAKE is a shell command.
+fn upgrade_hello(make_2_0: &str) -> (Tree, HookReport, Vec<String>) {
+    let t = tree();
+    let paths = &t.host.paths;
+    let kernel = "6.1.0-test";
+    let arch = crate::kernel::default_arch();
+    std::fs::create_dir_all(paths.kernel_dir(kernel).join("build/include")).unwrap();
+    source(&t.host, "hello-1.0", "hello", "1.0");
+    let old = paths.version_dir("hello", "1.0");
+    std::fs::create_dir_all(old.join(kernel).join(arch).join("module")).unwrap();
+    std::fs::write(old.join(kernel).join(arch).join("module/hello.ko"), b"old").unwrap();
+    std::os::unix::fs::symlink(paths.source_tree.join("hello-1.0"), old.join("source")).unwrap();
+    let link = crate::tree::install_link(paths, "hello", kernel, arch);
+    std::os::unix::fs::symlink(format!("1.0/{kernel}/{arch}"), &link).unwrap();
+    assert!(crate::tree::is_installed(
+        paths, "hello", "1.0", kernel, arch
+    ));
+
+    let input = b"usr/src/hello-1.0/dkms.conf\nusr/src/hello-2.0/dkms.conf\n";
+    let pre = pre_transaction(
+        &t.host,
+        PreTransaction::Remove,
+        input,
+        kernel,
+        &options(),
+        &Recorder::default(),
+    )
+    .unwrap();
+    assert_eq!(pre.exit(), Exit::Success, "{pre:?}");
+    std::fs::remove_dir_all(paths.source_tree.join("hello-1.0")).unwrap();
+    source(&t.host, "hello-2.0", "hello", "2.0");
+    let conf = paths.source_tree.join("hello-2.0/dkms.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!("MAKE[0]=\"{make_2_0}\"\n"));
+    std::fs::write(&conf, text).unwrap();
+
+    let events = Recorder::default();
+    let report = post_transaction(&t.host, input, kernel, &options(), &events);
+    let seen = events.0.into_inner().unwrap();
+    (t, report, seen)
+}
+
+#[test]
+fn an_old_version_stays_installed_where_its_replacement_failed_to_build() {
+    let (t, report, events) = upgrade_hello("false");
+    let arch = crate::kernel::default_arch();
+    assert_eq!(report.exit(), Exit::Failure);
+    assert!(
+        matches!(
+            &report.problems[..],
+            [Problem::Target { target, failure: crate::commands::Failure::Failed { log: Some(_), .. } }]
+                if target.version == "2.0"
+        ),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(report.added, [("hello".to_string(), "2.0".to_string())]);
+    assert_eq!(
+        report
+            .kept
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>(),
+        [Target::new("hello", "1.0", "6.1.0-test", arch).to_string()]
+    );
+    assert!(report.retired.is_empty());
+    assert!(crate::tree::is_installed(
+        &t.host.paths,
+        "hello",
+        "1.0",
+        "6.1.0-test",
+        arch
+    ));
+    assert!(
+        events.iter().any(|e| e.starts_with("KeptInstalled")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_old_version_is_retired_only_once_its_replacement_is_installed() {
+    let (t, report, events) = upgrade_hello("touch hello.ko");
+    let arch = crate::kernel::default_arch();
+    assert_eq!(report.exit(), Exit::Success, "{report:?}\n{events:#?}");
+    assert_eq!(
+        report
+            .installed
+            .iter()
+            .map(|t| t.version.as_str())
+            .collect::<Vec<_>>(),
+        ["2.0"]
+    );
+    assert_eq!(report.retired, [("hello".to_string(), "1.0".to_string())]);
+    assert!(report.kept.is_empty());
+    let paths = &t.host.paths;
+    assert!(crate::tree::is_installed(
+        paths,
+        "hello",
+        "2.0",
+        "6.1.0-test",
+        arch
+    ));
+    assert!(!exists(&paths.version_dir("hello", "1.0")));
+    assert!(paths
+        .kernel_dir("6.1.0-test")
+        .join("updates/dkms/hello.ko")
+        .is_file());
+    // The build's steps came in order: built and installed before anything retired.
+    let position = |prefix: &str| events.iter().position(|e| e.starts_with(prefix));
+    assert!(
+        position("JobFinished") < position("Retiring"),
+        "{events:#?}"
+    );
 }
