@@ -203,37 +203,58 @@ impl Event<'_> {
     /// Whether the user should see this even when steps are hidden (the scheduler
     /// hides the engine's steps while many builds run at once).
     pub fn is_warning(&self) -> bool {
-        matches!(
-            self,
+        // No wildcard: a new event must be classified here.
+        match self {
             Event::Deprecated { .. }
-                | Event::BuildingDespiteMissingDependencies { .. }
-                | Event::ModuleExcluded { .. }
-                | Event::WaitingForInterruptedBuild { .. }
-                | Event::InterruptedBuildStillRunning { .. }
-                | Event::MakeHardCodesJobs { .. }
-                | Event::StripFailed { .. }
-                | Event::SigningFailed { .. }
-                | Event::CompressionFailed { .. }
-                | Event::SignFileMissing { .. }
-                | Event::NoSigningKey { .. }
-                | Event::ScriptNotExecutable { .. }
-                | Event::InstallingDespitePreInstall { .. }
-                | Event::DepmodSkipped { .. }
-                | Event::DepmodFailed { .. }
-                | Event::PostRemoveNotRun { .. }
-                | Event::TargetFailed { .. }
-                | Event::NoJobserver { .. }
-                | Event::DependencyFailed { .. }
-                | Event::Deferred { .. }
-                | Event::DeferredInTransaction { .. }
-                | Event::RejectedLine { .. }
-                | Event::MoreRejectedLines { .. }
-                | Event::KernelWithoutHeaders { .. }
-                | Event::KeptInstalled { .. }
-                | Event::KernelCleanupFailed { .. }
-                | Event::InitramfsNotRegenerated { .. }
-                | Event::TextWarning(_)
-        )
+            | Event::BuildingDespiteMissingDependencies { .. }
+            | Event::ModuleExcluded { .. }
+            | Event::WaitingForInterruptedBuild { .. }
+            | Event::InterruptedBuildStillRunning { .. }
+            | Event::MakeHardCodesJobs { .. }
+            | Event::StripFailed { .. }
+            | Event::SigningFailed { .. }
+            | Event::CompressionFailed { .. }
+            | Event::SignFileMissing { .. }
+            | Event::NoSigningKey { .. }
+            | Event::ScriptNotExecutable { .. }
+            | Event::InstallingDespitePreInstall { .. }
+            | Event::DepmodSkipped { .. }
+            | Event::DepmodFailed { .. }
+            | Event::PostRemoveNotRun { .. }
+            | Event::TargetFailed { .. }
+            | Event::NoJobserver { .. }
+            | Event::DependencyFailed { .. }
+            | Event::Deferred { .. }
+            | Event::DeferredInTransaction { .. }
+            | Event::RejectedLine { .. }
+            | Event::MoreRejectedLines { .. }
+            | Event::KernelWithoutHeaders { .. }
+            | Event::KeptInstalled { .. }
+            | Event::KernelCleanupFailed { .. }
+            | Event::InitramfsNotRegenerated { .. }
+            | Event::TextWarning(_) => true,
+            Event::CopyingSource { .. }
+            | Event::LinkedSource { .. }
+            | Event::Added { .. }
+            | Event::Building { .. }
+            | Event::SigningKeyGenerated { .. }
+            | Event::RunningScript { .. }
+            | Event::Installing { .. }
+            | Event::Installed { .. }
+            | Event::Uninstalling { .. }
+            | Event::NotInstalled { .. }
+            | Event::NotBuilt { .. }
+            | Event::RunningDepmod { .. }
+            | Event::Unbuilding { .. }
+            | Event::Removing { .. }
+            | Event::DepmodStale { .. }
+            | Event::JobStarted { .. }
+            | Event::JobFinished { .. }
+            | Event::AutoinstallDisabled
+            | Event::Retiring { .. }
+            | Event::RegeneratingInitramfs { .. }
+            | Event::Text(_) => false,
+        }
     }
 }
 
