@@ -266,7 +266,7 @@ pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<Exit> {
 /// be usable as one directory name (they become paths in both trees).
 fn engine_kernels(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
     let mut kernels = Vec::new();
-    for (kernel, arch) in crate::kernels_with_arches(global)? {
+    for (kernel, arch) in crate::cli::kernels_with_arches(global)? {
         let arch = arch.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string());
         plain_name(&format!("-k {kernel:?}"), "kernel release", &kernel)?;
         plain_name(&format!("-a {arch:?}"), "architecture", &arch)?;
@@ -313,7 +313,7 @@ fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, St
     let mut module = global.module.clone();
     let mut version = global.module_version.clone();
     for given in targets.first().into_iter().chain(global.module.iter()) {
-        if let Some((m, v)) = crate::split_module_version(given) {
+        if let Some((m, v)) = crate::cli::split_module_version(given) {
             module = Some(m);
             version = Some(v);
         }

@@ -168,7 +168,7 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
             // Scripts call `dkms status` and parse it: that face, and --compat, keep
             // upstream's lines; `dkms-hook status` explains itself.
             if face == Face::Dkms || cli.compat {
-                let query = status_query(&cli.global, target)?;
+                let query = cli::status_query(&cli.global, target)?;
                 return run_status(&host, &query, cli.json, printer);
             }
             let matrix = dkms_core::status::matrix(&host);
@@ -283,77 +283,6 @@ fn host(global: &GlobalArgs) -> Result<Host> {
         host.directives.push((name.to_string(), value.to_string()));
     }
     Ok(host)
-}
-
-/// Splits `module/version` as upstream does: exactly one slash.
-pub(crate) fn split_module_version(value: &str) -> Option<(String, String)> {
-    let (m, v) = value.split_once('/')?;
-    (!v.contains('/')).then(|| (m.to_string(), v.to_string()))
-}
-
-fn status_query(global: &GlobalArgs, target: Option<&str>) -> Result<StatusQuery> {
-    let mut module = global.module.clone();
-    let mut version = global.module_version.clone();
-    for given in [target.map(str::to_string), global.module.clone()]
-        .into_iter()
-        .flatten()
-    {
-        if let Some((m, v)) = split_module_version(&given) {
-            module = Some(m);
-            version = Some(v);
-        } else if target.is_some() && module.is_none() {
-            module = Some(given);
-        }
-    }
-    let kernels = kernels_with_arches(global)?;
-    let arch = if global.kernels.is_empty() {
-        global.arches.first().cloned()
-    } else {
-        None
-    };
-    Ok(StatusQuery {
-        module,
-        version,
-        kernels,
-        arch,
-    })
-}
-
-/// Pairs `-k` values with arches: `-k kernel/arch`, one `-a` for all, or one `-a`
-/// per `-k` (upstream exits 1 on any other count).
-pub(crate) fn kernels_with_arches(global: &GlobalArgs) -> Result<Vec<(String, Option<String>)>> {
-    if !global.kernels.is_empty() && global.all {
-        bail!(refuse(
-            Exit::Usage,
-            "You cannot specify a kernel version and also specify --all on the command line."
-        ));
-    }
-    let mut pairs: Vec<(String, Option<String>)> = global
-        .kernels
-        .iter()
-        .map(|k| match k.split_once('/') {
-            Some((k, a)) => (k.to_string(), Some(a.to_string())),
-            None => (k.clone(), None),
-        })
-        .collect();
-    match global.arches.len() {
-        0 => {}
-        1 => {
-            for pair in &mut pairs {
-                pair.1.get_or_insert_with(|| global.arches[0].clone());
-            }
-        }
-        n if n == pairs.len() => {
-            for (pair, arch) in pairs.iter_mut().zip(&global.arches) {
-                pair.1.get_or_insert_with(|| arch.clone());
-            }
-        }
-        _ => bail!(refuse(
-            Exit::Failure,
-            "If more than one arch is specified on the command line, then there must be an equal number of kernel versions also specified (1:1 relationship)."
-        )),
-    }
-    Ok(pairs)
 }
 
 fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -> Result<Exit> {
