@@ -581,3 +581,17 @@ fn a_version_with_hyphens_works_as_upstream() {
     assert!(!sb.installed_module_dir(K54).join("hy.ko").exists());
     tally.nothing_lost();
 }
+
+/// Regression: `dkms plan` (a dkms-hook command under the `dkms` name) printed an
+/// error and exited 0, so a script took it for success.
+#[test]
+fn plan_under_the_dkms_name_is_a_usage_error_not_a_success() {
+    let sb = Sandbox::new();
+    let out = sb.run_ours_as_dkms(&["plan"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .starts_with("==> ERROR: Unknown action specified: \"plan\""),
+        "{out}"
+    );
+}

@@ -8,11 +8,14 @@
 
 pub mod archive;
 pub mod cleanup;
+pub mod commands;
 pub mod compress;
 pub mod conf;
 pub mod distro;
 pub mod engine;
+pub mod event;
 pub mod exec;
+pub mod exit;
 pub mod failure;
 pub mod hook;
 pub mod host;

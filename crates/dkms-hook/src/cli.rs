@@ -1,9 +1,14 @@
 //! Command-line arguments: upstream dkms's commands and options, plus ours.
 //!
 //! Options are accepted before or after the command, as upstream accepts them
-//! (`dkms status -m foo` and `dkms -m foo status`).
+//! (`dkms status -m foo` and `dkms -m foo status`). The helpers at the end turn
+//! `module/version`, `-k kernel/arch` and `-a` into the values the library takes.
 
+use crate::refuse;
+use anyhow::{bail, Result};
 use clap::{Args, Parser, ValueEnum};
+use dkms_core::exit::Exit;
+use dkms_core::status::StatusQuery;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -175,4 +180,75 @@ pub enum Action {
     /// (dkms-hook) What autoinstall would build for the kernels, in order, and why
     /// anything is left out; default: every installed kernel.
     Plan,
+}
+
+/// Splits `module/version` as upstream does: exactly one slash.
+pub fn split_module_version(value: &str) -> Option<(String, String)> {
+    let (m, v) = value.split_once('/')?;
+    (!v.contains('/')).then(|| (m.to_string(), v.to_string()))
+}
+
+pub fn status_query(global: &GlobalArgs, target: Option<&str>) -> Result<StatusQuery> {
+    let mut module = global.module.clone();
+    let mut version = global.module_version.clone();
+    for given in [target.map(str::to_string), global.module.clone()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some((m, v)) = split_module_version(&given) {
+            module = Some(m);
+            version = Some(v);
+        } else if target.is_some() && module.is_none() {
+            module = Some(given);
+        }
+    }
+    let kernels = kernels_with_arches(global)?;
+    let arch = if global.kernels.is_empty() {
+        global.arches.first().cloned()
+    } else {
+        None
+    };
+    Ok(StatusQuery {
+        module,
+        version,
+        kernels,
+        arch,
+    })
+}
+
+/// Pairs `-k` values with arches: `-k kernel/arch`, one `-a` for all, or one `-a`
+/// per `-k` (upstream exits 1 on any other count).
+pub fn kernels_with_arches(global: &GlobalArgs) -> Result<Vec<(String, Option<String>)>> {
+    if !global.kernels.is_empty() && global.all {
+        bail!(refuse(
+            Exit::Usage,
+            "You cannot specify a kernel version and also specify --all on the command line."
+        ));
+    }
+    let mut pairs: Vec<(String, Option<String>)> = global
+        .kernels
+        .iter()
+        .map(|k| match k.split_once('/') {
+            Some((k, a)) => (k.to_string(), Some(a.to_string())),
+            None => (k.clone(), None),
+        })
+        .collect();
+    match global.arches.len() {
+        0 => {}
+        1 => {
+            for pair in &mut pairs {
+                pair.1.get_or_insert_with(|| global.arches[0].clone());
+            }
+        }
+        n if n == pairs.len() => {
+            for (pair, arch) in pairs.iter_mut().zip(&global.arches) {
+                pair.1.get_or_insert_with(|| arch.clone());
+            }
+        }
+        _ => bail!(refuse(
+            Exit::Failure,
+            "If more than one arch is specified on the command line, then there must be an equal number of kernel versions also specified (1:1 relationship)."
+        )),
+    }
+    Ok(pairs)
 }

@@ -7,48 +7,73 @@
 mod cli;
 mod commands;
 mod hook;
-mod matrix;
-mod output;
+mod render;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{Action, Cli, GlobalArgs};
+use dkms_core::exit::{Exit, HasExitCode};
 use dkms_core::settings::{read_framework_conf, Settings};
 use dkms_core::status::{self, StatusQuery};
 use dkms_core::{Host, Paths};
-use output::Printer;
+use render::{Face, Printer, Renderer};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// An error that carries the exit code upstream dkms uses for it.
+/// A command line the binary refuses before calling the library, with the exit
+/// upstream dkms uses for it.
 #[derive(Debug)]
-struct Exit {
-    code: u8,
+struct Refused {
+    exit: Exit,
     message: String,
 }
 
-impl std::fmt::Display for Exit {
+impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Exit {}
+impl std::error::Error for Refused {}
 
-pub(crate) fn exit(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Exit {
-        code,
+impl HasExitCode for Refused {
+    fn exit(&self) -> Exit {
+        self.exit
+    }
+}
+
+/// Refuses the command line with `exit` and `message`.
+pub(crate) fn refuse(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+    Refused {
+        exit,
         message: message.into(),
     }
     .into()
 }
 
-/// Which name we were run as: `dkms` promises upstream's exact behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Face {
-    Dkms,
-    DkmsHook,
+/// The one place an error becomes an exit status: the first error in the chain that
+/// knows its dkms exit, else a general failure.
+fn exit_of(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        let known: Option<&dyn HasExitCode> = if let Some(e) = cause.downcast_ref::<Refused>() {
+            Some(e)
+        } else if let Some(e) = cause.downcast_ref::<dkms_core::engine::EngineError>() {
+            Some(e)
+        } else if let Some(e) = cause.downcast_ref::<dkms_core::conf::ConfError>() {
+            Some(e)
+        } else if let Some(e) = cause.downcast_ref::<dkms_core::settings::SettingsError>() {
+            Some(e)
+        } else if let Some(e) = cause.downcast_ref::<dkms_core::lock::LockError>() {
+            Some(e)
+        } else {
+            None
+        };
+        if let Some(known) = known {
+            return known.exit();
+        }
+    }
+    Exit::Failure
 }
 
 fn face() -> Face {
@@ -75,28 +100,23 @@ fn main() -> ExitCode {
             "argument {index} ({:?}) is not UTF-8: module names, versions, kernels and paths given to dkms-hook must be UTF-8",
             arg.to_string_lossy()
         ));
-        return ExitCode::from(2);
+        return ExitCode::from(Exit::Usage.code());
     }
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.color, cli.global.quiet);
-    match run(cli, face(), &printer) {
-        Ok(code) => code,
+    let renderer = Renderer {
+        printer: &printer,
+        face: face(),
+    };
+    let exit = match run(cli, &renderer) {
+        Ok(exit) => exit,
+        Err(err) if is_broken_pipe(&err) => Exit::Success,
         Err(err) => {
-            if is_broken_pipe(&err) {
-                return ExitCode::SUCCESS;
-            }
             printer.error(&err);
-            let code = err
-                .downcast_ref::<Exit>()
-                .map(|e| e.code)
-                .or_else(|| {
-                    err.downcast_ref::<dkms_core::engine::EngineError>()
-                        .map(|e| e.exit_code())
-                })
-                .unwrap_or(1);
-            ExitCode::from(code)
+            exit_of(&err)
         }
-    }
+    };
+    ExitCode::from(exit.code())
 }
 
 /// Log level: RUST_LOG, else --verbose, else the settings' log_level, else warn.
@@ -120,7 +140,8 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
+fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
+    let (face, printer) = (renderer.face, renderer.printer);
     let host = host(&cli.global)?;
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
@@ -145,7 +166,7 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
             // Scripts call `dkms status` and parse it: that face, and --compat, keep
             // upstream's lines; `dkms-hook status` explains itself.
             if face == Face::Dkms || cli.compat {
-                let query = status_query(&cli.global, target)?;
+                let query = cli::status_query(&cli.global, target)?;
                 return run_status(&host, &query, cli.json, printer);
             }
             let matrix = dkms_core::status::matrix(&host);
@@ -154,26 +175,35 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
                 serde_json::to_writer_pretty(&mut out, &matrix).context("writing status JSON")?;
                 writeln!(out)?;
             } else {
-                out.write_all(matrix::render(&matrix, printer.colors_stdout()).as_bytes())?;
+                out.write_all(render::matrix::render(&matrix, printer.colors_stdout()).as_bytes())?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
-        Action::Plan if face == Face::Dkms => bail!(exit(
-            0,
-            "Error! Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
+        // An unknown action, as clap reports the others: a usage error, not success.
+        Action::Plan if face == Face::Dkms => bail!(refuse(
+            Exit::Usage,
+            "Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
         )),
         Action::Plan => commands::plan(&host, &cli.global, cli.json),
-        Action::Cleanup => commands::cleanup(&host, cli.global.yes, cli.json, printer),
+        Action::Cleanup => commands::cleanup(&host, cli.global.yes, cli.json, renderer),
         Action::Completions => {
             use clap::CommandFactory;
             let shell = match target {
                 Some("bash") => clap_complete::Shell::Bash,
                 Some("zsh") => clap_complete::Shell::Zsh,
                 Some("fish") => clap_complete::Shell::Fish,
-                _ => bail!(exit(2, "usage: dkms-hook completions bash|zsh|fish")),
+                _ => bail!(refuse(
+                    Exit::Usage,
+                    "usage: dkms-hook completions bash|zsh|fish"
+                )),
             };
-            clap_complete::generate(shell, &mut Cli::command(), "dkms-hook", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "dkms-hook",
+                &mut std::io::stdout(),
+            );
+            Ok(Exit::Success)
         }
         Action::Manpage => {
             use clap::CommandFactory;
@@ -182,18 +212,26 @@ fn run(cli: Cli, face: Face, printer: &Printer) -> Result<ExitCode> {
                 .section("8")
                 .render(&mut std::io::stdout())
                 .context("writing the man page")?;
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
         Action::Hook => {
             let kind = match target {
                 Some("install") => hook::HookKind::Install,
                 Some("upgrade") => hook::HookKind::Upgrade,
                 Some("remove") => hook::HookKind::Remove,
-                _ => bail!(exit(2, "usage: dkms-hook hook install|upgrade|remove (targets on stdin)")),
+                _ => bail!(refuse(
+                    Exit::Usage,
+                    "usage: dkms-hook hook install|upgrade|remove (targets on stdin)"
+                )),
             };
-            hook::run(kind, &host, &commands::options(&host, &cli.global), printer)
+            hook::run(
+                kind,
+                &host,
+                &commands::options(&host, &cli.global),
+                renderer,
+            )
         }
-        action => commands::run(action, &host, &cli.global, &cli.targets, printer),
+        action => commands::run(action, &host, &cli.global, &cli.targets, renderer),
     }
 }
 
@@ -229,14 +267,14 @@ fn host(global: &GlobalArgs) -> Result<Host> {
     }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {
-            bail!(exit(
-                1,
+            bail!(refuse(
+                Exit::Failure,
                 format!("--directive '{directive}' is not NAME=VALUE")
             ));
         };
         if !dkms_core::conf::DIRECTIVES.contains(&name) {
-            bail!(exit(
-                1,
+            bail!(refuse(
+                Exit::Failure,
                 format!("--directive: '{name}' is not a dkms.conf directive")
             ));
         }
@@ -245,78 +283,7 @@ fn host(global: &GlobalArgs) -> Result<Host> {
     Ok(host)
 }
 
-/// Splits `module/version` as upstream does: exactly one slash.
-pub(crate) fn split_module_version(value: &str) -> Option<(String, String)> {
-    let (m, v) = value.split_once('/')?;
-    (!v.contains('/')).then(|| (m.to_string(), v.to_string()))
-}
-
-fn status_query(global: &GlobalArgs, target: Option<&str>) -> Result<StatusQuery> {
-    let mut module = global.module.clone();
-    let mut version = global.module_version.clone();
-    for given in [target.map(str::to_string), global.module.clone()]
-        .into_iter()
-        .flatten()
-    {
-        if let Some((m, v)) = split_module_version(&given) {
-            module = Some(m);
-            version = Some(v);
-        } else if target.is_some() && module.is_none() {
-            module = Some(given);
-        }
-    }
-    let kernels = kernels_with_arches(global)?;
-    let arch = if global.kernels.is_empty() {
-        global.arches.first().cloned()
-    } else {
-        None
-    };
-    Ok(StatusQuery {
-        module,
-        version,
-        kernels,
-        arch,
-    })
-}
-
-/// Pairs `-k` values with arches: `-k kernel/arch`, one `-a` for all, or one `-a`
-/// per `-k` (upstream exits 1 on any other count).
-pub(crate) fn kernels_with_arches(global: &GlobalArgs) -> Result<Vec<(String, Option<String>)>> {
-    if !global.kernels.is_empty() && global.all {
-        bail!(exit(
-            2,
-            "You cannot specify a kernel version and also specify --all on the command line."
-        ));
-    }
-    let mut pairs: Vec<(String, Option<String>)> = global
-        .kernels
-        .iter()
-        .map(|k| match k.split_once('/') {
-            Some((k, a)) => (k.to_string(), Some(a.to_string())),
-            None => (k.clone(), None),
-        })
-        .collect();
-    match global.arches.len() {
-        0 => {}
-        1 => {
-            for pair in &mut pairs {
-                pair.1.get_or_insert_with(|| global.arches[0].clone());
-            }
-        }
-        n if n == pairs.len() => {
-            for (pair, arch) in pairs.iter_mut().zip(&global.arches) {
-                pair.1.get_or_insert_with(|| arch.clone());
-            }
-        }
-        _ => bail!(exit(
-            1,
-            "If more than one arch is specified on the command line, then there must be an equal number of kernel versions also specified (1:1 relationship)."
-        )),
-    }
-    Ok(pairs)
-}
-
-fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -> Result<ExitCode> {
+fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -> Result<Exit> {
     let entries = status::status(host, query, |m, v, k, a| host.read_conf(m, v, k, a));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -328,7 +295,7 @@ fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -
         };
         serde_json::to_writer_pretty(&mut out, &report).context("writing status JSON")?;
         writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Success);
     }
     for entry in &entries {
         if let Some(problem) = &entry.conf_error {
@@ -342,7 +309,7 @@ fn run_status(host: &Host, query: &StatusQuery, json: bool, printer: &Printer) -
         }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// How long a command waits for another run's tree lock before giving up.
@@ -356,4 +323,23 @@ fn changes_trees(action: Action) -> bool {
         action,
         Action::Status | Action::Plan | Action::Completions | Action::Manpage | Action::Cleanup
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_exits_with_the_code_it_knows_and_shows_its_own_message_first() {
+        let tarball: anyhow::Error = dkms_core::engine::EngineError::ArchiveMissing {
+            archive: "/no/such.tar.gz".into(),
+        }
+        .into();
+        assert_eq!(exit_of(&tarball), Exit::Usage);
+        assert_eq!(tarball.to_string(), "/no/such.tar.gz does not exist");
+
+        let refused = refuse(Exit::AlreadyInstalled, "no --all here").context("while parsing");
+        assert_eq!(exit_of(&refused), Exit::AlreadyInstalled);
+        assert_eq!(exit_of(&anyhow::anyhow!("plain")), Exit::Failure);
+    }
 }

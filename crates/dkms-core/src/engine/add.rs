@@ -2,7 +2,7 @@
 
 use super::build::run_script;
 use super::fsutil::{copy_tree, replace_dir, staging_path, sweep_dir};
-use super::{io_err, EngineError, Options, Progress};
+use super::{io_err, EngineError, Event, Options, Progress};
 use crate::conf;
 use crate::host::Host;
 use crate::tree::Target;
@@ -73,11 +73,10 @@ pub fn add(
                 {
                     return Err(EngineError::AlreadyAdded { module, version });
                 }
-                progress.step(&format!(
-                    "Copying {} to {}",
-                    dir.display(),
-                    wanted.display()
-                ));
+                progress.event(Event::CopyingSource {
+                    from: &dir,
+                    to: &wanted,
+                });
                 // Staged next to its place and renamed in, so a killed run leaves
                 // no half copy under the real name; the next add sweeps the rest.
                 sweep_dir(&host.paths.source_tree)?;
@@ -103,23 +102,21 @@ pub fn add(
     let ctx = host.eval_context(&module, &version, kernel, arch);
     let parsed = conf::evaluate(&conf_file, &ctx)?;
     for d in &parsed.deprecations {
-        progress.warn(&format!(
-            "{}: {} is deprecated: {}",
-            conf_file.display(),
-            d.directive,
-            d.advice
-        ));
+        progress.event(Event::Deprecated {
+            file: &conf_file,
+            directive: &d.directive,
+            advice: &d.advice,
+        });
     }
 
     std::fs::create_dir_all(&version_dir)
         .map_err(io_err("cannot create directory", &version_dir))?;
     let absolute = source_dir.canonicalize().unwrap_or(source_dir.clone());
     std::os::unix::fs::symlink(&absolute, &link).map_err(io_err("cannot create symlink", &link))?;
-    progress.step(&format!(
-        "Creating symlink {} -> {}",
-        link.display(),
-        absolute.display()
-    ));
+    progress.event(Event::LinkedSource {
+        link: &link,
+        target: &absolute,
+    });
     if let Some(script) = &parsed.post_add {
         run_script(
             host,

@@ -3,10 +3,11 @@
 //! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
 
 use super::fsutil::{copy_tree, remove_tree, replace_dir, staging_path};
-use super::{io_err, read_conf, require_added, EngineError, Options, Progress};
+use super::{io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
 use crate::exec::{Command, ExitDescription};
+use crate::exit::Exit;
 use crate::host::Host;
 use crate::kernel::KernelConfig;
 use crate::sign;
@@ -87,20 +88,20 @@ fn build_target(
                 missing,
             });
         }
-        progress.warn(&format!(
-            "building {target} despite missing BUILD_DEPENDS: {}",
-            missing.join(", ")
-        ));
+        progress.event(Event::BuildingDespiteMissingDependencies {
+            target,
+            missing: &missing,
+        });
     }
     for module in conf.modules.iter().filter(|m| m.excluded.is_some()) {
-        progress.warn(&format!(
-            "{target}: module {} is skipped: {}",
-            module.built_name,
-            module.excluded.as_deref().unwrap_or_default()
-        ));
+        progress.event(Event::ModuleExcluded {
+            target,
+            module: &module.built_name,
+            reason: module.excluded.as_deref().unwrap_or_default(),
+        });
     }
 
-    progress.step(&format!("Building {target}"));
+    progress.event(Event::Building { target });
     let work = target.work_dir(&host.paths);
     let source = host
         .paths
@@ -204,19 +205,13 @@ fn wait_for_leftover_processes(work: &Path, progress: &dyn Progress) {
         match file.try_lock() {
             Err(TryLockError::WouldBlock) if start.elapsed() < LEFTOVER_WAIT => {
                 if !told {
-                    progress.warn(&format!(
-                        "waiting for processes of an interrupted build still writing in {}",
-                        work.display()
-                    ));
+                    progress.event(Event::WaitingForInterruptedBuild { work });
                     told = true;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(TryLockError::WouldBlock) => {
-                progress.warn(&format!(
-                    "processes of an interrupted build still hold {}; building anyway",
-                    log.display()
-                ));
+                progress.event(Event::InterruptedBuildStillRunning { log: &log });
                 return;
             }
             // Free (the lock goes with `file`), or locks do not work here.
@@ -250,7 +245,7 @@ fn apply_patches(
             target: Box::new(target.clone()),
             patch: patch.clone(),
             problem: format!("cannot be found in {}", work.join("patches").display()),
-            code: 5,
+            exit: Exit::AlreadyInstalled,
         })?;
         let status = Command::new("patch", "apply PATCH[] from dkms.conf")
             .args(["-p1"])
@@ -261,7 +256,7 @@ fn apply_patches(
                 target: Box::new(target.clone()),
                 patch: patch.clone(),
                 problem: format!("did not apply ({status}); see {}", log_path.display()),
-                code: 6,
+                exit: Exit::InstallFailed,
             });
         }
         let _ = host;
@@ -340,9 +335,7 @@ fn run_make(
     let jobs = options.jobserver.is_none().then_some(options.jobs.max(1));
     let command = make_command(host, target, conf, work, jobs);
     if options.jobserver.is_some() && hard_codes_jobs(&command) {
-        progress.warn(&format!(
-            "{target}: MAKE in dkms.conf passes its own -j, so this build leaves the shared job budget"
-        ));
+        progress.event(Event::MakeHardCodesJobs { target });
     }
     let mut log_writer = log;
     let _ = writeln!(
@@ -461,17 +454,16 @@ fn stage_modules(
                 .arg(staged_ko.as_os_str())
                 .read()
             {
-                progress.warn(&format!(
-                    "{target}: strip -g failed, keeping debug symbols: {e}"
-                ));
+                progress.event(Event::StripFailed { target, error: &e });
             }
         }
         if let Some((sign_file, hash, key)) = &signing {
             if let Err(e) = sign::sign_module(sign_file, hash, key, &staged_ko) {
-                progress.warn(&format!(
-                    "{target}: signing {} failed: {e}",
-                    staged_ko.display()
-                ));
+                progress.event(Event::SigningFailed {
+                    target,
+                    file: &staged_ko,
+                    error: &e,
+                });
             }
         }
         if compression != Compression::None {
@@ -482,10 +474,11 @@ fn stage_modules(
                 Compression::None => None,
             };
             if let Err(e) = compress::compress(&staged_ko, compression, options) {
-                progress.warn(&format!(
-                    "{target}: compressing {} failed, keeping it uncompressed: {e}",
-                    staged_ko.display()
-                ));
+                progress.event(Event::CompressionFailed {
+                    target,
+                    file: &staged_ko,
+                    error: &e,
+                });
             }
         }
     }
@@ -511,7 +504,7 @@ fn signing_setup(
         host.settings.sign_file.as_deref(),
         &target.kernel,
     ) else {
-        progress.warn(&format!("{target}: the kernel wants signed modules but sign-file was not found; modules are not signed"));
+        progress.event(Event::SignFileMissing { target });
         return None;
     };
     let key = sign::SigningKey {
@@ -533,16 +526,13 @@ fn signing_setup(
         sign::ensure_signing_key(&key)
     };
     match generated {
-        Ok(true) => progress.step(&format!(
-            "Generated a module signing key: {} and {}",
-            key.key.display(),
-            key.certificate.display()
-        )),
+        Ok(true) => progress.event(Event::SigningKeyGenerated {
+            key: &key.key,
+            certificate: &key.certificate,
+        }),
         Ok(false) => {}
         Err(e) => {
-            progress.warn(&format!(
-                "{target}: no signing key: {e}; modules are not signed"
-            ));
+            progress.event(Event::NoSigningKey { target, error: &e });
             return None;
         }
     }
@@ -570,13 +560,14 @@ pub(crate) fn run_script(
         m.is_file() && m.permissions().mode() & 0o111 != 0
     });
     if !executable {
-        progress.warn(&format!(
-            "{target}: the {kind} script {} is not executable; skipped",
-            path.display()
-        ));
+        progress.event(Event::ScriptNotExecutable {
+            target,
+            kind,
+            path: &path,
+        });
         return Ok(());
     }
-    progress.step(&format!("Running the {kind} script"));
+    progress.event(Event::RunningScript { kind });
     let command = shell(host, target, "cd \"$1\" && exec $1/$2", kind)
         .arg(dir.as_os_str())
         .arg(script)

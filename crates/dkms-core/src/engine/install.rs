@@ -14,7 +14,7 @@ use super::build::discard_stale_work_dir;
 use super::fsutil::{
     atomic_copy, atomic_symlink, atomic_write, remove_empty_dirs, sweep_dir, sweep_module,
 };
-use super::{build, io_err, read_conf, require_added, EngineError, Options, Progress};
+use super::{build, io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::exec::Command;
 use crate::host::Host;
 use crate::tree::{self, Target, MODULE_SUFFIXES};
@@ -70,7 +70,7 @@ pub fn install(
                     status: e.to_string(),
                 });
             }
-            progress.warn(&format!("{e}; installing anyway (--force)"));
+            progress.event(Event::InstallingDespitePreInstall { error: &e });
         }
     }
 
@@ -84,7 +84,7 @@ pub fn install(
         .unwrap_or_default();
     let first_install = target.install_link(&host.paths).symlink_metadata().is_err();
 
-    progress.step(&format!("Installing {target}"));
+    progress.event(Event::Installing { target });
     let module_dir = target.build_dir(&host.paths).join("module");
     let mut written = Vec::new();
     for spec in conf.modules.iter().filter(|m| m.excluded.is_none()) {
@@ -119,7 +119,10 @@ pub fn install(
         for variant in variants.iter().filter(|p| **p != dest) {
             let _ = super::confined::remove_within(&host.paths.install_tree, variant);
         }
-        progress.step(&format!("  -> {}", dest.display()));
+        progress.event(Event::Installed {
+            target,
+            path: &dest,
+        });
         written.push(dest);
     }
     atomic_symlink(
@@ -255,7 +258,7 @@ pub fn uninstall(
         &host.paths.dkms_tree,
         &target.original_module_dir(&host.paths),
     )?;
-    progress.step(&format!("Uninstalling {target}"));
+    progress.event(Event::Uninstalling { target });
     for dir in &dirs {
         sweep_dir(dir)?;
     }
@@ -366,15 +369,15 @@ pub fn depmod(
             matches!((a, b), (Ok(a), Ok(b)) if a == b)
         });
         let Some(base) = base else {
-            progress.warn(&format!(
-                "depmod skipped for {kernel}: the install tree {} is not laid out as <root>/lib/modules",
-                tree.display()
-            ));
+            progress.event(Event::DepmodSkipped {
+                kernel,
+                install_tree: tree,
+            });
             return Ok(false);
         };
         command = command.arg("-b").arg(base.as_os_str());
     }
-    progress.step(&format!("Running depmod for {kernel}"));
+    progress.event(Event::RunningDepmod { kernel });
     command.arg("-a").arg(kernel).read()?;
     Ok(true)
 }

@@ -8,8 +8,8 @@
 //! the next run after a kill converges on the state an uninterrupted run leaves. That sweep assumes no other process is writing:
 //! callers hold the tree lock (`lock.rs`), as the binary does.
 //!
-//! The library never prints: progress goes through the [`Progress`] trait the binary
-//! implements, and every failure is an [`EngineError`] that knows upstream's exit code.
+//! The library never prints: what happens goes out as typed [`Event`]s through the
+//! [`Progress`] trait the binary implements, and every failure is an [`EngineError`] that knows upstream's exit code.
 
 mod add;
 mod build;
@@ -37,24 +37,11 @@ pub fn remove_path(root: &std::path::Path, path: &std::path::Path) -> Result<(),
 
 use crate::conf::ConfError;
 use crate::exec::ExecError;
+use crate::exit::Exit;
 use crate::tree::Target;
 use std::path::PathBuf;
 
-/// Receives what the engine has to say while it works.
-pub trait Progress: Sync {
-    /// A step worth a line (`Building hello/1.0 for 6.1.0-54-amd64`).
-    fn step(&self, message: &str);
-    /// Something the user should know that does not stop the work.
-    fn warn(&self, message: &str);
-}
-
-/// A [`Progress`] that drops everything, for callers that only want the result.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn step(&self, _: &str) {}
-    fn warn(&self, _: &str) {}
-}
+pub use crate::event::{Event, Progress, Silent};
 
 /// Choices that apply to a whole command.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +93,7 @@ pub enum EngineError {
         target: Box<Target>,
         patch: String,
         problem: String,
-        code: u8,
+        exit: Exit,
     },
     #[error("{target}: `{command}` failed ({status}); see {}", .log.display())]
     BuildFailed {
@@ -249,55 +236,63 @@ impl From<crate::trust::TrustError> for EngineError {
     }
 }
 
-impl EngineError {
-    /// Upstream dkms's exit code for this failure.
-    pub fn exit_code(&self) -> u8 {
+impl crate::exit::HasExitCode for EngineError {
+    fn exit(&self) -> Exit {
         match self {
-            EngineError::AlreadyAdded { .. } => 3,
-            EngineError::SourceMissing { .. } => 2,
-            EngineError::NoDkmsConf { .. } => 9,
-            EngineError::Conf(_) => 8,
-            EngineError::NotAdded { .. } => 3,
-            EngineError::Broken { .. } => 4,
-            EngineError::NoHeaders { .. } | EngineError::NoKernelToBuild(_) => 21,
-            EngineError::Excluded { .. } => 77,
-            EngineError::MissingDependencies { .. } => 13,
-            EngineError::Patch { code, .. } => *code,
-            EngineError::BuildFailed { .. } | EngineError::BuildNoSpace { .. } => 10,
-            EngineError::ScriptFailed { .. } => 10,
-            EngineError::ModulesMissing { .. } => 7,
-            EngineError::NoKernel(_) => 6,
-            EngineError::PreInstallFailed { .. } => 101,
-            EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => 3,
-            EngineError::AlreadyInstalled { .. } => 5,
-            EngineError::KnownFailure { exit_code, .. } => *exit_code,
+            EngineError::AlreadyAdded { .. } => Exit::WrongState,
+            EngineError::SourceMissing { .. } => Exit::Usage,
+            EngineError::NoDkmsConf { .. } => Exit::NoDkmsConf,
+            EngineError::Conf(_) => Exit::BadConf,
+            EngineError::NotAdded { .. } => Exit::WrongState,
+            EngineError::Broken { .. } => Exit::Broken,
+            EngineError::NoHeaders { .. } | EngineError::NoKernelToBuild(_) => Exit::NoHeaders,
+            EngineError::Excluded { .. } => Exit::Excluded,
+            EngineError::MissingDependencies { .. } => Exit::MissingDependencies,
+            EngineError::Patch { exit, .. } => *exit,
+            EngineError::BuildFailed { .. } | EngineError::BuildNoSpace { .. } => Exit::BuildFailed,
+            EngineError::ScriptFailed { .. } => Exit::BuildFailed,
+            EngineError::ModulesMissing { .. } => Exit::ModulesMissing,
+            EngineError::NoKernel(_) => Exit::InstallFailed,
+            EngineError::PreInstallFailed { .. } => Exit::PreInstallFailed,
+            EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => Exit::WrongState,
+            EngineError::AlreadyInstalled { .. } => Exit::AlreadyInstalled,
+            EngineError::KnownFailure { exit_code, .. } => Exit::from_code(*exit_code),
             EngineError::Io { .. }
             | EngineError::NoSpace { .. }
             | EngineError::Exec(_)
             | EngineError::Untrusted(_)
             | EngineError::SymlinkOnPath { .. }
-            | EngineError::OutsideTree { .. } => 1,
+            | EngineError::OutsideTree { .. } => Exit::Failure,
             EngineError::NotBuiltForArchive { .. }
             | EngineError::ArchiveWrite { .. }
-            | EngineError::ArchiveCompression { .. } => 6,
-            EngineError::ArchiveDirNotWritable { .. } | EngineError::ArchiveIsRpm { .. } => 9,
-            EngineError::ArchiveMissing { .. } => 2,
-            EngineError::ArchiveNoDkmsConf { .. } => 3,
-            EngineError::ArchiveConf { .. } => 8,
+            | EngineError::ArchiveCompression { .. } => Exit::InstallFailed,
+            EngineError::ArchiveDirNotWritable { .. } | EngineError::ArchiveIsRpm { .. } => {
+                Exit::NoDkmsConf
+            }
+            EngineError::ArchiveMissing { .. } => Exit::Usage,
+            EngineError::ArchiveNoDkmsConf { .. } => Exit::WrongState,
+            EngineError::ArchiveConf { .. } => Exit::BadConf,
             // Upstream has no code for an unreadable or hostile tarball (tar just
             // complains); "not a valid DKMS tarball" is the closest.
             EngineError::ArchiveFormat { .. }
             | EngineError::ArchiveCorrupt { .. }
             | EngineError::UnsafeMember { .. }
-            | EngineError::ArchiveNoValidConf { .. } => 7,
+            | EngineError::ArchiveNoValidConf { .. } => Exit::ModulesMissing,
             EngineError::ArchiveAlreadyAdded { dkms_layout, .. } => {
                 if *dkms_layout {
-                    8
+                    Exit::BadConf
                 } else {
-                    3
+                    Exit::WrongState
                 }
             }
         }
+    }
+}
+
+impl EngineError {
+    /// Upstream dkms's exit code for this failure, as a number (see [`Exit`]).
+    pub fn exit_code(&self) -> u8 {
+        crate::exit::HasExitCode::exit(self).code()
     }
 
     /// The make.log (or script log) to show the user, when there is one.

@@ -4,7 +4,7 @@
 
 use super::confined::{check, remove_within};
 use super::fsutil::{remove_empty_dirs, sweep_module};
-use super::{read_conf, require_added, uninstall, EngineError, Options, Progress};
+use super::{read_conf, require_added, uninstall, EngineError, Event, Options, Progress};
 use crate::host::Host;
 use crate::tree::{self, Target};
 
@@ -26,7 +26,7 @@ pub fn unbuild(
     if !dir.exists() {
         return Ok(false);
     }
-    progress.step(&format!("Deleting {target} from the DKMS tree"));
+    progress.event(Event::Unbuilding { target });
     remove_within(tree, &dir)?;
     remove_within(tree, &work)?;
     if let Some(kernel_dir) = dir.parent() {
@@ -80,9 +80,7 @@ pub fn remove(
         unbuild(host, target, options, progress)?;
     }
     if tree::built_for(&host.paths, module, version, None, None).is_empty() {
-        progress.step(&format!(
-            "Deleting module {module}/{version} completely from the DKMS tree"
-        ));
+        progress.event(Event::Removing { module, version });
         if let (Some(script), Some(target)) = (post_remove, targets.first()) {
             let source = version_dir.join("source");
             // Removing must work for an untrusted source too (that is how it goes
@@ -90,7 +88,11 @@ pub fn remove(
             let trusted = || match host.check_added_source(module, version) {
                 Ok(()) => true,
                 Err(e) => {
-                    progress.warn(&format!("POST_REMOVE of {module}/{version} not run: {e}"));
+                    progress.event(Event::PostRemoveNotRun {
+                        module,
+                        version,
+                        error: &e,
+                    });
                     false
                 }
             };

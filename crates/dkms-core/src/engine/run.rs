@@ -6,7 +6,7 @@
 //! running build holds one token itself (make's implicit slot), so however many
 //! builds run, no more than `jobs` compile jobs run at once.
 
-use super::{depmod, install, EngineError, Options, Progress};
+use super::{depmod, install, EngineError, Event, Options, Progress};
 use crate::host::Host;
 use crate::plan::Plan;
 use crate::tree::Target;
@@ -98,9 +98,7 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
     if options.jobserver.is_none() {
         match jobserver::Client::new(slots) {
             Ok(client) => options.jobserver = Some(client),
-            Err(e) => progress.warn(&format!(
-                "no shared make jobserver ({e}); each build gets -j{slots}"
-            )),
+            Err(e) => progress.event(Event::NoJobserver { slots, error: &e }),
         }
     }
     let mut left_per_kernel = HashMap::new();
@@ -125,9 +123,7 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
         }
     }
     for kernel in &stale_now {
-        progress.step(&format!(
-            "modules.dep of {kernel} is older than its DKMS modules (an interrupted run?)"
-        ));
+        progress.event(Event::DepmodStale { kernel });
     }
     let shared = Mutex::new(Shared {
         states: vec![State::Waiting; jobs.len()],
@@ -168,7 +164,10 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                                     "dependency {}/{} failed on {}",
                                     dep.module, dep.version, dep.kernel
                                 );
-                                progress.warn(&format!("{} skipped: {reason}", jobs[i]));
+                                progress.event(Event::DependencyFailed {
+                                    target: jobs[i],
+                                    reason: &reason,
+                                });
                                 state.states[i] = State::Done(false);
                                 state.results[i] = Some(JobResult::Skipped { reason });
                                 depmod_now.extend(finish_kernel(
@@ -210,10 +209,11 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                     return;
                 };
                 let target = jobs[i];
-                progress.step(&format!(
-                    "[{number}/{total}] building {}/{} for {}",
-                    target.module, target.version, target.kernel
-                ));
+                progress.event(Event::JobStarted {
+                    number,
+                    total,
+                    target,
+                });
                 // make's implicit job slot: held for the whole build.
                 let token = options.jobserver.as_ref().and_then(|c| c.acquire().ok());
                 let quiet = WarningsOnly(progress);
@@ -255,18 +255,12 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 };
                 drop(token);
                 let ok = !matches!(result, JobResult::Failed { .. });
-                let word = match &result {
-                    JobResult::Installed => "installed".to_string(),
-                    JobResult::Excluded { reason } => format!("skipped ({reason})"),
-                    JobResult::Failed { log: Some(log), .. } => {
-                        format!("FAILED (see {})", log.display())
-                    }
-                    _ => "FAILED".to_string(),
-                };
-                progress.step(&format!(
-                    "[{number}/{total}] {}/{} for {}: {word}",
-                    target.module, target.version, target.kernel
-                ));
+                progress.event(Event::JobFinished {
+                    number,
+                    total,
+                    target,
+                    result: &result,
+                });
                 let mut state = lock();
                 state.states[i] = State::Done(ok);
                 let installed = result == JobResult::Installed;
@@ -331,12 +325,12 @@ fn run_depmods<'a>(
 struct WarningsOnly<'a>(&'a dyn Progress);
 
 impl Progress for WarningsOnly<'_> {
-    fn step(&self, message: &str) {
-        log::info!("{message}");
-    }
-
-    fn warn(&self, message: &str) {
-        self.0.warn(message);
+    fn event(&self, event: Event<'_>) {
+        if event.is_warning() {
+            self.0.event(event);
+        } else {
+            log::info!("{event:?}");
+        }
     }
 }
 

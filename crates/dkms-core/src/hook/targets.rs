@@ -1,5 +1,5 @@
-//! The pacman hook: turn the target paths pacman writes on stdin (`NeedsTargets`)
-//! into what changed (module sources, kernels, headers) and then into work.
+//! pacman's target lines (what it writes on stdin for `NeedsTargets`) -> what changed
+//! (module sources, kernels, headers), and what changed -> the post-transaction plan.
 //!
 //! pacman gives root-relative paths, sorted and de-duplicated, directories ending in
 //! `/`; install and upgrade targets come mixed. A path that is not one of our target

@@ -52,6 +52,12 @@ impl Printer {
         self.error_chain(err.as_ref());
     }
 
+    /// `==> ERROR: <message>`, a message without causes.
+    pub fn error_text(&self, message: &str) {
+        let (c, b, r) = self.styles(RED);
+        let _ = writeln!(std::io::stderr(), "{c}==> ERROR:{r}{b} {message}{r}");
+    }
+
     /// The same for any error with sources.
     pub fn error_chain(&self, err: &(dyn std::error::Error + 'static)) {
         let (c, b, r) = self.styles(RED);
@@ -108,15 +114,5 @@ impl Printer {
         } else {
             ("", "", "")
         }
-    }
-}
-
-impl dkms_core::engine::Progress for Printer {
-    fn step(&self, message: &str) {
-        Printer::step(self, message);
-    }
-
-    fn warn(&self, message: &str) {
-        self.warning(message);
     }
 }

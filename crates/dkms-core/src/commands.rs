@@ -1,0 +1,340 @@
+//! Command policies above the engine: what `build`/`install`/`uninstall`/`unbuild`
+//! do over several kernels and when depmod runs after them, `remove`'s depmod,
+//! `match`'s selection, and `autoinstall`'s outcome classes (installed, skipped and
+//! why, failed and why). The binary only parses arguments, renders the reports and
+//! picks the exit code from them.
+//!
+//! The hook (`crate::hook`) uses the same outcome classes.
+
+use crate::engine::{self, EngineError, Event, JobResult, Options, Progress, RunReport};
+use crate::exit::{Exit, HasExitCode};
+use crate::plan::{self, Left, Plan};
+use crate::tree::{self, Target};
+use crate::Host;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Why a target was left out without that being a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// BUILD_EXCLUSIVE_* rules the kernel out.
+    Excluded(String),
+    /// The kernel has no headers.
+    NoHeaders,
+    /// BUILD_DEPENDS not registered with DKMS; retried on the next run.
+    WaitsFor(Vec<String>),
+}
+
+/// Why a target failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Not built: known to fail before building (bad dkms.conf, a cycle), or a
+    /// dependency failed.
+    NotBuilt(String),
+    /// Building or installing failed; `log` is the make.log when there is one.
+    Failed {
+        message: String,
+        log: Option<PathBuf>,
+    },
+}
+
+/// Every target of a planned run, sorted into outcome classes, in plan order.
+#[derive(Debug, Clone, Default)]
+pub struct Outcomes {
+    pub installed: Vec<Target>,
+    pub skipped: Vec<(Target, Skip)>,
+    pub failed: Vec<(Target, Failure)>,
+    /// Kernels whose depmod failed, with the error.
+    pub depmod_failures: Vec<(String, String)>,
+}
+
+impl Outcomes {
+    /// What the plan leaves out before anything runs. `AlreadyInstalled` is no
+    /// outcome: nothing happened to it.
+    pub fn of_plan(plan: &Plan) -> Outcomes {
+        let mut outcomes = Outcomes::default();
+        for decision in &plan.decisions {
+            let target = decision.target.clone();
+            match &decision.left {
+                None | Some(Left::AlreadyInstalled) => {}
+                Some(Left::Excluded(reason)) => outcomes
+                    .skipped
+                    .push((target, Skip::Excluded(reason.clone()))),
+                Some(Left::NoHeaders) => outcomes.skipped.push((target, Skip::NoHeaders)),
+                Some(Left::Deferred(deps)) => outcomes
+                    .skipped
+                    .push((target, Skip::WaitsFor(deps.clone()))),
+                Some(Left::Failed(reason)) => outcomes
+                    .failed
+                    .push((target, Failure::NotBuilt(reason.clone()))),
+            }
+        }
+        outcomes
+    }
+
+    /// Adds what a run of the plan did.
+    pub fn add_run(&mut self, report: RunReport) {
+        for outcome in report.outcomes {
+            let target = outcome.target;
+            match outcome.result {
+                JobResult::Installed => self.installed.push(target),
+                JobResult::Excluded { reason } => {
+                    self.skipped.push((target, Skip::Excluded(reason)))
+                }
+                JobResult::Skipped { reason } => {
+                    self.failed.push((target, Failure::NotBuilt(reason)))
+                }
+                JobResult::Failed { message, log, .. } => {
+                    self.failed.push((target, Failure::Failed { message, log }))
+                }
+            }
+        }
+        self.depmod_failures.extend(report.depmod_failures);
+    }
+
+    /// Whether nothing failed (depmod included).
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty() && self.depmod_failures.is_empty()
+    }
+}
+
+/// What `autoinstall` did.
+#[derive(Debug, Clone)]
+pub enum Autoinstall {
+    /// `<etc>/no-autoinstall` exists.
+    Disabled,
+    Ran(Outcomes),
+}
+
+impl Autoinstall {
+    /// Upstream's exit: 11 when anything failed.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Autoinstall::Ran(outcomes) if !outcomes.succeeded() => Exit::AutoinstallFailed,
+            _ => Exit::Success,
+        }
+    }
+}
+
+/// `autoinstall`: the plan's targets, dependencies first, independent ones in
+/// parallel; a failure skips only what depends on it.
+pub fn autoinstall(
+    host: &Host,
+    kernels: &[(String, String)],
+    options: &Options,
+    progress: &dyn Progress,
+) -> Autoinstall {
+    if host.paths.etc_dir.join("no-autoinstall").exists() {
+        progress.event(Event::AutoinstallDisabled);
+        return Autoinstall::Disabled;
+    }
+    let plan = plan::autoinstall(host, kernels);
+    let mut outcomes = Outcomes::of_plan(&plan);
+    for (target, skip) in &outcomes.skipped {
+        if let Skip::WaitsFor(missing) = skip {
+            progress.event(Event::Deferred { target, missing });
+        }
+    }
+    outcomes.add_run(engine::run_plan(host, &plan, options, progress));
+    Autoinstall::Ran(outcomes)
+}
+
+/// The per-kernel commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerKernel {
+    Build,
+    Install,
+    Uninstall,
+    Unbuild,
+}
+
+/// `build`/`install`/`uninstall`/`unbuild` of `module/version` for each kernel.
+/// Failures are reported as [`Event::TargetFailed`] as they happen and the next
+/// kernel still runs; depmod runs once for each kernel whose install tree changed.
+/// Returns the exit of the last failure (upstream's is that of the last kernel: ours
+/// lets no failure hide behind a later success), `Success` when none failed.
+pub fn per_kernel(
+    command: PerKernel,
+    host: &Host,
+    module: &str,
+    version: &str,
+    kernels: &[(String, String)],
+    options: &Options,
+    progress: &dyn Progress,
+) -> Exit {
+    let mut exit = Exit::Success;
+    let mut touched = BTreeSet::new();
+    for (kernel, arch) in kernels {
+        let target = Target::new(module, version, kernel, arch);
+        let result = match command {
+            PerKernel::Build => engine::build(host, &target, options, progress),
+            PerKernel::Install => engine::install(host, &target, options, progress).map(|()| {
+                touched.insert(kernel.clone());
+            }),
+            PerKernel::Uninstall => {
+                engine::uninstall(host, &target, options, progress).map(|done| {
+                    if done {
+                        touched.insert(kernel.clone());
+                    } else {
+                        progress.event(Event::NotInstalled { target: &target });
+                    }
+                })
+            }
+            PerKernel::Unbuild => engine::unbuild(host, &target, options, progress).map(|done| {
+                touched.insert(kernel.clone());
+                if !done {
+                    progress.event(Event::NotBuilt { target: &target });
+                }
+            }),
+        };
+        if let Err(error) = result {
+            exit = error.exit();
+            progress.event(Event::TargetFailed { error: &error });
+        }
+    }
+    depmod_each(host, touched, options, progress);
+    exit
+}
+
+/// `remove module/version` from `kernels` (or `all` of them), then depmod for every
+/// kernel it touched.
+pub fn remove(
+    host: &Host,
+    module: &str,
+    version: &str,
+    kernels: &[(String, String)],
+    all: bool,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    let touched: BTreeSet<String> = if all {
+        tree::built_for(&host.paths, module, version, None, None)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    } else {
+        kernels.iter().map(|(k, _)| k.clone()).collect()
+    };
+    engine::remove(host, module, version, kernels, all, options, progress)?;
+    depmod_each(host, touched, options, progress);
+    Ok(())
+}
+
+/// depmod for each kernel; a failure is a warning (the command itself succeeded).
+fn depmod_each(host: &Host, kernels: BTreeSet<String>, options: &Options, progress: &dyn Progress) {
+    for kernel in kernels {
+        if let Err(error) = engine::depmod(host, &kernel, options, progress) {
+            progress.event(Event::DepmodFailed {
+                kernel: &kernel,
+                error: &error,
+            });
+        }
+    }
+}
+
+/// `match --templatekernel T -k K`: every module version installed for `template`
+/// (same arch) is installed for `kernel`, through the scheduler so dependencies come
+/// first. Returns what failed (dependents of a failure included).
+pub fn match_kernel(
+    host: &Host,
+    template: &str,
+    kernel: &str,
+    arch: &str,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Vec<engine::Outcome> {
+    let plan = match_plan(host, template, kernel, arch);
+    let report = engine::run_plan(host, &plan, options, progress);
+    report.failed().cloned().collect()
+}
+
+/// The plan of `match`: what is installed for `template` is rebuilt for `kernel`.
+pub fn match_plan(host: &Host, template: &str, kernel: &str, arch: &str) -> Plan {
+    let installed: BTreeSet<(String, String)> = tree::module_versions(&host.paths, None, None)
+        .into_iter()
+        .filter(|mv| tree::is_installed(&host.paths, &mv.module, &mv.version, template, arch))
+        .map(|mv| (mv.module, mv.version))
+        .collect();
+    plan::plan(
+        host,
+        &[(kernel.to_string(), arch.to_string())],
+        |_, m, v| {
+            installed
+                .contains(&(m.to_string(), v.to_string()))
+                .then_some(plan::Selection::Rebuild)
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Outcome;
+    use crate::plan::Decision;
+
+    fn target(m: &str, k: &str) -> Target {
+        Target::new(m, "1.0", k, "x86_64")
+    }
+
+    #[test]
+    fn outcome_classes_keep_plan_order_and_count_a_failed_dependency_as_a_failure() {
+        let decision = |m: &str, left: Option<Left>| Decision {
+            target: target(m, "6.1"),
+            left,
+            after: Vec::new(),
+            rebuild: false,
+        };
+        let plan = Plan {
+            decisions: vec![
+                decision("ok", Some(Left::AlreadyInstalled)),
+                decision("ex", Some(Left::Excluded("arch".into()))),
+                decision("nh", Some(Left::NoHeaders)),
+                decision("wait", Some(Left::Deferred(vec!["base".into()]))),
+                decision("bad", Some(Left::Failed("bad dkms.conf".into()))),
+                decision("a", None),
+                decision("b", None),
+                decision("c", None),
+            ],
+        };
+        let mut outcomes = Outcomes::of_plan(&plan);
+        assert!(!outcomes.succeeded());
+        outcomes.add_run(RunReport {
+            outcomes: vec![
+                Outcome {
+                    target: target("a", "6.1"),
+                    result: JobResult::Installed,
+                },
+                Outcome {
+                    target: target("b", "6.1"),
+                    result: JobResult::Failed {
+                        message: "make failed".into(),
+                        log: Some("/x/make.log".into()),
+                        exit_code: 10,
+                    },
+                },
+                Outcome {
+                    target: target("c", "6.1"),
+                    result: JobResult::Skipped {
+                        reason: "b failed".into(),
+                    },
+                },
+            ],
+            depmod_failures: vec![("6.1".into(), "depmod: oops".into())],
+        });
+        let names = |v: Vec<&Target>| v.iter().map(|t| t.module.clone()).collect::<Vec<_>>();
+        assert_eq!(names(outcomes.installed.iter().collect()), ["a"]);
+        assert_eq!(
+            names(outcomes.skipped.iter().map(|(t, _)| t).collect()),
+            ["ex", "nh", "wait"]
+        );
+        assert_eq!(outcomes.skipped[2].1, Skip::WaitsFor(vec!["base".into()]));
+        assert_eq!(
+            names(outcomes.failed.iter().map(|(t, _)| t).collect()),
+            ["bad", "b", "c"]
+        );
+        assert_eq!(outcomes.failed[2].1, Failure::NotBuilt("b failed".into()));
+        assert_eq!(Autoinstall::Ran(outcomes).exit(), Exit::AutoinstallFailed);
+        assert_eq!(Autoinstall::Disabled.exit(), Exit::Success);
+        assert_eq!(Autoinstall::Ran(Outcomes::default()).exit(), Exit::Success);
+    }
+}
