@@ -41,7 +41,8 @@ use crate::exit::Exit;
 use crate::tree::Target;
 use std::path::PathBuf;
 
-pub use crate::event::{Event, Progress, Silent};
+pub mod event;
+pub use event::{Event, Progress, Silent};
 
 /// Choices that apply to a whole command.
 #[derive(Debug, Clone, Default)]

@@ -6,7 +6,7 @@
 //! Events borrow from the caller: they are built on the spot and rendered at once, so
 //! they cost no clones, and an error can travel inside one without being `Clone`.
 
-use crate::engine::{EngineError, JobResult};
+use super::{EngineError, JobResult};
 use crate::tree::Target;
 use std::error::Error;
 use std::path::Path;
