@@ -13,6 +13,7 @@ pub mod distro;
 pub mod engine;
 pub mod exec;
 pub mod failure;
+pub mod fs;
 pub mod hook;
 pub mod host;
 pub mod kernel;
