@@ -135,8 +135,9 @@ fn note_sources(host: &Host, sources: &[Source]) -> Result<ExitCode> {
     for source in sources {
         note.push_str(&format!("{}/{}\n", source.module, source.version));
     }
-    std::fs::create_dir_all(&host.paths.dkms_tree)?;
-    std::fs::write(transaction_note(host), note).context("writing the transaction note")?;
+    host.dkms_root()
+        .and_then(|root| root.write(&transaction_note(host), note.as_bytes(), 0o644))
+        .context("writing the transaction note")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -166,19 +167,19 @@ fn remove_kernels(
             }
         }
         let dkms_dir = host.paths.kernel_dir(kernel).join("updates/dkms");
-        if let Err(e) = engine::remove_path(&host.paths.install_tree, &dkms_dir) {
+        if let Err(e) = engine::remove_path(host, &dkms_dir) {
             printer.error_chain(&e);
             failed = true;
         }
         let updates = host.paths.kernel_dir(kernel).join("updates");
-        if updates.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            let _ = std::fs::remove_dir(updates);
+        if let Ok(root) = host.install_root() {
+            root.remove_empty_dirs(&updates, &host.paths.kernel_dir(kernel));
         }
         // Work directories and failure records of that kernel go too.
         for mv in tree::module_versions(&host.paths, None, None) {
             for (k, path, _) in tree::kernel_entries(&host.paths, &mv.module, &mv.version) {
                 if k == *kernel {
-                    if let Err(e) = engine::remove_path(&host.paths.dkms_tree, &path) {
+                    if let Err(e) = engine::remove_path(host, &path) {
                         printer.error_chain(&e);
                         failed = true;
                     }
@@ -328,7 +329,9 @@ fn retire_removed_versions(
     problems: &mut Vec<String>,
 ) {
     let note = std::fs::read_to_string(transaction_note(host)).unwrap_or_default();
-    let _ = std::fs::remove_file(transaction_note(host));
+    if let Ok(root) = host.dkms_root() {
+        let _ = root.remove(&transaction_note(host));
+    }
     let noted: BTreeSet<&str> = note.lines().collect();
     for mv in tree::module_versions(&host.paths, None, None) {
         if mv.source == SourceState::Added {

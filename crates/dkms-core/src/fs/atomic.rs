@@ -49,7 +49,8 @@ impl Root {
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
                 .map_err(errno_err("cannot set mode of", &full))?;
             let mut file = std::fs::File::from(fd);
-            file.write_all(bytes).map_err(io_err("cannot write", &full))?;
+            file.write_all(bytes)
+                .map_err(io_err("cannot write", &full))?;
             file.sync_all().map_err(io_err("cannot write", &full))?;
             rustix::fs::renameat(&dir_fd, &temp, &dir_fd, name)
                 .map_err(errno_err("cannot rename into place", &full))?;
@@ -111,10 +112,14 @@ impl Root {
         let (staged_dir, staged_name) = self.split(staged)?;
         let (dir, name) = self.split(dest)?;
         if staged_dir != dir {
-            return Err(io_err("cannot rename into place", &full)(Errno::XDEV.into()));
+            return Err(io_err("cannot rename into place", &full)(
+                Errno::XDEV.into(),
+            ));
         }
         let Some((dir_fd, _)) = self.parent_of(dest)? else {
-            return Err(io_err("cannot rename into place", &full)(Errno::NOENT.into()));
+            return Err(io_err("cannot rename into place", &full)(
+                Errno::NOENT.into(),
+            ));
         };
         let staged_full = self.full(staged);
         let staged_fd = rustix::fs::openat(&dir_fd, staged_name, DIR_FLAGS, Mode::empty())
@@ -358,4 +363,3 @@ fn sync_tree(fd: &OwnedFd, path: &Path) -> Result<(), FsError> {
     }
     sync(fd, path)
 }
-

@@ -182,9 +182,7 @@ impl Root {
                     match rustix::fs::mkdirat(&current, part, Mode::from_raw_mode(0o777)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => {
-                            return Err(errno_err("cannot create directory", self.full(&walked))(
-                                e,
-                            ))
+                            return Err(errno_err("cannot create directory", self.full(&walked))(e))
                         }
                     }
                     rustix::fs::openat(&current, part, DIR_FLAGS, Mode::empty())
@@ -195,7 +193,9 @@ impl Root {
                 Ok(fd) => current = fd,
                 Err(e) => {
                     return match self.kind_at(&current, part) {
-                        Some(FileType::Symlink) => Err(self.symlink_error(&current, part, &walked, dir)),
+                        Some(FileType::Symlink) => {
+                            Err(self.symlink_error(&current, part, &walked, dir))
+                        }
                         None | Some(_) if !create => Ok(Found::Missing),
                         _ => Err(errno_err("cannot open", self.full(&walked))(e)),
                     }
@@ -247,10 +247,12 @@ impl Root {
         path: &'a Path,
     ) -> Result<Option<(OwnedFd, &'a OsStr)>, FsError> {
         let (dir, name) = self.split(path)?;
-        Ok(match self.open_dir(dir).map_err(|e| self.name_target(e, path))? {
-            Found::Dir(fd) => Some((fd, name)),
-            Found::Missing => None,
-        })
+        Ok(
+            match self.open_dir(dir).map_err(|e| self.name_target(e, path))? {
+                Found::Dir(fd) => Some((fd, name)),
+                Found::Missing => None,
+            },
+        )
     }
 
     /// Names the path that was asked for in a symlink refusal (the walk only knows

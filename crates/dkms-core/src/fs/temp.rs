@@ -157,6 +157,9 @@ mod tests {
         let staged = staging_path(Path::new("/t/m/1.0/k/x86_64"));
         assert_eq!(staged.parent(), Some(Path::new("/t/m/1.0/k")));
         let parsed = TempName::parse(staged.file_name().unwrap()).unwrap();
-        assert_eq!((parsed.kind, parsed.real), (Some(TempKind::New), "x86_64".into()));
+        assert_eq!(
+            (parsed.kind, parsed.real),
+            (Some(TempKind::New), "x86_64".into())
+        );
     }
 }

@@ -39,7 +39,10 @@ fn roots(tree: &Path) -> [Root; 2] {
 }
 
 fn victim_intact(s: &Sandbox) {
-    assert_eq!(fs::read(s.victim.join("k/a/module/x.ko")).unwrap(), b"precious");
+    assert_eq!(
+        fs::read(s.victim.join("k/a/module/x.ko")).unwrap(),
+        b"precious"
+    );
     assert_eq!(fs::read(s.victim.join("x.ko")).unwrap(), b"precious");
 }
 
@@ -54,14 +57,25 @@ fn nothing_is_changed_through_an_intermediate_symlink() {
                 if *link == s.tree.join("m/2.0") && *path == through),
             "{err}"
         );
-        assert!(err.to_string().contains(&s.victim.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&s.victim.display().to_string()),
+            "{err}"
+        );
         assert!(root.check(&through).is_err());
         assert!(root.remove_in_place(&through).is_err());
-        assert!(root.write(&s.tree.join("m/2.0/x.ko"), b"evil", 0o644).is_err());
-        assert!(root.write(&s.tree.join("m/2.0/new/x.ko"), b"evil", 0o644).is_err());
-        assert!(root.symlink(Path::new("/"), &s.tree.join("m/2.0/l")).is_err());
+        assert!(root
+            .write(&s.tree.join("m/2.0/x.ko"), b"evil", 0o644)
+            .is_err());
+        assert!(root
+            .write(&s.tree.join("m/2.0/new/x.ko"), b"evil", 0o644)
+            .is_err());
+        assert!(root
+            .symlink(Path::new("/"), &s.tree.join("m/2.0/l"))
+            .is_err());
         assert!(root.create_dir_all(&s.tree.join("m/2.0/k/b")).is_err());
-        assert!(root.copy(&s.victim.join("x.ko"), &s.tree.join("m/2.0/y")).is_err());
+        assert!(root
+            .copy(&s.victim.join("x.ko"), &s.tree.join("m/2.0/y"))
+            .is_err());
         assert!(!root.is_real_dir(&s.tree.join("m/2.0/k")));
         assert!(root.is_real_dir(&s.tree.join("m/1.0/k")));
         root.remove_empty_dirs(&s.tree.join("m/2.0/k/a"), &s.tree.join("m"));
@@ -84,7 +98,10 @@ fn dot_dot_and_paths_outside_the_root_are_refused() {
             s.tree.clone(),
         ] {
             let err = root.remove(&path).unwrap_err();
-            assert!(matches!(err, FsError::OutsideTree { .. }), "{path:?}: {err}");
+            assert!(
+                matches!(err, FsError::OutsideTree { .. }),
+                "{path:?}: {err}"
+            );
             assert!(root.write(&path, b"evil", 0o644).is_err(), "{path:?}");
             assert!(root.check(&path).is_err(), "{path:?}");
         }
@@ -103,7 +120,8 @@ fn a_final_symlink_is_only_unlinked() {
         root.remove_in_place(&s.tree.join("m/1.0/k/f")).unwrap();
         // A write replaces the link, never writes through it.
         std::os::unix::fs::symlink(s.victim.join("x.ko"), s.tree.join("m/1.0/k/w")).unwrap();
-        root.write(&s.tree.join("m/1.0/k/w"), b"ours", 0o644).unwrap();
+        root.write(&s.tree.join("m/1.0/k/w"), b"ours", 0o644)
+            .unwrap();
         assert_eq!(fs::read(s.tree.join("m/1.0/k/w")).unwrap(), b"ours");
         fs::remove_file(s.tree.join("m/1.0/k/w")).unwrap();
         victim_intact(&s);
@@ -115,7 +133,11 @@ fn a_final_symlink_is_only_unlinked() {
     assert!(!s.tree.join("m/1.0/k/a").exists());
     root.remove(&s.tree.join("m/9/k/a")).unwrap();
     victim_intact(&s);
-    assert_eq!(fs::read_dir(s.tree.join("m")).unwrap().count(), 1, "no temp name left");
+    assert_eq!(
+        fs::read_dir(s.tree.join("m")).unwrap().count(),
+        1,
+        "no temp name left"
+    );
 }
 
 #[test]
@@ -133,17 +155,29 @@ fn writes_are_atomic_with_their_mode_and_make_missing_directories() {
     let dir = tempfile::tempdir().unwrap();
     let root = Root::open(dir.path()).unwrap();
     root.write(Path::new("a/b/c.json"), b"one", 0o600).unwrap();
-    root.write(&dir.path().join("a/b/c.json"), b"two", 0o644).unwrap();
+    root.write(&dir.path().join("a/b/c.json"), b"two", 0o644)
+        .unwrap();
     let file = dir.path().join("a/b/c.json");
     assert_eq!(fs::read(&file).unwrap(), b"two");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o644);
-    root.symlink(Path::new("../x"), &dir.path().join("a/l")).unwrap();
-    root.symlink(Path::new("../y"), &dir.path().join("a/l")).unwrap();
-    assert_eq!(fs::read_link(dir.path().join("a/l")).unwrap(), Path::new("../y"));
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    root.symlink(Path::new("../x"), &dir.path().join("a/l"))
+        .unwrap();
+    root.symlink(Path::new("../y"), &dir.path().join("a/l"))
+        .unwrap();
+    assert_eq!(
+        fs::read_link(dir.path().join("a/l")).unwrap(),
+        Path::new("../y")
+    );
     root.rename(&file, &dir.path().join("a/moved")).unwrap();
     assert_eq!(fs::read(dir.path().join("a/moved")).unwrap(), b"two");
-    let names: Vec<_> = fs::read_dir(dir.path().join("a")).unwrap().flatten().collect();
+    let names: Vec<_> = fs::read_dir(dir.path().join("a"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(names.len(), 3, "b, l, moved: no temp name");
 }
 
@@ -161,14 +195,24 @@ fn staged_build(dir: &Path, contents: &[u8]) -> (PathBuf, PathBuf) {
 fn replacing_a_directory_exchanges_it_and_leaves_no_temp_name() {
     let dir = tempfile::tempdir().unwrap();
     let (staged, dest) = staged_build(dir.path(), b"new");
-    Root::open(dir.path()).unwrap().replace_dir(&staged, &dest).unwrap();
+    Root::open(dir.path())
+        .unwrap()
+        .replace_dir(&staged, &dest)
+        .unwrap();
     assert_eq!(fs::read(dest.join("module/m.ko")).unwrap(), b"new");
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only x86_64 is left");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only x86_64 is left"
+    );
     // Into an empty place, it is a plain rename.
     let fresh = dir.path().join("fresh");
     let staged = staging_path(&fresh);
     fs::create_dir(&staged).unwrap();
-    Root::open(dir.path()).unwrap().replace_dir(&staged, &fresh).unwrap();
+    Root::open(dir.path())
+        .unwrap()
+        .replace_dir(&staged, &fresh)
+        .unwrap();
     assert!(fresh.is_dir() && !staged.exists());
 }
 
@@ -180,7 +224,11 @@ fn without_the_exchange_the_old_directory_is_moved_aside_and_removed() {
     root.exchange = false;
     root.replace_dir(&staged, &dest).unwrap();
     assert_eq!(fs::read(dest.join("module/m.ko")).unwrap(), b"new");
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "only x86_64 is left");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only x86_64 is left"
+    );
 }
 
 fn leftover(dir: &Path, pid: u32, kind: &str, real: &str) -> PathBuf {
