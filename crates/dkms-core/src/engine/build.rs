@@ -9,7 +9,7 @@ use crate::exec::{Command, ExitDescription};
 use crate::host::Host;
 use crate::sign;
 use crate::tree::{self, Target};
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,11 +108,9 @@ fn build_target(
     let root = host.dkms_root()?;
     copy_tree(root, &source, &work)?;
     let log_path = work.join("make.log");
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_err("cannot create", &log_path))?;
+    // Through the handle: a `make.log` symlink among the copied sources is not
+    // followed.
+    let mut log = root.append(&log_path)?;
     // Held by every child the build starts, which get the log as stdout and stderr:
     // see wait_for_leftover_processes. Best effort, as locks are on some file systems.
     let _ = log.try_lock();

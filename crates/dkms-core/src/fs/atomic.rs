@@ -85,6 +85,23 @@ impl Root {
         sync(&dir_fd, &full)
     }
 
+    /// Opens `path` for appending (made with mode 0644 when missing, and its missing
+    /// directories), never through a symlink, the last component included: for a log
+    /// that grows while a build runs (a log is not a result, so it is not written
+    /// atomically).
+    pub fn append(&self, path: &Path) -> Result<std::fs::File, FsError> {
+        let (dir, name) = self.split(path)?;
+        let dir_fd = self.create_dirs(dir).map_err(|e| self.on_path(e, path))?;
+        let fd = rustix::fs::openat(
+            &dir_fd,
+            name,
+            OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(errno_err("cannot create", self.full(path)))?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Makes `dir` and its missing parents (as `mkdir -p`), never through a symlink.
     pub fn create_dir_all(&self, dir: &Path) -> Result<(), FsError> {
         let rel = self.relative(dir)?;

@@ -315,3 +315,90 @@ fn empty_directories_go_up_to_the_stop() {
     root.remove_empty_dirs(&dir.path().join("m"), &dir.path().join("m"));
     assert!(dir.path().join("m").exists());
 }
+
+/// Architecture invariant (docs/ARCHITECTURE.md): only the fs layer writes, renames
+/// or deletes in the trees. Outside `fs/`, non-test code calls none of std's
+/// changing functions, except where named below with the reason.
+#[test]
+fn only_the_fs_layer_changes_files() {
+    const FORBIDDEN: [&str; 11] = [
+        "fs::rename(",
+        "fs::remove_file(",
+        "fs::remove_dir_all(",
+        "fs::remove_dir(",
+        "fs::write(",
+        "fs::copy(",
+        "fs::create_dir_all(",
+        "fs::create_dir(",
+        "fs::hard_link(",
+        "fs::symlink(",
+        "OpenOptions::new(",
+    ];
+    // (file, call, why it may).
+    const ALLOWED: [(&str, &str, &str); 5] = [
+        // Being rewritten onto the tar crate and this layer (the `archive` branch).
+        ("dkms-core/src/tarball.rs", "*", "migrated at merge time"),
+        (
+            "dkms-core/src/lock.rs",
+            "fs::create_dir_all(",
+            "makes the tree's root itself",
+        ),
+        (
+            "dkms-core/src/lock.rs",
+            "OpenOptions::new(",
+            "the lock file, O_NOFOLLOW",
+        ),
+        (
+            "dkms-core/src/compress.rs",
+            "fs::copy(",
+            "into the tool's private scratch dir",
+        ),
+        (
+            "dkms-core/src/sign.rs",
+            "*",
+            "key files at user-configured paths",
+        ),
+    ];
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = Vec::new();
+    for src in ["dkms-core/src", "dkms-hook/src"] {
+        let mut stack = vec![crates.join(src)];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    if !path.ends_with("dkms-core/src/fs") {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tests.rs") {
+                    continue;
+                }
+                let name = path
+                    .strip_prefix(&crates)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let text = fs::read_to_string(&path).unwrap();
+                let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+                for (number, line) in code.lines().enumerate() {
+                    let line = line.split("//").next().unwrap_or_default();
+                    for call in FORBIDDEN.iter().filter(|c| line.contains(**c)) {
+                        let allowed = ALLOWED
+                            .iter()
+                            .any(|(f, c, _)| *f == name && (*c == "*" || c == call));
+                        if !allowed {
+                            found.push(format!("{name}:{}: {call}", number + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "change files through crate::fs::Root instead:\n{}",
+        found.join("\n")
+    );
+}
