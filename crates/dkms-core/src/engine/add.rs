@@ -113,7 +113,7 @@ pub fn add(
     }
 
     let absolute = source_dir.canonicalize().unwrap_or(source_dir.clone());
-    host.dkms_root()?.symlink(&absolute, &link)?;
+    host.dkms_root()?.create_symlink(&absolute, &link)?;
     progress.step(&format!(
         "Creating symlink {} -> {}",
         link.display(),

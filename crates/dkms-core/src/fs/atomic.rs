@@ -102,6 +102,18 @@ impl Root {
         Ok(std::fs::File::from(fd))
     }
 
+    /// Creates the symlink `link` to `target` (not resolved) in one step, making
+    /// missing directories; fails when something is already there. Creating a link
+    /// is atomic by itself, so no temp name is involved (nothing for a sweep).
+    pub fn create_symlink(&self, target: &Path, link: &Path) -> Result<(), FsError> {
+        let (dir, name) = self.split(link)?;
+        let dir_fd = self.create_dirs(dir).map_err(|e| self.on_path(e, link))?;
+        let full = self.full(link);
+        rustix::fs::symlinkat(target, &dir_fd, name)
+            .map_err(errno_err("cannot create symlink", &full))?;
+        sync(&dir_fd, &full)
+    }
+
     /// Makes `dir` and its missing parents (as `mkdir -p`), never through a symlink.
     pub fn create_dir_all(&self, dir: &Path) -> Result<(), FsError> {
         let rel = self.relative(dir)?;

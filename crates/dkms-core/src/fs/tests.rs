@@ -86,6 +86,17 @@ fn nothing_is_changed_through_an_intermediate_symlink() {
 }
 
 #[test]
+fn a_symlinked_directory_is_refused_even_when_it_points_inside_the_tree() {
+    let s = sandbox();
+    std::os::unix::fs::symlink(s.tree.join("m/1.0"), s.tree.join("m/3.0")).unwrap();
+    for root in roots(&s.tree) {
+        let err = root.remove(&s.tree.join("m/3.0/k/a")).unwrap_err();
+        assert!(matches!(err, FsError::SymlinkOnPath { .. }), "{err}");
+        assert!(s.tree.join("m/1.0/k/a").is_dir());
+    }
+}
+
+#[test]
 fn dot_dot_and_paths_outside_the_root_are_refused() {
     let s = sandbox();
     for root in roots(&s.tree) {
