@@ -228,11 +228,15 @@ impl Root {
         let mut dir = self.full(dir);
         let stop = self.full(stop);
         while dir.starts_with(&stop) && dir != stop && self.contains(&dir) {
-            let Ok(Some((parent, name))) = self.parent_of(&dir) else {
-                return;
-            };
-            match rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
-                Ok(()) | Err(Errno::NOENT) => {}
+            match self.parent_of(&dir) {
+                // Its parent is gone too: try the one above.
+                Ok(None) => {}
+                Ok(Some((parent, name))) => {
+                    match rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(_) => return,
+                    }
+                }
                 Err(_) => return,
             }
             match dir.parent() {

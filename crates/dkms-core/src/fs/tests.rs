@@ -318,8 +318,9 @@ fn empty_directories_go_up_to_the_stop() {
     let root = Root::open(dir.path()).unwrap();
     fs::create_dir_all(dir.path().join("m/1.0/k/a")).unwrap();
     fs::write(dir.path().join("m/keep"), b"").unwrap();
-    // The deepest is already gone: its parents are still tried.
+    // The deepest two are already gone: their parents are still tried.
     fs::remove_dir(dir.path().join("m/1.0/k/a")).unwrap();
+    fs::remove_dir(dir.path().join("m/1.0/k")).unwrap();
     root.remove_empty_dirs(&dir.path().join("m/1.0/k/a"), dir.path());
     assert!(!dir.path().join("m/1.0").exists());
     assert!(dir.path().join("m/keep").exists());
