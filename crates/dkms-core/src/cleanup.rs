@@ -116,21 +116,12 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
 /// Removes one leftover (never following a symlink out of the trees), then the
 /// directories it leaves empty inside the DKMS tree.
 pub fn remove(host: &Host, leftover: &Leftover) -> Result<(), EngineError> {
-    let root = if leftover.path.starts_with(&host.paths.dkms_tree) {
-        &host.paths.dkms_tree
-    } else {
-        &host.paths.install_tree
-    };
-    remove_path(root, &leftover.path)?;
-    let mut dir = leftover.path.parent();
-    while let Some(d) = dir {
-        if !d.starts_with(&host.paths.dkms_tree)
-            || d == host.paths.dkms_tree
-            || std::fs::remove_dir(d).is_err()
-        {
-            break;
+    remove_path(host, &leftover.path)?;
+    if let Some(parent) = leftover.path.parent() {
+        if parent.starts_with(&host.paths.dkms_tree) {
+            host.dkms_root()?
+                .remove_empty_dirs(parent, &host.paths.dkms_tree);
         }
-        dir = d.parent();
     }
     Ok(())
 }

@@ -12,7 +12,9 @@
 //! crash or a full disk never leaves a truncated `.ko.zst` that kmod would load.
 
 use crate::exec::{Command, ExecError};
+use crate::fs::{FsError, Root};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,8 +100,11 @@ pub enum CompressError {
         module: PathBuf,
         output: PathBuf,
         #[source]
-        source: io::Error,
+        source: FsError,
     },
+    /// Writing or renaming the result into the tree failed (the error names the file).
+    #[error(transparent)]
+    Tree(#[from] FsError),
 }
 
 /// Compresses `module` to `<module><suffix>` next to it, removes the uncompressed file,
@@ -111,6 +116,7 @@ pub enum CompressError {
 /// Fails when the module cannot be read, the output cannot be written, the tool fails or
 /// writes elsewhere, or the uncompressed module cannot be removed afterwards.
 pub fn compress(
+    root: &Root,
     module: &Path,
     compression: Compression,
     user_options: Option<&str>,
@@ -128,22 +134,24 @@ pub fn compress(
     let output = module.with_file_name(&output_name);
 
     match user_options.filter(|o| !o.trim().is_empty()) {
-        Some(options) => compress_with_tool(module, &output, compression, options)?,
-        None => compress_in_process(module, &output, compression)?,
+        Some(options) => compress_with_tool(root, module, &output, compression, options)?,
+        None => compress_in_process(root, module, &output, compression)?,
     }
 
-    std::fs::remove_file(module).map_err(|source| CompressError::RemoveOriginal {
-        module: module.to_path_buf(),
-        output: output.clone(),
-        source,
-    })?;
+    root.remove(module)
+        .map_err(|source| CompressError::RemoveOriginal {
+            module: module.to_path_buf(),
+            output: output.clone(),
+            source,
+        })?;
     Ok(output)
 }
 
-/// Compresses with the crates, writing through `atomic-write-file` (a temporary file,
-/// fsynced, renamed, directory fsynced) and giving the result the module's mode, as the
-/// tools do.
+/// Compresses with the crates in memory and writes the result through the tree's
+/// handle (a temp name, fsynced, renamed, directory fsynced), giving it the module's
+/// mode, as the tools do.
 fn compress_in_process(
+    root: &Root,
     module: &Path,
     output: &Path,
     compression: Compression,
@@ -158,15 +166,13 @@ fn compress_in_process(
     };
     // Modules are at most a few hundred MB; reading them whole keeps read and write
     // errors apart and tells zstd the size up front.
-    let data = std::fs::read(module).map_err(read_error)?;
-    let permissions = std::fs::metadata(module).map_err(read_error)?.permissions();
-
-    let file = atomic_write_file::AtomicWriteFile::open(output).map_err(write_error)?;
-    let file = encode(file, &data, compression).map_err(write_error)?;
-    file.as_file()
-        .set_permissions(permissions)
-        .map_err(write_error)?;
-    file.commit().map_err(write_error)
+    let data = std::fs::read(root.full(module)).map_err(read_error)?;
+    let mode = std::fs::metadata(root.full(module))
+        .map_err(read_error)?
+        .permissions()
+        .mode();
+    let compressed = encode(Vec::new(), &data, compression).map_err(write_error)?;
+    Ok(root.write(output, &compressed, mode & 0o7777)?)
 }
 
 /// Writes `data` compressed into `out` and hands `out` back for committing.
@@ -284,6 +290,7 @@ pub(crate) fn decoder<'a, R: io::BufRead + 'a>(
 /// Working on a copy means options such as zstd's `--rm` cannot remove the module
 /// before we know compression worked.
 fn compress_with_tool(
+    root: &Root,
     module: &Path,
     output: &Path,
     compression: Compression,
@@ -301,16 +308,18 @@ fn compress_with_tool(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    // The tool's private workspace, removed when dropped; only the result enters the
+    // tree's real names, through the handle.
     let scratch = tempfile::Builder::new()
         .prefix(".dkms-compress-")
-        .tempdir_in(dir)
+        .tempdir_in(root.full(dir))
         .map_err(|source| CompressError::TempDir {
             dir: dir.to_path_buf(),
             source,
         })?;
     let copy = scratch.path().join(file_name);
     // std::fs::copy keeps the mode, and the tools give the output the input's mode.
-    std::fs::copy(module, &copy).map_err(|source| CompressError::Read {
+    std::fs::copy(root.full(module), &copy).map_err(|source| CompressError::Read {
         module: module.to_path_buf(),
         source,
     })?;
@@ -342,12 +351,10 @@ fn compress_with_tool(
     std::fs::File::open(&made)
         .and_then(|f| f.sync_all())
         .map_err(write_error)?;
-    std::fs::rename(&made, output).map_err(write_error)?;
-    // Make the rename itself durable, as atomic-write-file does for the in-process path.
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_error)?;
-    Ok(())
+    // The rename syncs the directory, so the result is durable once it has its name.
+    // The scratch is named as `dir`'s child (tempfile may have made its path absolute).
+    let scratch_name = scratch.path().file_name().unwrap_or_default();
+    Ok(root.rename(&dir.join(scratch_name).join(output_name), output)?)
 }
 
 #[cfg(test)]
@@ -387,7 +394,13 @@ mod tests {
         let module = write_hello_ko(dir.path());
         std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o640)).unwrap();
 
-        let output = compress(&module, compression, options).unwrap();
+        let output = compress(
+            &Root::open(dir.path()).unwrap(),
+            &module,
+            compression,
+            options,
+        )
+        .unwrap();
 
         let expected_name = format!("hello.ko{}", compression.suffix());
         assert_eq!(output, dir.path().join(&expected_name));
@@ -461,7 +474,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let module = write_hello_ko(dir.path());
         assert_eq!(
-            compress(&module, Compression::None, Some("-9")).unwrap(),
+            compress(
+                &Root::open(".").unwrap(),
+                &module,
+                Compression::None,
+                Some("-9")
+            )
+            .unwrap(),
             module
         );
         assert_eq!(entries(dir.path()), ["hello.ko"]);
@@ -520,13 +539,19 @@ mod tests {
 
     #[test]
     #[ignore = "tier b: builds a real module against the installed kernel headers; scripts/test runs it"]
-    fn relative_module_paths_resolve_from_the_current_directory() {
+    fn relative_roots_resolve_from_the_current_directory() {
         for options in [None, Some("-q")] {
             let dir = tempfile::tempdir().unwrap();
             write_hello_ko(dir.path());
-            let module = relative_to_cwd(dir.path()).join("hello.ko");
-            let output = compress(&module, Compression::Zstd, options).unwrap();
-            assert_eq!(output, relative_to_cwd(dir.path()).join("hello.ko.zst"));
+            // A relative root resolves from the current directory, and a relative
+            // module path from the root.
+            let root = Root::open(relative_to_cwd(dir.path())).unwrap();
+            let output =
+                compress(&root, Path::new("hello.ko"), Compression::Zstd, options).unwrap();
+            assert_eq!(
+                root.path().join(output),
+                relative_to_cwd(dir.path()).join("hello.ko.zst")
+            );
             assert_eq!(entries(dir.path()), ["hello.ko.zst"], "{options:?}");
         }
     }
@@ -536,7 +561,13 @@ mod tests {
     fn failing_tool_keeps_the_module_and_leaves_no_output() {
         let dir = tempfile::tempdir().unwrap();
         let module = write_hello_ko(dir.path());
-        let err = compress(&module, Compression::Xz, Some("--no-such-option")).unwrap_err();
+        let err = compress(
+            &Root::open(dir.path()).unwrap(),
+            &module,
+            Compression::Xz,
+            Some("--no-such-option"),
+        )
+        .unwrap_err();
         let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
         assert!(chain.contains("hello.ko"), "{chain}");
         assert!(chain.contains("xz --no-such-option -f"), "{chain}");
@@ -550,7 +581,13 @@ mod tests {
     fn tool_options_that_write_elsewhere_are_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let module = write_hello_ko(dir.path());
-        let err = compress(&module, Compression::Zstd, Some("-q --stdout")).unwrap_err();
+        let err = compress(
+            &Root::open(dir.path()).unwrap(),
+            &module,
+            Compression::Zstd,
+            Some("-q --stdout"),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, CompressError::MissingOutput { .. }),
             "{err:?}"

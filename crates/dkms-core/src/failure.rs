@@ -5,6 +5,7 @@
 //! The record's place is [`Target::failure_record`]. A record only stands while the source and the kernel
 //! headers are unchanged; a successful build removes it.
 
+use crate::host::Host;
 use crate::paths::Paths;
 use crate::tree::Target;
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,8 @@ pub struct FailureRecord {
 
 /// Remembers that `target` failed. Errors writing the record are ignored: failure
 /// memory is an optimisation and must never turn into a second failure.
-pub fn record(paths: &Paths, target: &Target, exit_code: u8, message: &str, log: Option<&Path>) {
+pub fn record(host: &Host, target: &Target, exit_code: u8, message: &str, log: Option<&Path>) {
+    let paths = &host.paths;
     let record = FailureRecord {
         module: target.module.clone(),
         version: target.version.clone(),
@@ -47,13 +49,17 @@ pub fn record(paths: &Paths, target: &Target, exit_code: u8, message: &str, log:
     };
     if let Ok(json) = serde_json::to_vec_pretty(&record) {
         // Under a temp name first, which the next run sweeps if this one is killed.
-        let _ = crate::engine::fsutil::atomic_write(&target.failure_record(paths), &json, 0o644);
+        if let Ok(root) = host.dkms_root() {
+            let _ = root.write(&target.failure_record(paths), &json, 0o644);
+        }
     }
 }
 
 /// Forgets a failure (after a successful build, or when the version is removed).
-pub fn clear(paths: &Paths, target: &Target) {
-    let _ = std::fs::remove_file(target.failure_record(paths));
+pub fn clear(host: &Host, target: &Target) {
+    if let Ok(root) = host.dkms_root() {
+        let _ = root.remove(&target.failure_record(&host.paths));
+    }
 }
 
 /// The recorded failure of `target`, whatever changed since.
@@ -151,9 +157,10 @@ mod tests {
         std::fs::create_dir_all(paths.version_dir("m", "1")).unwrap();
         std::os::unix::fs::symlink(&source, paths.version_dir("m", "1").join("source")).unwrap();
         let target = Target::new("m", "1", "6.1.0-54-amd64", "x86_64");
+        let host = Host::new(paths.clone(), crate::Settings::default());
 
         record(
-            &paths,
+            &host,
             &target,
             10,
             "make failed",
@@ -175,7 +182,7 @@ mod tests {
             read(&paths, &target).is_some(),
             "the record itself stays until cleared"
         );
-        clear(&paths, &target);
+        clear(&host, &target);
         assert!(read(&paths, &target).is_none());
     }
 }

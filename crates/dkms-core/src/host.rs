@@ -2,6 +2,7 @@
 //! its settings, gathered once per command and passed down by shared reference.
 
 use crate::conf::{self, ConfError, DkmsConf, EvalContext};
+use crate::fs::{FsError, Root};
 use crate::kernel::{KernelConfig, KernelConfigs};
 use crate::paths::Paths;
 use crate::settings::Settings;
@@ -32,6 +33,11 @@ pub struct Host {
     /// unless the settings allow untrusted sources; the binary drops it when it does
     /// not run as root (a user gains nothing) or `--allow-untrusted-sources` is given.
     pub trust: Option<Gate>,
+    /// The trees' root handles, opened on first use (once per command): every change
+    /// in a tree goes through one (see `fs`).
+    dkms_root: OnceLock<Root>,
+    install_root: OnceLock<Root>,
+    source_root: OnceLock<Root>,
 }
 
 impl Host {
@@ -49,7 +55,32 @@ impl Host {
             kernel_config_paths: Mutex::new(HashMap::new()),
             kernel_configs: Arc::default(),
             trust,
+            dkms_root: OnceLock::new(),
+            install_root: OnceLock::new(),
+            source_root: OnceLock::new(),
         }
+    }
+
+    /// The DKMS tree's root handle (`/var/lib/dkms`, made when missing). Fails when
+    /// it cannot be opened.
+    pub fn dkms_root(&self) -> Result<&Root, FsError> {
+        cached(&self.dkms_root, || {
+            Root::open_or_create(&self.paths.dkms_tree)
+        })
+    }
+
+    /// The install tree's root handle (`/usr/lib/modules`, never made). Fails when it
+    /// cannot be opened.
+    pub fn install_root(&self) -> Result<&Root, FsError> {
+        cached(&self.install_root, || Root::open(&self.paths.install_tree))
+    }
+
+    /// The source tree's root handle (`/usr/src`, made when missing): `add` copies
+    /// sources there.
+    pub fn source_root(&self) -> Result<&Root, FsError> {
+        cached(&self.source_root, || {
+            Root::open_or_create(&self.paths.source_tree)
+        })
     }
 
     /// Refuses a module source a user other than root could change (when the host
@@ -160,4 +191,17 @@ impl Host {
             .join("source/dkms.conf");
         conf::evaluate(&file, &self.eval_context(module, version, kernel, arch))
     }
+}
+
+/// The handle in `cell`, opened by `open` the first time. Two threads racing both
+/// open one; the second is dropped.
+fn cached(
+    cell: &OnceLock<Root>,
+    open: impl FnOnce() -> Result<Root, FsError>,
+) -> Result<&Root, FsError> {
+    if let Some(root) = cell.get() {
+        return Ok(root);
+    }
+    let root = open()?;
+    Ok(cell.get_or_init(|| root))
 }

@@ -18,6 +18,7 @@ pub use engine::event;
 pub mod exec;
 pub mod exit;
 pub mod failure;
+pub mod fs;
 pub mod hook;
 pub mod host;
 pub mod kernel;

@@ -5,6 +5,7 @@
 //! leaves a stale lock. Read-only commands (status, plan) do not take it.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,9 @@ pub fn lock_tree(
         .create(true)
         .truncate(false)
         .write(true)
+        // A symlink planted at the lock's name is not followed (it would create an
+        // empty file wherever it points).
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(open_error)?;
     let start = Instant::now();

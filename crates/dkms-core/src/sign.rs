@@ -9,6 +9,7 @@
 //! unsigned.
 
 use crate::exec::{Command, ExecError};
+use crate::fs::{FsError, Root};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -75,6 +76,9 @@ pub enum SignError {
         #[source]
         source: io::Error,
     },
+    /// Moving a file of the pair into place failed (the error names it).
+    #[error(transparent)]
+    Tree(#[from] FsError),
     #[error("signing {module} failed")]
     Sign {
         module: PathBuf,
@@ -294,7 +298,9 @@ fn finish_interrupted(key: &SigningKey) -> Result<(), SignError> {
             );
             move_into_place(&new_key, &key.key)?;
         }
-        let _ = std::fs::remove_dir_all(&scratch);
+        if let Ok(dir) = Root::open(parent_dir(&key.key)) {
+            let _ = dir.remove(Path::new(&name));
+        }
     }
     Ok(())
 }
@@ -311,8 +317,8 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// Gives the certificate its place as a second name of the scratch copy (one step,
-/// and the scratch keeps it); across file systems, as a copy under a temp name
-/// renamed in.
+/// and the scratch keeps it); across file systems, as a copy written atomically
+/// through a handle for the certificate's directory.
 fn place_certificate(from: &Path, to: &Path) -> Result<(), SignError> {
     let install_error = |source| SignError::Install {
         from: from.to_path_buf(),
@@ -322,12 +328,9 @@ fn place_certificate(from: &Path, to: &Path) -> Result<(), SignError> {
     match std::fs::hard_link(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-            let temp = crate::engine::fsutil::staging_path(to);
-            let copied = std::fs::copy(from, &temp).and_then(|_| std::fs::rename(&temp, to));
-            if copied.is_err() {
-                let _ = std::fs::remove_file(&temp);
-            }
-            copied.map_err(install_error)
+            let bytes = std::fs::read(from).map_err(install_error)?;
+            let dir = Root::open(parent_dir(to))?;
+            Ok(dir.write(Path::new(file_name(to)), &bytes, 0o644)?)
         }
         Err(e) => Err(install_error(e)),
     }
@@ -341,22 +344,20 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Renames `from` to `to`; copies when they are on different filesystems (the certificate
-/// may live elsewhere than the key). Both are owner-only until they arrive.
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().unwrap_or_default()
+}
+
+/// Renames `from` (in the scratch directory beside `to`) to `to`, through a handle for
+/// `to`'s directory: one step, on one file system, never through a symlink below it.
 fn move_into_place(from: &Path, to: &Path) -> Result<(), SignError> {
-    let install_error = |source| SignError::Install {
-        from: from.to_path_buf(),
-        to: to.to_path_buf(),
-        source,
-    };
-    match std::fs::rename(from, to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-            std::fs::copy(from, to).map_err(install_error)?;
-            Ok(())
-        }
-        Err(e) => Err(install_error(e)),
-    }
+    let dir = parent_dir(to);
+    let root = Root::open(dir)?;
+    // The scratch directory is a child of `dir` by construction (tempfile may have
+    // made its path absolute, so it is named from its last two components).
+    let scratch = from.parent().map(file_name).unwrap_or_default();
+    let from = Path::new(scratch).join(file_name(from));
+    Ok(root.rename(&from, Path::new(file_name(to)))?)
 }
 
 /// Signs `module` in place: `sign-file <hash> <key> <certificate> <module>`, exactly as

@@ -7,7 +7,8 @@ use super::{
     write_file, Loaded, LoadedSource,
 };
 use crate::conf;
-use crate::engine::{self, fsutil::TEMP_PREFIX, io_err, AddSource, EngineError, Progress, Silent};
+use crate::engine::{self, io_err, AddSource, EngineError, Progress, Silent};
+use crate::fs::TEMP_PREFIX;
 use crate::host::Host;
 use crate::tree;
 use std::collections::VecDeque;
@@ -51,8 +52,9 @@ pub fn load_tarball_with(
             archive: archive.into(),
         });
     }
-    fs::create_dir_all(&paths.dkms_tree)
-        .map_err(io_err("cannot create directory", &paths.dkms_tree))?;
+    // The scratch dir sits in the DKMS tree, so what it holds is renamed, not copied,
+    // into place; the tree's handle makes the root when it is missing.
+    host.dkms_root()?;
     let temp = tempfile::Builder::new()
         .prefix(&format!("{TEMP_PREFIX}-ldtarball-"))
         .tempdir_in(&paths.dkms_tree)

@@ -15,7 +15,7 @@
 //! `Entry::unpack_in`, then the symlinks), `load` places what a tarball brings.
 //!
 //! **Invariant:** archive/ changes the DKMS tree and the source tree only through the
-//! functions at the bottom of this file, which call the engine's confined and atomic
+//! functions at the bottom of this file, which call the fs layer's root handles and atomic
 //! operations: nothing is deleted or replaced through a symlinked directory, and nothing
 //! appears half-written under its real name.
 
@@ -26,8 +26,8 @@ mod write;
 pub use load::{load_tarball, load_tarball_with};
 pub use write::{make_tarball, make_tarball_with};
 
-use crate::engine::{confined, fsutil, io_err, EngineError};
-use std::fs;
+use crate::engine::{copy_tree, EngineError};
+use crate::fs::{staging_path, Root};
 use std::path::{Path, PathBuf};
 
 /// What `mktarball` puts in the tarball.
@@ -85,51 +85,57 @@ fn is_real_dir(path: &Path) -> bool {
 // move to a root-handle layer, these five functions are what changes.)
 // ---------------------------------------------------------------------------------
 
+/// The handle of the tree at `root`: every change below goes through it (see `fs`).
+fn tree(root: &Path) -> Result<Root, EngineError> {
+    Ok(Root::open_or_create(root)?)
+}
+
 /// Fails unless `path` is inside the tree `root` and reached through real directories.
 fn check_within(root: &Path, path: &Path) -> Result<(), EngineError> {
-    confined::check(root, path)
+    Ok(tree(root)?.check(path)?)
 }
 
 /// Removes `path` (a link, a file or a directory tree) inside the tree `root`.
 fn remove_within(root: &Path, path: &Path) -> Result<(), EngineError> {
-    confined::remove_within(root, path)
+    Ok(tree(root)?.remove(path)?)
 }
 
-/// Writes `bytes` to `dest` atomically with mode 0644, refusing a symlinked directory
-/// on the way when `dest` is inside the tree `root`.
+/// Writes `bytes` to `dest` atomically with mode 0644: through the tree's handle when
+/// `dest` is inside the tree `root`, else through a handle on its own directory (a
+/// tarball the user asked for elsewhere).
 fn write_file(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    if dest.starts_with(root) {
-        check_within(root, dest)?;
-    }
-    fsutil::atomic_write(dest, bytes, 0o644)
+    let handle = if dest.starts_with(root) {
+        tree(root)?
+    } else {
+        Root::open(dest.parent().unwrap_or(Path::new(".")))?
+    };
+    Ok(handle.write(dest, bytes, 0o644)?)
 }
 
 /// Creates the real directory `dir` inside the tree `root`.
 fn create_dir_within(root: &Path, dir: &Path) -> Result<(), EngineError> {
-    check_within(root, dir)?;
-    fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))
+    Ok(tree(root)?.create_dir_all(dir)?)
 }
 
-/// Moves (or, across file systems, copies) the directory `from` to `dest` inside the
+/// Moves (from inside the tree) or copies the directory `from` to `dest` inside the
 /// tree `root`: staged under a temp name beside `dest`, synced, then exchanged with
 /// what is there, so `dest` is always either the old tree or the complete new one.
 fn place_dir(root: &Path, from: &Path, dest: &Path) -> Result<(), EngineError> {
-    check_within(root, dest)?;
+    let handle = tree(root)?;
+    handle.check(dest)?;
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(io_err("cannot create directory", parent))?;
+        handle.create_dir_all(parent)?;
     }
-    let staged = fsutil::staging_path(dest);
-    fsutil::remove_tree(&staged)?;
-    let result = match fs::rename(from, &staged) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => fsutil::copy_tree(from, &staged),
-        other => other.map_err(io_err("cannot move into place", &staged)),
+    let staged = staging_path(dest);
+    handle.remove(&staged)?;
+    let result = if handle.contains(from) {
+        handle.rename(from, &staged).map_err(EngineError::from)
+    } else {
+        copy_tree(&handle, from, &staged)
     }
-    .and_then(|()| fsutil::replace_dir(&staged, dest));
+    .and_then(|()| Ok(handle.replace_dir(&staged, dest)?));
     if result.is_err() {
-        let _ = fsutil::remove_tree(&staged);
+        let _ = handle.remove(&staged);
     }
     result
 }
-
-#[cfg(test)]
-mod tests;

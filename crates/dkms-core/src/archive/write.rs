@@ -4,7 +4,8 @@
 
 use super::{write_file, TarballMode};
 use crate::compress::{Compression, Encoder};
-use crate::engine::{self, fsutil::TEMP_PREFIX, io_err, EngineError, Progress, Silent};
+use crate::engine::{self, io_err, EngineError, Progress, Silent};
+use crate::fs::TEMP_PREFIX;
 use crate::host::Host;
 use crate::tree;
 use std::ffi::OsStr;

@@ -1,8 +1,8 @@
 //! `add`: register a module source with DKMS (`<m>/<v>/source -> <source_tree>/<m>-<v>`).
 
+use super::build::copy_tree;
 use super::build::run_script;
-use super::fsutil::{copy_tree, replace_dir, staging_path, sweep_dir};
-use super::{io_err, EngineError, Event, Options, Progress};
+use super::{EngineError, Event, Options, Progress};
 use crate::conf;
 use crate::host::Host;
 use crate::tree::Target;
@@ -79,10 +79,11 @@ pub fn add(
                 });
                 // Staged next to its place and renamed in, so a killed run leaves
                 // no half copy under the real name; the next add sweeps the rest.
-                sweep_dir(&host.paths.source_tree)?;
-                let staged = staging_path(&wanted);
-                copy_tree(&dir, &staged)?;
-                replace_dir(&staged, &wanted)?;
+                let sources = host.source_root()?;
+                sources.sweep_dir(&host.paths.source_tree)?;
+                let staged = crate::fs::staging_path(&wanted);
+                copy_tree(sources, &dir, &staged)?;
+                sources.replace_dir(&staged, &wanted)?;
             }
             (module, version, wanted)
         }
@@ -109,10 +110,8 @@ pub fn add(
         });
     }
 
-    std::fs::create_dir_all(&version_dir)
-        .map_err(io_err("cannot create directory", &version_dir))?;
     let absolute = source_dir.canonicalize().unwrap_or(source_dir.clone());
-    std::os::unix::fs::symlink(&absolute, &link).map_err(io_err("cannot create symlink", &link))?;
+    host.dkms_root()?.create_symlink(&absolute, &link)?;
     progress.event(Event::LinkedSource {
         link: &link,
         target: &absolute,

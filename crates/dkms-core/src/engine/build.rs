@@ -2,7 +2,6 @@
 //! then stage the results (stripped, signed, compressed) and rename them into
 //! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
 
-use super::fsutil::{copy_tree, remove_tree, replace_dir, staging_path};
 use super::{io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
@@ -12,7 +11,7 @@ use crate::host::Host;
 use crate::kernel::KernelConfig;
 use crate::sign;
 use crate::tree::{self, Target};
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,14 +28,14 @@ pub fn build(
     let result = build_target(host, target, options, progress);
     // Failure memory: compile-time failures are remembered, a success forgets them.
     match &result {
-        Ok(()) => crate::failure::clear(&host.paths, target),
+        Ok(()) => crate::failure::clear(host, target),
         Err(
             e @ (EngineError::BuildFailed { .. }
             | EngineError::ModulesMissing { .. }
             | EngineError::Patch { .. }
             | EngineError::ScriptFailed { .. }),
         ) => crate::failure::record(
-            &host.paths,
+            host,
             target,
             e.exit_code(),
             &e.to_string(),
@@ -108,13 +107,12 @@ fn build_target(
         .version_dir(&target.module, &target.version)
         .join("source");
     wait_for_leftover_processes(&work, progress);
-    copy_tree(&source, &work)?;
+    let root = host.dkms_root()?;
+    copy_tree(root, &source, &work)?;
     let log_path = work.join("make.log");
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_err("cannot create", &log_path))?;
+    // Through the handle: a `make.log` symlink among the copied sources is not
+    // followed.
+    let mut log = root.append(&log_path)?;
     // Held by every child the build starts, which get the log as stdout and stderr:
     // see wait_for_leftover_processes. Best effort, as locks are on some file systems.
     let _ = log.try_lock();
@@ -155,8 +153,8 @@ fn build_target(
     // The log goes in with the modules, so a build never appears without it; the
     // open handle follows the file, so POST_BUILD's output still lands in it.
     let staged_log = staged.join("log/make.log");
-    fs::rename(&log_path, &staged_log).map_err(io_err("cannot move", &log_path))?;
-    replace_dir(&staged, &final_dir)?;
+    root.rename(&log_path, &staged_log)?;
+    root.replace_dir(&staged, &final_dir)?;
     let log_path = final_dir.join("log/make.log");
     if let Some(script) = &conf.post_build {
         run_script(
@@ -169,7 +167,38 @@ fn build_target(
             progress,
         )?;
     }
-    remove_tree(&work)?;
+    root.remove(&work)?;
+    Ok(())
+}
+
+/// Copies `from` (a file make built) to `to` inside `root` with its mode, as
+/// `fs::copy` would, but through the handle.
+fn copy_keeping_mode(root: &crate::fs::Root, from: &Path, to: &Path) -> Result<(), EngineError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = fs::read(from).map_err(io_err("cannot copy", from))?;
+    let mode = fs::metadata(from)
+        .map_err(io_err("cannot copy", from))?
+        .permissions()
+        .mode();
+    Ok(root.write(to, &bytes, mode & 0o7777)?)
+}
+
+/// Copies a source tree as `cp -a` does (modes, symlinks, times) into a new `dest`
+/// inside `root` (whatever was at `dest` is removed first, through the handle; `cp`
+/// writes only below a directory the handle made).
+pub(crate) fn copy_tree(
+    root: &crate::fs::Root,
+    source: &Path,
+    dest: &Path,
+) -> Result<(), EngineError> {
+    root.remove(dest)?;
+    root.create_dir_all(dest)?;
+    Command::new("cp", "copy module sources")
+        .arg("-a")
+        .arg("--")
+        .arg(source.join(".").as_os_str())
+        .arg(dest.as_os_str())
+        .read()?;
     Ok(())
 }
 
@@ -182,7 +211,7 @@ pub(crate) fn discard_stale_work_dir(host: &Host, target: &Target) -> Result<(),
     if target.failure_record(&host.paths).exists() {
         return Ok(());
     }
-    super::confined::remove_within(&host.paths.dkms_tree, &target.work_dir(&host.paths))
+    Ok(host.dkms_root()?.remove(&target.work_dir(&host.paths))?)
 }
 
 /// How long a build waits for processes of an interrupted run that are still writing
@@ -354,7 +383,7 @@ fn run_make(
     if status != ExitDescription::Code(0) && out_of_space(work, log_path) {
         // Not the source's fault: no failure record (the next run builds again), and
         // the partial objects go, to give the space back.
-        remove_tree(work)?;
+        host.dkms_root()?.remove(work)?;
         return Err(EngineError::BuildNoSpace {
             target: Box::new(target.clone()),
             dir: work.to_path_buf(),
@@ -433,12 +462,12 @@ fn stage_modules(
             log: log_path.to_path_buf(),
         });
     }
-    let staged = staging_path(&target.build_dir(&host.paths));
-    remove_tree(&staged)?;
+    let root = host.dkms_root()?;
+    let staged = crate::fs::staging_path(&target.build_dir(&host.paths));
+    root.remove(&staged)?;
     let module_dir = staged.join("module");
-    fs::create_dir_all(&module_dir).map_err(io_err("cannot create directory", &module_dir))?;
-    fs::create_dir_all(staged.join("log"))
-        .map_err(io_err("cannot create directory", staged.join("log")))?;
+    root.create_dir_all(&module_dir)?;
+    root.create_dir_all(&staged.join("log"))?;
 
     let kernel_config = host.kernel_config(&target.kernel);
     let kernel_config = kernel_config.as_ref().as_ref();
@@ -447,7 +476,7 @@ fn stage_modules(
     for spec in wanted {
         let built = work.join(format!("{}{}.ko", spec.built_location, spec.built_name));
         let staged_ko = module_dir.join(format!("{}.ko", spec.dest_name));
-        fs::copy(&built, &staged_ko).map_err(io_err("cannot copy", &built))?;
+        copy_keeping_mode(root, &built, &staged_ko)?;
         if spec.strip {
             if let Err(e) = Command::new("strip", "strip debug symbols from modules")
                 .arg("-g")
@@ -473,7 +502,7 @@ fn stage_modules(
                 Compression::Gzip => host.settings.compress_gzip_opts.as_deref(),
                 Compression::None => None,
             };
-            if let Err(e) = compress::compress(&staged_ko, compression, options) {
+            if let Err(e) = compress::compress(root, &staged_ko, compression, options) {
                 progress.event(Event::CompressionFailed {
                     target,
                     file: &staged_ko,
@@ -484,7 +513,7 @@ fn stage_modules(
     }
     let symvers = work.join("Module.symvers");
     if symvers.is_file() {
-        let _ = fs::copy(&symvers, module_dir.join("Module.symvers"));
+        let _ = copy_keeping_mode(root, &symvers, &module_dir.join("Module.symvers"));
     }
     Ok(staged)
 }

@@ -11,9 +11,6 @@
 //! back over ours before it drops the link, the archive only after.
 
 use super::build::discard_stale_work_dir;
-use super::fsutil::{
-    atomic_copy, atomic_symlink, atomic_write, remove_empty_dirs, sweep_dir, sweep_module,
-};
 use super::{build, io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::exec::Command;
 use crate::host::Host;
@@ -40,10 +37,8 @@ pub fn install(
         });
     }
     // Nothing is written or deleted through a symlink out of the trees.
-    super::confined::check(
-        &host.paths.dkms_tree,
-        &target.original_module_dir(&host.paths),
-    )?;
+    let dkms_root = host.dkms_root()?;
+    dkms_root.check(&target.original_module_dir(&host.paths))?;
     if target.is_built(&host.paths) {
         discard_stale_work_dir(host, target)?;
     } else {
@@ -84,6 +79,7 @@ pub fn install(
         .unwrap_or_default();
     let first_install = target.install_link(&host.paths).symlink_metadata().is_err();
 
+    let install_root = host.install_root()?;
     progress.event(Event::Installing { target });
     let module_dir = target.build_dir(&host.paths).join("module");
     let mut written = Vec::new();
@@ -100,8 +96,8 @@ pub fn install(
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         let dest_dir = kernel_dir.join(spec.dest_location.trim_start_matches('/'));
-        super::confined::check(&host.paths.install_tree, &dest_dir)?;
-        sweep_dir(&dest_dir)?;
+        install_root.check(&dest_dir)?;
+        install_root.sweep_dir(&dest_dir)?;
         let dest = dest_dir.join(&file_name);
         // Any variant of the same module in that directory (other compression) goes
         // too, or modprobe would see two.
@@ -115,9 +111,9 @@ pub fn install(
                 archive_original(host, target, existing, &built)?;
             }
         }
-        atomic_copy(&built, &dest)?;
+        install_root.copy(&built, &dest)?;
         for variant in variants.iter().filter(|p| **p != dest) {
-            let _ = super::confined::remove_within(&host.paths.install_tree, variant);
+            let _ = install_root.remove(variant);
         }
         progress.event(Event::Installed {
             target,
@@ -125,14 +121,14 @@ pub fn install(
         });
         written.push(dest);
     }
-    atomic_symlink(
+    dkms_root.symlink(
         &target.install_link_target(),
         &target.install_link(&host.paths),
     )?;
     for stale in old_files.iter().filter(|f| !written.contains(f)) {
-        let _ = super::confined::remove_within(&host.paths.install_tree, stale);
+        let _ = install_root.remove(stale);
         if let Some(parent) = stale.parent() {
-            remove_empty_dirs(parent, &kernel_dir);
+            install_root.remove_empty_dirs(parent, &kernel_dir);
         }
     }
     if let Some(script) = &conf.post_install {
@@ -210,12 +206,13 @@ fn archive_original(
     }
     let mut origin = archived.clone().into_os_string();
     origin.push(".origin");
-    atomic_write(
+    let root = host.dkms_root()?;
+    root.write(
         Path::new(&origin),
         format!("{}\n", file.display()).as_bytes(),
         0o644,
     )?;
-    atomic_write(&archived, &bytes, 0o644)
+    Ok(root.write(&archived, &bytes, 0o644)?)
 }
 
 /// Removes `target`'s modules from the kernel, puts back any originals they replaced,
@@ -231,11 +228,9 @@ pub fn uninstall(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
-    sweep_module(&host.paths.module_dir(&target.module))?;
-    super::confined::check(
-        &host.paths.dkms_tree,
-        &target.original_module_dir(&host.paths),
-    )?;
+    let dkms_root = host.dkms_root()?;
+    dkms_root.sweep_module(&host.paths.module_dir(&target.module))?;
+    dkms_root.check(&target.original_module_dir(&host.paths))?;
     let link = target.install_link(&host.paths);
     if !target.is_installed(&host.paths) {
         if link.symlink_metadata().is_err() {
@@ -249,30 +244,25 @@ pub fn uninstall(
     let kernel_dir = host.paths.kernel_dir(&target.kernel);
     let dirs = install_dirs(host, target, options);
     // Nothing is removed if any file is reached through a symlink out of the trees.
-    super::confined::check_all(
-        &host.paths.install_tree,
-        &installed_files(host, target, options),
-    )?;
-    super::confined::check_all(&host.paths.install_tree, &dirs)?;
-    super::confined::check(
-        &host.paths.dkms_tree,
-        &target.original_module_dir(&host.paths),
-    )?;
+    let install_root = host.install_root()?;
+    install_root.check_all(&installed_files(host, target, options))?;
+    install_root.check_all(&dirs)?;
+    dkms_root.check(&target.original_module_dir(&host.paths))?;
     progress.event(Event::Uninstalling { target });
     for dir in &dirs {
-        sweep_dir(dir)?;
+        install_root.sweep_dir(dir)?;
     }
     let originals = restore_originals(host, target)?;
     for file in installed_files(host, target, options) {
         if !originals.contains(&file) {
-            fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
+            install_root.remove(&file)?;
         }
     }
     // Also the directories an interrupted run already emptied.
     for dir in &dirs {
-        remove_empty_dirs(dir, &kernel_dir);
+        install_root.remove_empty_dirs(dir, &kernel_dir);
     }
-    fs::remove_file(&link).map_err(io_err("cannot remove", &link))?;
+    dkms_root.remove(&link)?;
     drop_archive(host, target)?;
     Ok(true)
 }
@@ -303,8 +293,9 @@ fn install_dirs(host: &Host, target: &Target, options: &Options) -> Vec<PathBuf>
 /// Removes the archive of originals, and `original_module/` when it is empty.
 fn drop_archive(host: &Host, target: &Target) -> Result<(), EngineError> {
     let dir = target.original_module_dir(&host.paths);
-    super::confined::remove_within(&host.paths.dkms_tree, &dir)?;
-    remove_empty_dirs(&dir, &host.paths.module_dir(&target.module));
+    let root = host.dkms_root()?;
+    root.remove(&dir)?;
+    root.remove_empty_dirs(&dir, &host.paths.module_dir(&target.module));
     Ok(())
 }
 
@@ -336,7 +327,7 @@ fn restore_originals(host: &Host, target: &Target) -> Result<Vec<PathBuf>, Engin
         {
             continue;
         }
-        atomic_copy(&path, &origin)?;
+        host.install_root()?.copy(&path, &origin)?;
         restored.push(origin);
     }
     Ok(restored)

@@ -4,7 +4,7 @@
 //! a failed build never touches what is installed.
 //!
 //! build, install, uninstall (and so unbuild) and remove first sweep what an
-//! interrupted run left in the directories they are about to touch (see `fsutil`), so
+//! interrupted run left in the directories they are about to touch (see `fs`), so
 //! the next run after a kill converges on the state an uninterrupted run leaves. That sweep assumes no other process is writing:
 //! callers hold the tree lock (`lock.rs`), as the binary does.
 //!
@@ -13,26 +13,30 @@
 
 mod add;
 mod build;
-pub(crate) mod confined;
-pub(crate) mod fsutil;
 mod install;
 mod remove;
 mod run;
 
 pub use add::{add, AddSource};
 pub use build::build;
+pub(crate) use build::copy_tree;
 pub use install::{depmod, install, uninstall};
 pub use remove::{remove, unbuild};
 pub use run::{run_plan, JobResult, Outcome, RunReport};
 
-/// Removes a file or a directory tree inside the tree `root` (the DKMS tree or the
-/// install tree), never following a symlink out of it: not inside what is removed,
-/// and not on the way there (see `confined`). In place, not through a temp name: its
-/// callers (cleanup, the remove hook) delete leftovers outside the directories the
-/// engine sweeps, and find a half-deleted one again.
-pub fn remove_path(root: &std::path::Path, path: &std::path::Path) -> Result<(), EngineError> {
-    confined::check(root, path)?;
-    fsutil::remove_in_place(path)
+/// Removes a file or a directory tree inside the DKMS tree or the install tree
+/// (whichever holds `path`), never following a symlink out of it: not inside what
+/// is removed, and not on the way there (see `fs::Root`). In place, not through a
+/// temp name: its callers (cleanup, the remove hook) delete leftovers outside the
+/// directories the engine sweeps, and find a half-deleted one again. Fails for a
+/// path in neither tree.
+pub fn remove_path(host: &crate::Host, path: &std::path::Path) -> Result<(), EngineError> {
+    let root = if path.starts_with(&host.paths.dkms_tree) {
+        host.dkms_root()?
+    } else {
+        host.install_root()?
+    };
+    Ok(root.remove_in_place(path)?)
 }
 
 use crate::conf::ConfError;
@@ -231,6 +235,20 @@ pub enum EngineError {
     },
 }
 
+impl From<crate::fs::FsError> for EngineError {
+    fn from(e: crate::fs::FsError) -> Self {
+        use crate::fs::FsError;
+        match e {
+            FsError::NoSpace { what, path, source } => EngineError::NoSpace { what, path, source },
+            FsError::Io { what, path, source } => EngineError::Io { what, path, source },
+            FsError::SymlinkOnPath { path, link, target } => {
+                EngineError::SymlinkOnPath { path, link, target }
+            }
+            FsError::OutsideTree { path, root } => EngineError::OutsideTree { path, root },
+        }
+    }
+}
+
 impl From<crate::trust::TrustError> for EngineError {
     fn from(e: crate::trust::TrustError) -> Self {
         EngineError::Untrusted(Box::new(e))
@@ -329,9 +347,10 @@ pub(crate) fn io_err(
 /// the DKMS tree, and temp names an interrupted run left in the module are swept.
 pub(crate) fn prepare_target(host: &crate::Host, target: &Target) -> Result<(), EngineError> {
     host.check_added_source(&target.module, &target.version)?;
-    confined::check(&host.paths.dkms_tree, &target.build_dir(&host.paths))?;
-    confined::check(&host.paths.dkms_tree, &target.work_dir(&host.paths))?;
-    fsutil::sweep_module(&host.paths.module_dir(&target.module))?;
+    let root = host.dkms_root()?;
+    root.check(&target.build_dir(&host.paths))?;
+    root.check(&target.work_dir(&host.paths))?;
+    root.sweep_module(&host.paths.module_dir(&target.module))?;
     Ok(())
 }
 

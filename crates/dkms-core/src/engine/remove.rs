@@ -2,8 +2,6 @@
 //! a module version out of DKMS once nothing is left. The source under the source
 //! tree is never deleted: it belongs to the package that installed it.
 
-use super::confined::{check, remove_within};
-use super::fsutil::{remove_empty_dirs, sweep_module};
 use super::{read_conf, require_added, uninstall, EngineError, Event, Options, Progress};
 use crate::host::Host;
 use crate::tree::{self, Target};
@@ -16,21 +14,21 @@ pub fn unbuild(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
-    let tree = &host.paths.dkms_tree;
+    let root = host.dkms_root()?;
     let dir = target.build_dir(&host.paths);
     let work = target.work_dir(&host.paths);
     // Refuse before uninstalling anything: a symlink on the way out of the tree.
-    check(tree, &dir)?;
-    check(tree, &work)?;
+    root.check(&dir)?;
+    root.check(&work)?;
     uninstall(host, target, options, progress)?;
     if !dir.exists() {
         return Ok(false);
     }
     progress.event(Event::Unbuilding { target });
-    remove_within(tree, &dir)?;
-    remove_within(tree, &work)?;
+    root.remove(&dir)?;
+    root.remove(&work)?;
     if let Some(kernel_dir) = dir.parent() {
-        remove_empty_dirs(
+        root.remove_empty_dirs(
             kernel_dir,
             &host.paths.version_dir(&target.module, &target.version),
         );
@@ -50,7 +48,8 @@ pub fn remove(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     // First, so that a removal interrupted after the version went leaves nothing.
-    sweep_module(&host.paths.module_dir(module))?;
+    let root = host.dkms_root()?;
+    root.sweep_module(&host.paths.module_dir(module))?;
     if let Err(e) = require_added(host, module, version) {
         // A broken version can still be removed: that is how a user fixes it.
         if !matches!(e, EngineError::Broken { .. }) {
@@ -69,7 +68,7 @@ pub fn remove(
             .collect()
     };
     let version_dir = host.paths.version_dir(module, version);
-    check(&host.paths.dkms_tree, &version_dir)?;
+    root.check(&version_dir)?;
     let mut post_remove = None;
     for target in &targets {
         if post_remove.is_none() {
@@ -108,8 +107,8 @@ pub fn remove(
                 )?;
             }
         }
-        remove_within(&host.paths.dkms_tree, &version_dir)?;
-        remove_empty_dirs(&host.paths.module_dir(module), &host.paths.dkms_tree);
+        root.remove(&version_dir)?;
+        root.remove_empty_dirs(&host.paths.module_dir(module), &host.paths.dkms_tree);
     }
     Ok(())
 }

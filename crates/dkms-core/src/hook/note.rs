@@ -2,9 +2,9 @@
 //! being replaced or removed, read (and deleted) by the post-transaction hook, which
 //! can no longer read their dkms.conf.
 
-use crate::engine::{io_err, EngineError};
+use crate::engine::EngineError;
 use crate::hook::Source;
-use crate::Paths;
+use crate::{Host, Paths};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -14,24 +14,24 @@ pub(crate) fn path(paths: &Paths) -> PathBuf {
 }
 
 /// Appends the sources to the note. Fails when the note cannot be written.
-pub(crate) fn append(paths: &Paths, sources: &[Source]) -> Result<(), EngineError> {
+pub(crate) fn append(host: &Host, sources: &[Source]) -> Result<(), EngineError> {
     if sources.is_empty() {
         return Ok(());
     }
-    let file = path(paths);
+    let file = path(&host.paths);
     let mut note = std::fs::read_to_string(&file).unwrap_or_default();
     for source in sources {
         note.push_str(&format!("{}/{}\n", source.module, source.version));
     }
-    std::fs::create_dir_all(&paths.dkms_tree)
-        .map_err(io_err("creating the DKMS tree", &paths.dkms_tree))?;
-    std::fs::write(&file, note).map_err(io_err("writing the transaction note", &file))
+    Ok(host.dkms_root()?.write(&file, note.as_bytes(), 0o644)?)
 }
 
 /// Takes the note: its `module/version` lines, the file removed.
-pub(crate) fn take(paths: &Paths) -> BTreeSet<String> {
-    let file = path(paths);
+pub(crate) fn take(host: &Host) -> BTreeSet<String> {
+    let file = path(&host.paths);
     let note = std::fs::read_to_string(&file).unwrap_or_default();
-    let _ = std::fs::remove_file(&file);
+    if let Ok(root) = host.dkms_root() {
+        let _ = root.remove(&file);
+    }
     note.lines().map(str::to_string).collect()
 }

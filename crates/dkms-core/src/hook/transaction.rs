@@ -158,7 +158,7 @@ pub fn pre_transaction(
     progress: &dyn Progress,
 ) -> Result<HookReport, EngineError> {
     let (changes, mut report) = start(host, input, kernel, progress);
-    note::append(&host.paths, &report.sources)?;
+    note::append(host, &report.sources)?;
     if kind == PreTransaction::Remove {
         remove_kernels(host, &changes, options, progress, &mut report);
     }
@@ -195,18 +195,18 @@ fn remove_kernels(
             }
         }
         let dkms_dir = host.paths.kernel_dir(kernel).join("updates/dkms");
-        if let Err(e) = engine::remove_path(&host.paths.install_tree, &dkms_dir) {
+        if let Err(e) = engine::remove_path(host, &dkms_dir) {
             failed(e, report);
         }
         let updates = host.paths.kernel_dir(kernel).join("updates");
-        if updates.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            let _ = std::fs::remove_dir(updates);
+        if let Ok(root) = host.install_root() {
+            root.remove_empty_dirs(&updates, &host.paths.kernel_dir(kernel));
         }
         // Work directories and failure records of that kernel go too.
         for mv in tree::module_versions(&host.paths, None, None) {
             for (k, path, _) in tree::kernel_entries(&host.paths, &mv.module, &mv.version) {
                 if k == *kernel {
-                    if let Err(e) = engine::remove_path(&host.paths.dkms_tree, &path) {
+                    if let Err(e) = engine::remove_path(host, &path) {
                         failed(e, report);
                     }
                 }
@@ -346,7 +346,7 @@ fn retire_removed_versions(
     progress: &dyn Progress,
     report: &mut HookReport,
 ) {
-    let noted = note::take(&host.paths);
+    let noted = note::take(host);
     for mv in tree::module_versions(&host.paths, None, None) {
         if mv.source == SourceState::Added {
             continue;
