@@ -90,6 +90,11 @@ fn face() -> Face {
 }
 
 fn main() -> ExitCode {
+    // The reliability proof run's deliberate bug, in builds with that feature only.
+    #[cfg(feature = "break-atomicity")]
+    if std::env::var_os("DKMS_HOOK_BREAK_ATOMICITY").is_some() {
+        dkms_core::fs::proof::break_atomicity();
+    }
     if let Some((index, arg)) = std::env::args_os()
         .enumerate()
         .skip(1)

@@ -159,6 +159,15 @@ impl Root {
                 .map_err(errno_err("cannot rename into place", &full))?;
             return sync(&dir_fd, &full);
         }
+        #[cfg(feature = "break-atomicity")]
+        if super::proof::atomicity_broken() {
+            // The deliberate bug of the reliability proof run: the old directory is
+            // deleted before the new one is renamed in, so a kill in between loses it.
+            remove_all_at(&dir_fd, name, &full)?;
+            rustix::fs::renameat(&dir_fd, staged_name, &dir_fd, name)
+                .map_err(errno_err("cannot rename into place", &full))?;
+            return sync(&dir_fd, &full);
+        }
         let exchanged = if self.exchange {
             rustix::fs::renameat_with(&dir_fd, staged_name, &dir_fd, name, RenameFlags::EXCHANGE)
         } else {

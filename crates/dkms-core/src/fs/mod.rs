@@ -16,6 +16,8 @@
 //! deleted is renamed out of sight first, and sweeps clear what a killed run left.
 
 mod atomic;
+#[cfg(feature = "break-atomicity")]
+pub mod proof;
 mod root;
 mod temp;
 #[cfg(test)]
