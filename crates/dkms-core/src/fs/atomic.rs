@@ -116,6 +116,11 @@ impl Root {
 
     /// Makes `dir` and its missing parents (as `mkdir -p`), never through a symlink.
     pub fn create_dir_all(&self, dir: &Path) -> Result<(), FsError> {
+        // The root exists as long as the handle does: making it is done already (the
+        // parent of a top-level entry is the root).
+        if self.full(dir) == self.path() {
+            return Ok(());
+        }
         let rel = self.relative(dir)?;
         self.create_dirs(rel).map(drop)
     }

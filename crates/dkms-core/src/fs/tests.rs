@@ -327,3 +327,19 @@ fn empty_directories_go_up_to_the_stop() {
     root.remove_empty_dirs(&dir.path().join("m"), &dir.path().join("m"));
     assert!(dir.path().join("m").exists());
 }
+
+/// Regression: ldtarball places a source directly under the source tree, so the
+/// parent it makes first is the root itself, which `create_dir_all` refused as
+/// "outside the tree".
+#[test]
+fn making_the_root_itself_is_a_no_op_and_outside_is_still_refused() {
+    let s = sandbox();
+    for root in roots(&s.tree) {
+        root.create_dir_all(&s.tree).unwrap();
+        root.create_dir_all(&s.tree.join("new/dir")).unwrap();
+        assert!(s.tree.join("new/dir").is_dir());
+        assert!(root.create_dir_all(&s.tree.join("..")).is_err());
+        assert!(root.create_dir_all(&s.victim.join("made")).is_err());
+        assert!(!s.victim.join("made").exists());
+    }
+}
