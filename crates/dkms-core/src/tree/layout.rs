@@ -72,6 +72,17 @@ pub fn is_install_link_name(name: &str) -> bool {
         .is_some_and(|rest| rest.contains('-'))
 }
 
+/// The kernel of a `kernel-<k>-<a>` install link name.
+pub fn parse_install_link_name(name: &str) -> Option<&str> {
+    let (kernel, _arch) = name.strip_prefix(INSTALL_LINK_PREFIX)?.rsplit_once('-')?;
+    Some(kernel)
+}
+
+/// `<dkms_tree>/<m>/original_module`, given `<dkms_tree>/<m>`.
+pub fn original_modules_of(module_dir: &Path) -> PathBuf {
+    module_dir.join(ORIGINAL_MODULE)
+}
+
 /// What we keep per kernel next to a version's builds, besides `<k>/<a>` itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum KernelEntry {
@@ -158,7 +169,7 @@ impl Paths {
 
     /// `<dkms_tree>/<m>/original_module`.
     pub fn original_modules(&self, module: &str) -> PathBuf {
-        self.module_dir(module).join(ORIGINAL_MODULE)
+        original_modules_of(&self.module_dir(module))
     }
 
     /// `<dkms_tree>/<m>/original_module/<k>/<a>`: modules that installing replaced.
@@ -189,6 +200,11 @@ impl Paths {
     /// `<install_tree>/<kernel>/updates`.
     pub fn kernel_updates_dir(&self, kernel: &str) -> PathBuf {
         self.kernel_dir(kernel).join(UPDATES)
+    }
+
+    /// `<install_tree>/<kernel>/extra`: where older dkms versions put modules.
+    pub fn kernel_extra_dir(&self, kernel: &str) -> PathBuf {
+        self.kernel_dir(kernel).join(EXTRA)
     }
 
     /// `<install_tree>/<kernel>/build` unless `--kernelsourcedir` was given.
