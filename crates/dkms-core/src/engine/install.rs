@@ -339,8 +339,7 @@ pub fn depmod(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
-    let kernel_dir = host.paths.kernel_dir(kernel);
-    if options.no_depmod || !kernel_dir.join("modules.dep").exists() {
+    if options.no_depmod || !host.paths.modules_dep(kernel).exists() {
         return Ok(false);
     }
     let tree = &host.paths.install_tree;

@@ -16,6 +16,7 @@
 //! <dkms_tree>/<m>/original_module/<k>/<a>/            modules dkms replaced
 //! <install_tree>/<k>/build                            the kernel's headers
 //! <install_tree>/<k>/updates/dkms, updates, extra     where DKMS modules go
+//! <install_tree>/<k>/modules.dep                      depmod's output
 //! ```
 //!
 //! Only path arithmetic: nothing here reads the disk (apart from `kernel_config`'s
@@ -200,6 +201,11 @@ impl Paths {
     /// `<install_tree>/<kernel>/updates`.
     pub fn kernel_updates_dir(&self, kernel: &str) -> PathBuf {
         self.kernel_dir(kernel).join(UPDATES)
+    }
+
+    /// `<install_tree>/<kernel>/modules.dep`: depmod's output (absent: never run).
+    pub fn modules_dep(&self, kernel: &str) -> PathBuf {
+        self.kernel_dir(kernel).join("modules.dep")
     }
 
     /// `<install_tree>/<kernel>/extra`: where older dkms versions put modules.

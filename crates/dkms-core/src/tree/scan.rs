@@ -6,6 +6,7 @@
 //! `a-b/1` sorts before `a/1`), and nothing here spawns a process.
 
 use super::layout::{self, is_install_link_name, KernelEntry, Target};
+use crate::name::{self, Arch, KernelRelease};
 use crate::paths::Paths;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ pub struct ModuleVersion {
 }
 
 /// Lists `<module>/<version>` directories, optionally only one module or version, in
-/// upstream's order. Entries named `kernel-*-*` (the install links) are not versions.
+/// upstream's order; a name that is not a valid module name or version is skipped. Entries named `kernel-*-*` (the install links) are not versions.
 pub fn module_versions(
     paths: &Paths,
     module: Option<&str>,
@@ -43,9 +44,15 @@ pub fn module_versions(
 ) -> Vec<ModuleVersion> {
     let mut found = Vec::new();
     for m in child_names(&paths.dkms_tree, module) {
+        if name::ModuleName::parse(&m).is_err() {
+            continue;
+        }
         let module_dir = paths.dkms_tree.join(&m);
         for v in child_names(&module_dir, version) {
             if is_install_link_name(&v) || !module_dir.join(&v).is_dir() {
+                continue;
+            }
+            if name::ModuleVersion::parse(&v).is_err() {
                 continue;
             }
             let source = source_state(paths, &m, &v);
@@ -146,7 +153,13 @@ pub fn built_for(
         if kernel.is_none() && !looks_like_release(&k) {
             continue;
         }
+        if KernelRelease::parse(&k).is_err() {
+            continue;
+        }
         for a in child_names(&version_dir.join(&k), arch) {
+            if Arch::parse(&a).is_err() {
+                continue;
+            }
             if layout::modules_of(&version_dir.join(&k).join(&a)).is_dir() {
                 found.push((k.clone(), a));
             }
@@ -174,9 +187,7 @@ pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Pa
 /// uninstalls and depmod leaves this; the next run sees it and runs depmod. A kernel
 /// without `modules.dep` (never depmodded) is not stale.
 pub fn depmod_stale(paths: &Paths, kernel: &str, arch: &str) -> bool {
-    let Ok(dep) =
-        std::fs::metadata(paths.kernel_dir(kernel).join("modules.dep")).and_then(|m| m.modified())
-    else {
+    let Ok(dep) = std::fs::metadata(paths.modules_dep(kernel)).and_then(|m| m.modified()) else {
         return false;
     };
     let Ok(modules) = std::fs::read_dir(&paths.dkms_tree) else {
