@@ -38,7 +38,9 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
                 continue;
             }
             let dir = entry.path();
-            if dir.join("updates/dkms").exists() || dir.join("extra").exists() {
+            if host.paths.kernel_dkms_dir(&kernel).exists()
+                || host.paths.kernel_extra_dir(&kernel).exists()
+            {
                 found.insert(Leftover {
                     kernel,
                     path: dir,
@@ -80,11 +82,7 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
                 .flatten()
             {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(kernel) = name
-                    .strip_prefix("kernel-")
-                    .and_then(|r| r.rsplit_once('-'))
-                    .map(|(k, _)| k)
-                {
+                if let Some(kernel) = tree::layout::parse_install_link_name(&name) {
                     if !installed(host, kernel) {
                         found.insert(Leftover {
                             kernel: kernel.to_string(),
@@ -94,7 +92,7 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
                     }
                 }
             }
-            for entry in std::fs::read_dir(module.path().join("original_module"))
+            for entry in std::fs::read_dir(tree::layout::original_modules_of(&module.path()))
                 .into_iter()
                 .flatten()
                 .flatten()

@@ -79,9 +79,7 @@ pub fn still_failing(paths: &Paths, target: &Target) -> Option<FailureRecord> {
 
 /// Names, sizes and modification times of every file in the module source.
 fn source_fingerprint(paths: &Paths, target: &Target) -> String {
-    let source = paths
-        .version_dir(&target.module, &target.version)
-        .join("source");
+    let source = target.source_link(paths);
     let mut entries = Vec::new();
     collect(&source, &source, &mut entries);
     entries.sort();

@@ -105,7 +105,7 @@ impl Host {
         module: &str,
         version: &str,
     ) -> Result<(), crate::trust::TrustError> {
-        self.check_source(&self.paths.version_dir(module, version).join("source"))
+        self.check_source(&self.paths.source_link(module, version))
     }
 
     fn etc_entries(&self) -> Arc<HashSet<OsString>> {

@@ -29,7 +29,7 @@ pub enum LockError {
 
 /// The lock file of a DKMS tree.
 pub fn lock_path(dkms_tree: &Path) -> PathBuf {
-    dkms_tree.join(".dkms-hook.lock")
+    crate::tree::layout::lock_file(dkms_tree)
 }
 
 /// Takes the tree lock, calling `waiting` once if another run holds it, and giving

@@ -22,14 +22,21 @@ pub struct NameError {
     pub problem: &'static str,
 }
 
+/// [`NameError::problem`] of an empty name.
+pub const EMPTY: &str = "is empty";
+/// [`NameError::problem`] of `.`, `..` or a name with a `/`.
+pub const A_PATH: &str = "would be a path, not a name";
+/// [`NameError::problem`] of a name with whitespace or control characters.
+pub const WHITESPACE: &str = "contains whitespace or control characters";
+
 /// What is wrong with `value` as a path component, if anything.
 fn problem(value: &str) -> Option<&'static str> {
     if value.is_empty() {
-        Some("is empty")
+        Some(EMPTY)
     } else if value == "." || value == ".." || value.contains('/') {
-        Some("would be a path, not a name")
+        Some(A_PATH)
     } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("contains whitespace or control characters")
+        Some(WHITESPACE)
     } else {
         None
     }

@@ -1,5 +1,6 @@
 //! Every absolute path the library touches comes from one [`Paths`] value, so tests
 //! (and `--dkmstree`/`--sourcetree`/`--installtree`) relocate everything at once.
+//! This file holds the roots; the names below them are `tree::layout`'s.
 
 use std::path::{Path, PathBuf};
 
@@ -38,44 +39,6 @@ impl Default for Paths {
 }
 
 impl Paths {
-    /// `<install_tree>/<kernel>/build` unless `--kernelsourcedir` was given.
-    pub fn kernel_source_dir(&self, kernel: &str) -> PathBuf {
-        self.kernel_source_dir
-            .clone()
-            .unwrap_or_else(|| self.install_tree.join(kernel).join("build"))
-    }
-
-    /// The kernel config BUILD_EXCLUSIVE_CONFIG reads, preferring `auto.conf` as dkms does.
-    pub fn kernel_config(&self, kernel: &str) -> PathBuf {
-        let source = self.kernel_source_dir(kernel);
-        let auto = source.join("include/config/auto.conf");
-        if auto.exists() {
-            auto
-        } else {
-            source.join(".config")
-        }
-    }
-
-    /// `<dkms_tree>/<module>`.
-    pub fn module_dir(&self, module: &str) -> PathBuf {
-        self.dkms_tree.join(module)
-    }
-
-    /// `<dkms_tree>/<module>/<version>`.
-    pub fn version_dir(&self, module: &str, version: &str) -> PathBuf {
-        self.dkms_tree.join(module).join(version)
-    }
-
-    /// `<source_tree>/<module>-<version>`, where packages put sources.
-    pub fn source_dir(&self, module: &str, version: &str) -> PathBuf {
-        self.source_tree.join(format!("{module}-{version}"))
-    }
-
-    /// `<install_tree>/<kernel>`.
-    pub fn kernel_dir(&self, kernel: &str) -> PathBuf {
-        self.install_tree.join(kernel)
-    }
-
     /// The framework.conf files dkms reads, in order: the main file, then the drop-ins.
     pub fn framework_conf_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.etc_dir.join("framework.conf")];

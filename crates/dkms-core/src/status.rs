@@ -256,8 +256,8 @@ fn module_files_note(
         kernel,
         arch,
     } = *build;
-    let built_dir = tree::build_dir(&host.paths, module, version, kernel, arch).join("module");
-    let owned_dir = tree::install_link(&host.paths, module, kernel, arch).join("module");
+    let built_dir = tree::layout::modules_of(&host.paths.build_dir(module, version, kernel, arch));
+    let owned_dir = tree::layout::modules_of(&host.paths.install_link(module, kernel, arch));
     let kernel_dir = host.paths.kernel_dir(kernel);
     for spec in conf.modules.iter().filter(|m| m.excluded.is_none()) {
         let Some(built) = tree::module_file(&built_dir, &spec.dest_name, compression) else {

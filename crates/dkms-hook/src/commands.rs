@@ -10,6 +10,7 @@ use dkms_core::archive::{self, TarballMode};
 use dkms_core::commands::{self, Autoinstall, PerKernel};
 use dkms_core::engine::{self, AddSource, Event, Options, Progress};
 use dkms_core::exit::Exit;
+use dkms_core::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
 use dkms_core::plan;
 use dkms_core::Host;
 use std::path::PathBuf;
@@ -268,8 +269,8 @@ fn engine_kernels(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
     let mut kernels = Vec::new();
     for (kernel, arch) in crate::cli::kernels_with_arches(global)? {
         let arch = arch.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string());
-        plain_name(&format!("-k {kernel:?}"), "kernel release", &kernel)?;
-        plain_name(&format!("-a {arch:?}"), "architecture", &arch)?;
+        plain_name(&format!("-k {kernel:?}"), KernelRelease::parse, &kernel)?;
+        plain_name(&format!("-a {arch:?}"), Arch::parse, &arch)?;
         kernels.push((kernel, arch));
     }
     Ok(kernels)
@@ -289,22 +290,15 @@ fn require_installed(host: &Host, kernels: &[(String, String)], exit: Exit) -> R
 /// Module names, versions, kernel releases and arches become single path components
 /// in the DKMS and install trees: no `/`, not `.` or `..`, no whitespace or control
 /// characters, not empty. `given` is what the user typed, for the message.
-fn plain_name(given: &str, what: &str, value: &str) -> Result<()> {
-    let problem = if value.is_empty() {
-        Some("is empty")
-    } else if value == "." || value == ".." || value.contains('/') {
-        Some("would be a path, not a name")
-    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("contains whitespace or control characters")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => bail!(refuse(
-            Exit::Failure,
-            format!("{given}: the {what} {value:?} {problem}")
-        )),
-        None => Ok(()),
+/// `parse` is the name type's (`dkms_core::name`), which words the problem.
+fn plain_name<N>(
+    given: &str,
+    parse: fn(&str) -> Result<N, dkms_core::name::NameError>,
+    value: &str,
+) -> Result<()> {
+    match parse(value) {
+        Err(problem) => bail!(refuse(Exit::Failure, format!("{given}: {problem}"))),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -321,8 +315,8 @@ fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, St
     match (module, version) {
         (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => {
             let given = format!("{:?}", format!("{m}/{v}"));
-            plain_name(&given, "module name", &m)?;
-            plain_name(&given, "module version", &v)?;
+            plain_name(&given, ModuleName::parse, &m)?;
+            plain_name(&given, ModuleVersion::parse, &v)?;
             Ok((m, v))
         }
         _ => bail!(refuse(

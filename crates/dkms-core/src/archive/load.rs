@@ -117,8 +117,7 @@ pub fn load_tarball_with(
     let (module, version) = (parsed.package_name, parsed.package_version);
     progress.step(&format!("Loading tarball for {module}/{version}"));
 
-    let version_dir = paths.version_dir(&module, &version);
-    let link = version_dir.join("source");
+    let link = paths.source_link(&module, &version);
     // A link to a directory (added), or a real directory (a binaries-only load, which
     // upstream 3.0 calls added).
     if link.is_dir() && !force {

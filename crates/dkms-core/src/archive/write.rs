@@ -58,7 +58,7 @@ pub fn make_tarball_with(
     let mut names = Vec::new();
     for (kernel, arch) in kernels.iter().filter(|_| mode != TarballMode::SourceOnly) {
         let dir = tree::build_dir(paths, module, version, kernel, arch);
-        if !dir.join("module").is_dir() {
+        if !tree::layout::modules_of(&dir).is_dir() {
             let (module, version) = (module.into(), version.into());
             let (kernel, arch) = (kernel.clone(), arch.clone());
             return Err(EngineError::NotBuiltForArchive {
@@ -81,7 +81,7 @@ pub fn make_tarball_with(
         list if list.len() >= MAX_KERNEL_LIST => "manykernels".to_string(),
         list => list,
     };
-    let default_dir = paths.version_dir(module, version).join("tarball");
+    let default_dir = paths.tarball_dir(module, version);
     let dest = match archive.map(|a| (a.parent(), a.file_name())) {
         None => default_dir.join(format!("{module}-{version}-{kernel_list}.dkms.tar.gz")),
         Some((Some(dir), Some(name))) if !dir.as_os_str().is_empty() => dir.join(name),
@@ -99,7 +99,7 @@ pub fn make_tarball_with(
         }
     })?;
 
-    let source = paths.version_dir(module, version).join("source");
+    let source = paths.source_link(module, version);
     let conf_file = source.join("dkms.conf");
     // Read up front: a missing dkms.conf would make a tarball nothing can load.
     let conf_meta = fs::metadata(&conf_file).map_err(io_err("cannot read", &conf_file))?;

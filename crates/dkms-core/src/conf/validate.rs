@@ -119,23 +119,21 @@ fn check_identifier(file: &Path, directive: &str, value: &str) -> Result<(), Con
             "use a short name: <name>-<version> must fit in one directory name",
         ));
     }
-    if value == "." || value == ".." || value.contains('/') {
-        return Err(ConfError::directive(
-            file,
-            directive,
-            format!("'{value}' is not a usable name (it would be a path)"),
-            "use letters, digits, '.', '_', '+' or '-' only",
-        ));
-    }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfError::directive(
-            file,
-            directive,
-            format!("{value:?} contains whitespace or control characters"),
-            "use letters, digits, '.', '_', '+' or '-' only",
-        ));
-    }
-    Ok(())
+    // name.rs decides what a usable name is (module names and versions share its
+    // rules); an empty value is the required-directive check's to report.
+    let message = match crate::name::ModuleName::parse(value).map_err(|e| e.problem) {
+        Err(crate::name::A_PATH) => format!("'{value}' is not a usable name (it would be a path)"),
+        Err(crate::name::WHITESPACE) => {
+            format!("{value:?} contains whitespace or control characters")
+        }
+        _ => return Ok(()),
+    };
+    Err(ConfError::directive(
+        file,
+        directive,
+        message,
+        "use letters, digits, '.', '_', '+' or '-' only",
+    ))
 }
 
 /// Relative paths that must stay inside their tree: no `..`, not absolute.

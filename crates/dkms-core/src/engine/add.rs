@@ -65,12 +65,7 @@ pub fn add(
                 _ => false,
             };
             if !same {
-                if host
-                    .paths
-                    .version_dir(&module, &version)
-                    .join("source")
-                    .exists()
-                {
+                if host.paths.source_link(&module, &version).exists() {
                     return Err(EngineError::AlreadyAdded { module, version });
                 }
                 progress.event(Event::CopyingSource {
@@ -89,8 +84,7 @@ pub fn add(
         }
     };
 
-    let version_dir = host.paths.version_dir(&module, &version);
-    let link = version_dir.join("source");
+    let link = host.paths.source_link(&module, &version);
     if link.symlink_metadata().is_ok() {
         return Err(EngineError::AlreadyAdded { module, version });
     }

@@ -102,14 +102,11 @@ fn build_target(
 
     progress.event(Event::Building { target });
     let work = target.work_dir(&host.paths);
-    let source = host
-        .paths
-        .version_dir(&target.module, &target.version)
-        .join("source");
+    let source = target.source_link(&host.paths);
     wait_for_leftover_processes(&work, progress);
     let root = host.dkms_root()?;
     copy_tree(root, &source, &work)?;
-    let log_path = work.join("make.log");
+    let log_path = tree::layout::make_log_in(&work);
     // Through the handle: a `make.log` symlink among the copied sources is not
     // followed.
     let mut log = root.append(&log_path)?;
@@ -224,7 +221,7 @@ const LEFTOVER_WAIT: Duration = Duration::from_secs(120);
 /// they may still write objects that the new build would take for its own. Gives up
 /// with a warning after [`LEFTOVER_WAIT`] (a build that left a daemon behind).
 fn wait_for_leftover_processes(work: &Path, progress: &dyn Progress) {
-    let log = work.join("make.log");
+    let log = tree::layout::make_log_in(work);
     let Ok(file) = File::open(&log) else {
         return;
     };
@@ -332,10 +329,7 @@ pub fn make_command(
             work.display()
         )
     });
-    let shared = host
-        .paths
-        .version_dir(&target.module, &target.version)
-        .join("build");
+    let shared = host.paths.shared_build_dir(&target.module, &target.version);
     command = replace_path(
         &command,
         &shared.display().to_string(),
@@ -465,9 +459,9 @@ fn stage_modules(
     let root = host.dkms_root()?;
     let staged = crate::fs::staging_path(&target.build_dir(&host.paths));
     root.remove(&staged)?;
-    let module_dir = staged.join("module");
+    let module_dir = tree::layout::modules_of(&staged);
     root.create_dir_all(&module_dir)?;
-    root.create_dir_all(&staged.join("log"))?;
+    root.create_dir_all(&tree::layout::log_dir_of(&staged))?;
 
     let kernel_config = host.kernel_config(&target.kernel);
     let kernel_config = kernel_config.as_ref().as_ref();

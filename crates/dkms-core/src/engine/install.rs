@@ -45,10 +45,7 @@ pub fn install(
         build(host, target, options, progress)?;
     }
     let conf = read_conf(host, target, options)?;
-    let source_dir = host
-        .paths
-        .version_dir(&target.module, &target.version)
-        .join("source");
+    let source_dir = target.source_link(&host.paths);
     if let Some(script) = &conf.pre_install {
         if let Err(e) = super::build::run_script(
             host,
@@ -81,7 +78,7 @@ pub fn install(
 
     let install_root = host.install_root()?;
     progress.event(Event::Installing { target });
-    let module_dir = target.build_dir(&host.paths).join("module");
+    let module_dir = target.modules_dir(&host.paths);
     let mut written = Vec::new();
     for spec in conf.modules.iter().filter(|m| m.excluded.is_none()) {
         let Some(built) = built_file(&module_dir, &spec.dest_name) else {
@@ -157,7 +154,7 @@ fn built_file(module_dir: &Path, name: &str) -> Option<PathBuf> {
 /// name at the dkms.conf's install location (or, when the dkms.conf cannot be read
 /// any more, at the distribution's default location).
 fn installed_files(host: &Host, target: &Target, options: &Options) -> Vec<PathBuf> {
-    let module_dir = target.build_dir(&host.paths).join("module");
+    let module_dir = target.modules_dir(&host.paths);
     let dirs = install_dirs(host, target, options);
     let Ok(entries) = fs::read_dir(&module_dir) else {
         return Vec::new();
@@ -342,8 +339,7 @@ pub fn depmod(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
-    let kernel_dir = host.paths.kernel_dir(kernel);
-    if options.no_depmod || !kernel_dir.join("modules.dep").exists() {
+    if options.no_depmod || !host.paths.modules_dep(kernel).exists() {
         return Ok(false);
     }
     let tree = &host.paths.install_tree;

@@ -81,7 +81,7 @@ pub fn remove(
     if tree::built_for(&host.paths, module, version, None, None).is_empty() {
         progress.event(Event::Removing { module, version });
         if let (Some(script), Some(target)) = (post_remove, targets.first()) {
-            let source = version_dir.join("source");
+            let source = host.paths.source_link(module, version);
             // Removing must work for an untrusted source too (that is how it goes
             // away); only its script is not run as root.
             let trusted = || match host.check_added_source(module, version) {

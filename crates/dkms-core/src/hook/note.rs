@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 /// Where the note lives.
 pub(crate) fn path(paths: &Paths) -> PathBuf {
-    paths.dkms_tree.join(".dkms-hook-transaction")
+    paths.transaction_note()
 }
 
 /// Appends the sources to the note. Fails when the note cannot be written.

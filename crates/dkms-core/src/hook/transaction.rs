@@ -194,11 +194,11 @@ fn remove_kernels(
                 }
             }
         }
-        let dkms_dir = host.paths.kernel_dir(kernel).join("updates/dkms");
+        let dkms_dir = host.paths.kernel_dkms_dir(kernel);
         if let Err(e) = engine::remove_path(host, &dkms_dir) {
             failed(e, report);
         }
-        let updates = host.paths.kernel_dir(kernel).join("updates");
+        let updates = host.paths.kernel_updates_dir(kernel);
         if let Ok(root) = host.install_root() {
             root.remove_empty_dirs(&updates, &host.paths.kernel_dir(kernel));
         }

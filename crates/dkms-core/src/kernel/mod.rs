@@ -9,6 +9,7 @@ pub mod config;
 
 pub use config::{KernelConfig, KernelConfigs};
 
+use crate::name::KernelRelease;
 use crate::paths::Paths;
 use crate::version::ver_cmp;
 use serde::Serialize;
@@ -31,21 +32,19 @@ pub struct Kernel {
 impl Kernel {
     /// Looks at `<install_tree>/<release>`; `None` when there is no such directory.
     pub fn probe(paths: &Paths, release: &str) -> Option<Kernel> {
-        if release.is_empty() || release.contains('/') || release == "." || release == ".." {
-            return None;
-        }
-        let dir = paths.kernel_dir(release);
+        let release = KernelRelease::parse(release).ok()?.as_str().to_string();
+        let dir = paths.kernel_dir(&release);
         if !dir.is_dir() {
             return None;
         }
-        let has_headers = paths.kernel_source_dir(release).join("include").is_dir();
+        let has_headers = paths.kernel_source_dir(&release).join("include").is_dir();
         let has_modules = dir.join("kernel").is_dir() || dir.join("modules.order").is_file();
         let pkgbase = std::fs::read_to_string(dir.join("pkgbase"))
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
         Some(Kernel {
-            release: release.to_string(),
+            release,
             dir,
             has_headers,
             has_modules,

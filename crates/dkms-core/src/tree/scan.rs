@@ -1,17 +1,12 @@
-//! The DKMS tree (`/var/lib/dkms`): the only module that knows its layout.
-//!
-//! ```text
-//! <dkms_tree>/<module>/<version>/source -> <source_tree>/<module>-<version>
-//! <dkms_tree>/<module>/<version>/<kernel>/<arch>/module/<name>.ko[.zst|.xz|.gz]
-//! <dkms_tree>/<module>/<version>/<kernel>/<arch>/log/make.log
-//! <dkms_tree>/<module>/kernel-<kernel>-<arch> -> <version>/<kernel>/<arch>   (installed)
-//! <dkms_tree>/<module>/original_module/<kernel>/<arch>/   (modules dkms replaced)
-//! ```
+//! Listings of the DKMS tree: module versions, builds, install links and what a
+//! version keeps per kernel, read from the disk. Names come from `layout`.
 //!
 //! Architecture invariant: listings come back in the order upstream dkms prints them,
 //! which is bash's glob order over the whole relative path in the C locale (so
 //! `a-b/1` sorts before `a/1`), and nothing here spawns a process.
 
+use super::layout::{self, is_install_link_name, KernelEntry, Target};
+use crate::name::{self, Arch, KernelRelease};
 use crate::paths::Paths;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -41,7 +36,7 @@ pub struct ModuleVersion {
 }
 
 /// Lists `<module>/<version>` directories, optionally only one module or version, in
-/// upstream's order. Entries named `kernel-*-*` (the install links) are not versions.
+/// upstream's order; a name that is not a valid module name or version is skipped. Entries named `kernel-*-*` (the install links) are not versions.
 pub fn module_versions(
     paths: &Paths,
     module: Option<&str>,
@@ -49,9 +44,15 @@ pub fn module_versions(
 ) -> Vec<ModuleVersion> {
     let mut found = Vec::new();
     for m in child_names(&paths.dkms_tree, module) {
+        if name::ModuleName::parse(&m).is_err() {
+            continue;
+        }
         let module_dir = paths.dkms_tree.join(&m);
         for v in child_names(&module_dir, version) {
             if is_install_link_name(&v) || !module_dir.join(&v).is_dir() {
+                continue;
+            }
+            if name::ModuleVersion::parse(&v).is_err() {
                 continue;
             }
             let source = source_state(paths, &m, &v);
@@ -66,12 +67,6 @@ pub fn module_versions(
         glob_key(&[&a.module, &a.version]).cmp(&glob_key(&[&b.module, &b.version]))
     });
     found
-}
-
-/// `kernel-<k>-<a>` names: dkms skips `*/kernel-*-*` when listing versions.
-fn is_install_link_name(name: &str) -> bool {
-    name.strip_prefix("kernel-")
-        .is_some_and(|rest| rest.contains('-'))
 }
 
 /// The byte string bash's glob sorts by: the relative path joined with `/`.
@@ -123,7 +118,7 @@ fn glob_matches(pattern: &str, name: &str) -> bool {
 }
 
 fn source_state(paths: &Paths, module: &str, version: &str) -> SourceState {
-    let link = paths.version_dir(module, version).join("source");
+    let link = paths.source_link(module, version);
     let is_link = link
         .symlink_metadata()
         .is_ok_and(|m| m.file_type().is_symlink());
@@ -139,7 +134,7 @@ fn source_state(paths: &Paths, module: &str, version: &str) -> SourceState {
 
 /// `<dkms_tree>/<m>/<v>/<k>/<a>`.
 pub fn build_dir(paths: &Paths, module: &str, version: &str, kernel: &str, arch: &str) -> PathBuf {
-    paths.version_dir(module, version).join(kernel).join(arch)
+    paths.build_dir(module, version, kernel, arch)
 }
 
 /// The `(kernel, arch)` pairs a version is built for (a `module/` directory exists),
@@ -158,8 +153,14 @@ pub fn built_for(
         if kernel.is_none() && !looks_like_release(&k) {
             continue;
         }
+        if KernelRelease::parse(&k).is_err() {
+            continue;
+        }
         for a in child_names(&version_dir.join(&k), arch) {
-            if version_dir.join(&k).join(&a).join("module").is_dir() {
+            if Arch::parse(&a).is_err() {
+                continue;
+            }
+            if layout::modules_of(&version_dir.join(&k).join(&a)).is_dir() {
                 found.push((k.clone(), a));
             }
         }
@@ -177,9 +178,7 @@ fn looks_like_release(name: &str) -> bool {
 /// `<dkms_tree>/<m>/kernel-<k>-<a>`: its presence, pointing at this version's build,
 /// is what "installed" means.
 pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> PathBuf {
-    paths
-        .module_dir(module)
-        .join(format!("kernel-{kernel}-{arch}"))
+    paths.install_link(module, kernel, arch)
 }
 
 /// Whether `kernel`'s `modules.dep` may not know a module installed for it (or still
@@ -188,9 +187,7 @@ pub fn install_link(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Pa
 /// uninstalls and depmod leaves this; the next run sees it and runs depmod. A kernel
 /// without `modules.dep` (never depmodded) is not stale.
 pub fn depmod_stale(paths: &Paths, kernel: &str, arch: &str) -> bool {
-    let Ok(dep) =
-        std::fs::metadata(paths.kernel_dir(kernel).join("modules.dep")).and_then(|m| m.modified())
-    else {
+    let Ok(dep) = std::fs::metadata(paths.modules_dep(kernel)).and_then(|m| m.modified()) else {
         return false;
     };
     let Ok(modules) = std::fs::read_dir(&paths.dkms_tree) else {
@@ -203,13 +200,13 @@ pub fn depmod_stale(paths: &Paths, kernel: &str, arch: &str) -> bool {
     };
     // An uninstall leaves no link behind, but its module directories changed.
     let kernel_dir = paths.kernel_dir(kernel);
-    if ["updates/dkms", "updates", "extra"]
+    if layout::DKMS_MODULE_DIRS
         .iter()
         .any(|dir| newer(&kernel_dir.join(dir)))
     {
         return true;
     }
-    let link_name = format!("kernel-{kernel}-{arch}");
+    let link_name = layout::install_link_name(kernel, arch);
     modules
         .flatten()
         .any(|module| newer(&module.path().join(&link_name)))
@@ -223,7 +220,7 @@ pub fn is_installed(paths: &Paths, module: &str, version: &str, kernel: &str, ar
         return false;
     };
     // The link dkms and we write, `<v>/<k>/<a>`, needs no path resolution.
-    if target == Path::new(version).join(kernel).join(arch) {
+    if target == layout::install_link_target(version, kernel, arch) {
         return build_dir(paths, module, version, kernel, arch).is_dir();
     }
     match (
@@ -237,11 +234,7 @@ pub fn is_installed(paths: &Paths, module: &str, version: &str, kernel: &str, ar
 
 /// `<dkms_tree>/<m>/original_module/<k>/<a>`: modules that installing replaced.
 pub fn original_module_dir(paths: &Paths, module: &str, kernel: &str, arch: &str) -> PathBuf {
-    paths
-        .module_dir(module)
-        .join("original_module")
-        .join(kernel)
-        .join(arch)
+    paths.original_module_dir(module, kernel, arch)
 }
 
 /// The first of `<dir>/<name><suffix>` that exists, trying `.ko` and then the
@@ -290,6 +283,48 @@ pub fn kernel_module_compression(kernel_dir: &Path) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+impl Target {
+    pub fn is_built(&self, paths: &Paths) -> bool {
+        self.modules_dir(paths).is_dir()
+    }
+
+    pub fn is_installed(&self, paths: &Paths) -> bool {
+        is_installed(paths, &self.module, &self.version, &self.kernel, &self.arch)
+    }
+}
+
+/// The work directories and failure records of a module version, with the kernel
+/// each one belongs to.
+pub fn kernel_entries(
+    paths: &Paths,
+    module: &str,
+    version: &str,
+) -> Vec<(String, PathBuf, KernelEntry)> {
+    let Ok(entries) = std::fs::read_dir(paths.version_dir(module, version)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let (kernel, kind) = layout::parse_kernel_entry(&name)?;
+            Some((kernel.to_string(), entry.path(), kind))
+        })
+        .collect()
+}
+
+/// The version of `module` installed for a kernel and arch, from its install link.
+pub fn installed_version(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Option<String> {
+    let target = std::fs::read_link(install_link(paths, module, kernel, arch)).ok()?;
+    let version = target
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .to_string();
+    is_installed(paths, module, &version, kernel, arch).then_some(version)
 }
 
 #[cfg(test)]
@@ -359,126 +394,4 @@ mod tests {
         assert!(!looks_like_release("6"));
         assert!(!looks_like_release("log"));
     }
-}
-
-/// One module version for one kernel and architecture: the unit dkms builds and
-/// installs, and the node of the build plan.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Target {
-    pub module: String,
-    pub version: String,
-    pub kernel: String,
-    pub arch: String,
-}
-
-impl Target {
-    pub fn new(module: &str, version: &str, kernel: &str, arch: &str) -> Target {
-        Target {
-            module: module.into(),
-            version: version.into(),
-            kernel: kernel.into(),
-            arch: arch.into(),
-        }
-    }
-
-    /// `<dkms_tree>/<m>/<v>/<k>/<a>`: the finished build (`module/`, `log/`).
-    pub fn build_dir(&self, paths: &Paths) -> PathBuf {
-        build_dir(paths, &self.module, &self.version, &self.kernel, &self.arch)
-    }
-
-    /// `<dkms_tree>/<m>/<v>/build-<k>-<a>`: where the source is compiled. One per
-    /// kernel and arch (upstream has one per version), so kernels build in parallel;
-    /// its name does not look like a kernel release, so upstream's listing skips it.
-    pub fn work_dir(&self, paths: &Paths) -> PathBuf {
-        paths
-            .version_dir(&self.module, &self.version)
-            .join(format!("build-{}-{}", self.kernel, self.arch))
-    }
-
-    /// `<dkms_tree>/<m>/<v>/failed-<k>-<a>.json`: the failure record (failure.rs).
-    /// No upstream glob matches it, and upstream's remove deletes it with the version.
-    pub fn failure_record(&self, paths: &Paths) -> PathBuf {
-        paths
-            .version_dir(&self.module, &self.version)
-            .join(format!("failed-{}-{}.json", self.kernel, self.arch))
-    }
-
-    /// `<dkms_tree>/<m>/kernel-<k>-<a>`.
-    pub fn install_link(&self, paths: &Paths) -> PathBuf {
-        install_link(paths, &self.module, &self.kernel, &self.arch)
-    }
-
-    /// What the install link contains when this target is installed.
-    pub fn install_link_target(&self) -> PathBuf {
-        Path::new(&self.version).join(&self.kernel).join(&self.arch)
-    }
-
-    pub fn is_built(&self, paths: &Paths) -> bool {
-        self.build_dir(paths).join("module").is_dir()
-    }
-
-    pub fn is_installed(&self, paths: &Paths) -> bool {
-        is_installed(paths, &self.module, &self.version, &self.kernel, &self.arch)
-    }
-
-    /// `<dkms_tree>/<m>/original_module/<k>/<a>`.
-    pub fn original_module_dir(&self, paths: &Paths) -> PathBuf {
-        original_module_dir(paths, &self.module, &self.kernel, &self.arch)
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{} for {} ({})",
-            self.module, self.version, self.kernel, self.arch
-        )
-    }
-}
-
-/// What we keep per kernel next to a version's builds, besides `<k>/<a>` itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KernelEntry {
-    /// `build-<k>-<a>/`: a work directory (left after a failed build, for its log).
-    WorkDir,
-    /// `failed-<k>-<a>.json`: a failure record.
-    FailureRecord,
-}
-
-/// The work directories and failure records of a module version, with the kernel
-/// each one belongs to.
-pub fn kernel_entries(
-    paths: &Paths,
-    module: &str,
-    version: &str,
-) -> Vec<(String, PathBuf, KernelEntry)> {
-    let Ok(entries) = std::fs::read_dir(paths.version_dir(module, version)) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let (rest, kind) = match (name.strip_prefix("build-"), name.strip_prefix("failed-")) {
-                (Some(rest), _) => (rest, KernelEntry::WorkDir),
-                (_, Some(rest)) => (rest.strip_suffix(".json")?, KernelEntry::FailureRecord),
-                _ => return None,
-            };
-            let (kernel, _arch) = rest.rsplit_once('-')?;
-            Some((kernel.to_string(), entry.path(), kind))
-        })
-        .collect()
-}
-
-/// The version of `module` installed for a kernel and arch, from its install link.
-pub fn installed_version(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Option<String> {
-    let target = std::fs::read_link(install_link(paths, module, kernel, arch)).ok()?;
-    let version = target
-        .components()
-        .next()?
-        .as_os_str()
-        .to_str()?
-        .to_string();
-    is_installed(paths, module, &version, kernel, arch).then_some(version)
 }
