@@ -223,11 +223,13 @@ pub fn remove(
 /// depmod for each kernel; a failure is a warning (the command itself succeeded).
 fn depmod_each(host: &Host, kernels: BTreeSet<String>, options: &Options, progress: &dyn Progress) {
     for kernel in kernels {
-        if let Err(error) = engine::depmod(host, &kernel, options, progress) {
-            progress.event(Event::DepmodFailed {
+        match engine::depmod(host, &kernel, options, progress) {
+            Ok(true) => progress.event(Event::DepmodDone { kernel: &kernel }),
+            Ok(false) => {}
+            Err(error) => progress.event(Event::DepmodFailed {
                 kernel: &kernel,
                 error: &error,
-            });
+            }),
         }
     }
 }

@@ -67,6 +67,16 @@ pub enum Event<'a> {
     },
     /// The kernel wants signed modules but there is no sign-file (a warning).
     SignFileMissing { target: &'a Target },
+    /// The modules of a build are signed with this tool, key and certificate.
+    SigningWith {
+        sign_file: &'a Path,
+        key: &'a Path,
+        certificate: &'a Path,
+    },
+    /// One module file was signed.
+    Signed { target: &'a Target, file: &'a Path },
+    /// A build succeeded (its modules are in the DKMS tree).
+    Built { target: &'a Target },
     /// A module signing key pair was generated.
     SigningKeyGenerated {
         key: &'a Path,
@@ -95,6 +105,8 @@ pub enum Event<'a> {
     Installed { target: &'a Target, path: &'a Path },
     /// An uninstall starts.
     Uninstalling { target: &'a Target },
+    /// One installed module file is deleted.
+    Uninstalled { target: &'a Target, path: &'a Path },
     /// `uninstall` found nothing installed.
     NotInstalled { target: &'a Target },
     /// `unbuild` found nothing built.
@@ -106,6 +118,8 @@ pub enum Event<'a> {
     },
     /// depmod runs for a kernel.
     RunningDepmod { kernel: &'a str },
+    /// depmod ran for a kernel and succeeded.
+    DepmodDone { kernel: &'a str },
     /// depmod failed after a command; the command itself succeeded (a warning).
     DepmodFailed {
         kernel: &'a str,
@@ -238,6 +252,11 @@ impl Event<'_> {
             | Event::Added { .. }
             | Event::Building { .. }
             | Event::SigningKeyGenerated { .. }
+            | Event::SigningWith { .. }
+            | Event::Signed { .. }
+            | Event::Built { .. }
+            | Event::Uninstalled { .. }
+            | Event::DepmodDone { .. }
             | Event::RunningScript { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }

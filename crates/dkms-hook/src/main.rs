@@ -104,15 +104,15 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.color, cli.global.quiet);
-    let renderer = Renderer {
-        printer: &printer,
-        face: face(),
-    };
+    let renderer = Renderer::new(&printer, face());
     let exit = match run(cli, &renderer) {
         Ok(exit) => exit,
         Err(err) if is_broken_pipe(&err) => Exit::Success,
         Err(err) => {
-            printer.error(&err);
+            match renderer.face {
+                Face::Dkms => printer.upstream_error(&render::upstream::top_error(&err)),
+                Face::DkmsHook => printer.error(&err),
+            }
             exit_of(&err)
         }
     };

@@ -265,6 +265,10 @@ pub fn uninstall(
     let originals = restore_originals(host, target)?;
     for file in installed_files(host, target, options) {
         if !originals.contains(&file) {
+            progress.event(Event::Uninstalled {
+                target,
+                path: &file,
+            });
             fs::remove_file(&file).map_err(io_err("cannot remove", &file))?;
         }
     }

@@ -314,8 +314,10 @@ fn run_depmods<'a>(
     lock: &dyn Fn() -> std::sync::MutexGuard<'a, Shared>,
 ) {
     for kernel in kernels {
-        if let Err(e) = depmod(host, kernel, options, progress) {
-            lock().depmod_failures.push((kernel.clone(), e.to_string()));
+        match depmod(host, kernel, options, progress) {
+            Ok(true) => progress.event(Event::DepmodDone { kernel }),
+            Ok(false) => {}
+            Err(e) => lock().depmod_failures.push((kernel.clone(), e.to_string())),
         }
     }
 }

@@ -208,6 +208,12 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         }
         E::Text(text) => Step(text.to_string()),
         E::TextWarning(text) => Warning(text.to_string()),
+        // Facts this face has always left unsaid.
+        E::SigningWith { .. }
+        | E::Signed { .. }
+        | E::Built { .. }
+        | E::Uninstalled { .. }
+        | E::DepmodDone { .. } => return None,
     })
 }
 
