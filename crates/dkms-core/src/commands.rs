@@ -162,6 +162,38 @@ pub fn per_kernel(
     options: &Options,
     progress: &dyn Progress,
 ) -> Exit {
+    per_kernel_with(
+        command,
+        host,
+        (module, version),
+        kernels,
+        options,
+        WhenDone::Fail,
+        progress,
+    )
+}
+
+/// What a per-kernel command does with a target already in the state it asks for
+/// (`build` of what is built, `install` of what is installed, without `--force`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenDone {
+    /// A failure with the error's exit (the `dkms-hook` face's rule).
+    Fail,
+    /// A skip, reported as [`Event::AlreadyDone`], and success (upstream's rule,
+    /// which `set -e` scriptlets rely on).
+    Skip,
+}
+
+/// [`per_kernel`] with the rule for what is already done.
+pub fn per_kernel_with(
+    command: PerKernel,
+    host: &Host,
+    (module, version): (&str, &str),
+    kernels: &[(String, String)],
+    options: &Options,
+    when_done: WhenDone,
+    progress: &dyn Progress,
+) -> Exit {
     let mut exit = Exit::Success;
     let mut touched = BTreeSet::new();
     for (kernel, arch) in kernels {
@@ -187,12 +219,76 @@ pub fn per_kernel(
                 }
             }),
         };
-        if let Err(error) = result {
-            exit = error.exit();
-            progress.event(Event::TargetFailed { error: &error });
+        match result {
+            Err(
+                error @ (EngineError::AlreadyBuilt { .. } | EngineError::AlreadyInstalled { .. }),
+            ) if when_done == WhenDone::Skip => {
+                progress.event(Event::AlreadyDone { error: &error });
+            }
+            Err(error) => {
+                exit = error.exit();
+                progress.event(Event::TargetFailed { error: &error });
+            }
+            Ok(()) => {}
         }
     }
     depmod_each(host, touched, options, progress);
+    exit
+}
+
+/// Which kernel package hook a distribution calls: before a kernel is installed or
+/// removed (`kernel_preinst`, `kernel_prerm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelHook {
+    /// Only AUTOINSTALL module versions are unbuilt (upstream's rule).
+    Preinst,
+    /// Every module version built for the kernel is unbuilt.
+    Prerm,
+}
+
+/// `kernel_preinst`/`kernel_prerm -k K`: every module version built for `kernel` is
+/// unbuilt (uninstalled first), then depmod runs once. Failures are reported as
+/// [`Event::TargetFailed`]; the exit is [`Exit::KernelHookFailed`] when any failed.
+pub fn kernel_unbuild(
+    hook: KernelHook,
+    host: &Host,
+    kernel: &str,
+    arch: &str,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Exit {
+    let mut exit = Exit::Success;
+    let mut touched = false;
+    for mv in tree::module_versions(&host.paths, None, None) {
+        let target = Target::new(&mv.module, &mv.version, kernel, arch);
+        if !target.is_built(&host.paths) {
+            continue;
+        }
+        if hook == KernelHook::Preinst {
+            let autoinstall = host
+                .read_conf(&mv.module, &mv.version, kernel, arch)
+                .is_ok_and(|conf| conf.autoinstall);
+            if !autoinstall {
+                continue;
+            }
+        }
+        progress.event(Event::RemovingForKernel { target: &target });
+        let installed = target.is_installed(&host.paths);
+        if !installed {
+            progress.event(Event::NotInstalled { target: &target });
+        }
+        match engine::unbuild(host, &target, options, progress) {
+            Ok(_) => touched |= installed,
+            Err(error) => {
+                exit = Exit::KernelHookFailed;
+                progress.event(Event::TargetFailed { error: &error });
+            }
+        }
+        progress.event(Event::KernelHookTargetDone { target: &target });
+    }
+    if touched {
+        depmod_each(host, BTreeSet::from([kernel.to_string()]), options, progress);
+    }
     exit
 }
 

@@ -135,6 +135,13 @@ pub enum Event<'a> {
         version: &'a str,
         error: &'a (dyn Error + 'static),
     },
+    /// A target is already built or installed and the command skips it (upstream's
+    /// rule); `error` says which.
+    AlreadyDone { error: &'a EngineError },
+    /// A kernel hook (`kernel_prerm`) removes a module version's build for a kernel.
+    RemovingForKernel { target: &'a Target },
+    /// The kernel hook is done with that target.
+    KernelHookTargetDone { target: &'a Target },
     /// A command on one target failed; the others go on.
     TargetFailed { error: &'a EngineError },
 
@@ -257,6 +264,9 @@ impl Event<'_> {
             | Event::Built { .. }
             | Event::Uninstalled { .. }
             | Event::DepmodDone { .. }
+            | Event::AlreadyDone { .. }
+            | Event::RemovingForKernel { .. }
+            | Event::KernelHookTargetDone { .. }
             | Event::RunningScript { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }

@@ -7,7 +7,8 @@ use crate::refuse;
 use crate::render::{self, Renderer};
 use anyhow::{bail, Result};
 use dkms_core::archive::{self, TarballMode};
-use dkms_core::commands::{self, Autoinstall, PerKernel};
+use crate::render::Face;
+use dkms_core::commands::{self, Autoinstall, KernelHook, PerKernel, WhenDone};
 use dkms_core::engine::{self, AddSource, Event, Options, Progress};
 use dkms_core::exit::Exit;
 use dkms_core::plan;
@@ -56,6 +57,66 @@ pub fn run(
                 version: &v,
             });
             Ok(Exit::Success)
+        }
+        Action::Build | Action::Install if renderer.face == Face::Dkms => {
+            if global.all {
+                bail!(refuse(
+                    Exit::AlreadyInstalled,
+                    format!(
+                        "The action {} does not support the --all parameter.",
+                        format!("{action:?}").to_lowercase()
+                    )
+                ));
+            }
+            let (module, version) = add_first(host, global, targets, &options, renderer)?;
+            let command = if action == Action::Build {
+                PerKernel::Build
+            } else {
+                PerKernel::Install
+            };
+            Ok(commands::per_kernel_with(
+                command,
+                host,
+                (&module, &version),
+                &with_default(),
+                &options,
+                WhenDone::Skip,
+                renderer,
+            ))
+        }
+        Action::KernelPreinst | Action::KernelPrerm | Action::KernelPostinst => {
+            let name = match action {
+                Action::KernelPreinst => "kernel_preinst",
+                Action::KernelPrerm => "kernel_prerm",
+                _ => "kernel_postinst",
+            };
+            if global.all {
+                bail!(refuse(
+                    Exit::AlreadyInstalled,
+                    format!("The action {name} does not support the --all parameter.")
+                ));
+            }
+            let [(kernel, arch)] = kernels.as_slice() else {
+                bail!(refuse(
+                    Exit::Broken,
+                    format!("The action {name} requires exactly one kernel version parameter on the command line.")
+                ));
+            };
+            if action == Action::KernelPostinst {
+                let done = commands::autoinstall(host, &kernels, &options, renderer);
+                if let Autoinstall::Ran(outcomes) = &done {
+                    renderer.autoinstall_summary(outcomes);
+                }
+                return Ok(done.exit());
+            }
+            let hook = if action == Action::KernelPrerm {
+                KernelHook::Prerm
+            } else {
+                KernelHook::Preinst
+            };
+            Ok(commands::kernel_unbuild(
+                hook, host, kernel, arch, &options, renderer,
+            ))
         }
         Action::Build | Action::Install | Action::Uninstall | Action::Unbuild => {
             if global.all && !matches!(action, Action::Uninstall | Action::Unbuild) {
@@ -329,6 +390,44 @@ fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, St
             Exit::Failure,
             "Arguments <module> and <module-version> are not specified: use module/version, or -m <module> -v <version>"
         )),
+    }
+}
+
+/// `build`/`install` under the name `dkms` add what they are given first, as
+/// upstream does: a directory, a dkms.conf, or a `m/v` not yet in the DKMS tree.
+fn add_first(
+    host: &Host,
+    global: &GlobalArgs,
+    targets: &[String],
+    options: &Options,
+    renderer: &Renderer,
+) -> Result<(String, String)> {
+    let source = add_source(global, targets)?;
+    if let AddSource::ModuleVersion { module, version } = &source {
+        if !dkms_core::tree::module_versions(&host.paths, Some(module), Some(version)).is_empty()
+        {
+            return Ok((module.clone(), version.clone()));
+        }
+    }
+    let (kernel, arch) = engine_kernels(global)?.into_iter().next().unwrap_or_else(|| {
+        (
+            running_kernel(),
+            dkms_core::kernel::default_arch().to_string(),
+        )
+    });
+    match engine::add(host, &source, &kernel, &arch, options, renderer) {
+        Ok(added) => {
+            // Upstream separates the add from the build with a blank line.
+            renderer.printer.out_line("");
+            Ok(added)
+        }
+        Err(engine::EngineError::AlreadyAdded { module, version }) => {
+            renderer
+                .printer
+                .out_line(&render::upstream::already_added(&module, &version));
+            Ok((module, version))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -113,6 +113,8 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             error,
         } => Warning(format!("POST_REMOVE of {module}/{version} not run: {error}")),
         E::TargetFailed { error } => target_failed(error),
+        E::AlreadyDone { error } => Step(error.to_string()),
+        E::RemovingForKernel { target } => Step(format!("Removing {target}")),
         E::NoJobserver { slots, error } => Warning(format!(
             "no shared make jobserver ({error}); each build gets -j{slots}"
         )),
@@ -213,7 +215,8 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         | E::Signed { .. }
         | E::Built { .. }
         | E::Uninstalled { .. }
-        | E::DepmodDone { .. } => return None,
+        | E::DepmodDone { .. }
+        | E::KernelHookTargetDone { .. } => return None,
     })
 }
 

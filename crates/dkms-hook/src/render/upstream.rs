@@ -81,6 +81,12 @@ pub fn lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         E::Removing { module, version } => one(Out(format!(
             "Deleting module {module}/{version} completely from the DKMS tree."
         ))),
+        E::RemovingForKernel { target } => one(Line::Err(format!(
+            "dkms: removing module {}/{} for kernel {} ({})",
+            target.module, target.version, target.kernel, target.arch
+        ))),
+        E::KernelHookTargetDone { .. } => one(Out(String::new())),
+        E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
             EngineError::Excluded { .. } => pacman::line(event).into_iter().collect(),
             _ => one(Line::UpstreamError(error_text(error))),
@@ -195,6 +201,11 @@ pub fn top_error(error: &anyhow::Error) -> String {
         text.push_str(&cause.to_string());
     }
     text
+}
+
+/// What `build`/`install` say when the module version they add first was added.
+pub fn already_added(module: &str, version: &str) -> String {
+    format!("Module {module}/{version} already added.")
 }
 
 /// autoinstall's closing table.
