@@ -200,6 +200,16 @@ pub fn per_kernel_with(
         let target = Target::new(module, version, kernel, arch);
         let result = match command {
             PerKernel::Build => engine::build(host, &target, options, progress),
+            PerKernel::Install
+                if when_done == WhenDone::Skip
+                    && options.force
+                    && target.is_installed(&host.paths) =>
+            {
+                // Upstream uninstalls first, with its own depmod, then installs.
+                reinstall(host, &target, options, progress).map(|()| {
+                    touched.insert(kernel.clone());
+                })
+            }
             PerKernel::Install => engine::install(host, &target, options, progress).map(|()| {
                 touched.insert(kernel.clone());
             }),
@@ -211,6 +221,9 @@ pub fn per_kernel_with(
                         progress.event(Event::NotInstalled { target: &target });
                     }
                 })
+            }
+            PerKernel::Unbuild if when_done == WhenDone::Skip => {
+                unbuild_one(host, &target, options, progress)
             }
             PerKernel::Unbuild => engine::unbuild(host, &target, options, progress).map(|done| {
                 touched.insert(kernel.clone());
@@ -284,7 +297,7 @@ pub fn kernel_unbuild(
                 progress.event(Event::TargetFailed { error: &error });
             }
         }
-        progress.event(Event::KernelHookTargetDone { target: &target });
+        progress.event(Event::TargetDone { target: &target });
     }
     if touched {
         depmod_each(host, BTreeSet::from([kernel.to_string()]), options, progress);
@@ -314,6 +327,76 @@ pub fn remove(
     engine::remove(host, module, version, kernels, all, options, progress)?;
     depmod_each(host, touched, options, progress);
     Ok(())
+}
+
+/// `remove module/version` as upstream dkms does it: for each kernel (every one it
+/// is built for with `all`) the module is uninstalled (depmod at once) and unbuilt,
+/// each step saying when there was nothing to do, then the version is deleted.
+pub fn remove_each_kernel(
+    host: &Host,
+    module: &str,
+    version: &str,
+    kernels: &[(String, String)],
+    all: bool,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    let listed = tree::module_versions(&host.paths, Some(module), Some(version));
+    let Some(found) = listed.first() else {
+        return Err(EngineError::NotAdded {
+            module: module.into(),
+            version: version.into(),
+        });
+    };
+    // A broken version has nothing to unbuild through its source: the engine's
+    // remove deals with it.
+    if found.source == tree::SourceState::Added {
+        let kernels = if all {
+            tree::built_for(&host.paths, module, version, None, None)
+        } else {
+            kernels.to_vec()
+        };
+        for (kernel, arch) in &kernels {
+            let target = Target::new(module, version, kernel, arch);
+            unbuild_one(host, &target, options, progress)?;
+            progress.event(Event::TargetDone { target: &target });
+        }
+    }
+    engine::remove(host, module, version, kernels, all, options, progress)
+}
+
+/// Uninstalls (then runs depmod) and unbuilds one target, reporting each step that
+/// finds nothing to do, as upstream's `unbuild` does.
+fn unbuild_one(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    if engine::uninstall(host, target, options, progress)? {
+        depmod_each(host, BTreeSet::from([target.kernel.clone()]), options, progress);
+    } else {
+        progress.event(Event::NotInstalled { target });
+    }
+    if !engine::unbuild(host, target, options, progress)? {
+        progress.event(Event::NotBuilt { target });
+    }
+    Ok(())
+}
+
+/// `install --force` of an installed target, as upstream does it: uninstall, depmod,
+/// then install.
+fn reinstall(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    if engine::uninstall(host, target, options, progress)? {
+        depmod_each(host, BTreeSet::from([target.kernel.clone()]), options, progress);
+    }
+    progress.event(Event::TargetDone { target });
+    engine::install(host, target, options, progress)
 }
 
 /// depmod for each kernel; a failure is a warning (the command itself succeeded).

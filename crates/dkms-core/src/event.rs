@@ -140,8 +140,9 @@ pub enum Event<'a> {
     AlreadyDone { error: &'a EngineError },
     /// A kernel hook (`kernel_prerm`) removes a module version's build for a kernel.
     RemovingForKernel { target: &'a Target },
-    /// The kernel hook is done with that target.
-    KernelHookTargetDone { target: &'a Target },
+    /// A command that handles targets one after another is done with this one
+    /// (upstream separates them with a blank line).
+    TargetDone { target: &'a Target },
     /// A command on one target failed; the others go on.
     TargetFailed { error: &'a EngineError },
 
@@ -266,7 +267,7 @@ impl Event<'_> {
             | Event::DepmodDone { .. }
             | Event::AlreadyDone { .. }
             | Event::RemovingForKernel { .. }
-            | Event::KernelHookTargetDone { .. }
+            | Event::TargetDone { .. }
             | Event::RunningScript { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }

@@ -24,6 +24,7 @@ pub fn options(host: &Host, global: &GlobalArgs) -> Options {
         conf_override: global.conf.clone(),
         jobserver: None,
         retry_failed: global.retry_failed,
+        depmod_always: false,
     }
 }
 
@@ -35,7 +36,9 @@ pub fn run(
     targets: &[String],
     renderer: &Renderer,
 ) -> Result<Exit> {
-    let options = options(host, global);
+    let mut options = options(host, global);
+    // Under the name `dkms`, depmod runs after every change, as upstream's does.
+    options.depmod_always = renderer.face == Face::Dkms;
     let kernels = engine_kernels(global)?;
     let with_default = || {
         if kernels.is_empty() {
@@ -138,12 +141,33 @@ pub fn run(
                 Action::Uninstall => PerKernel::Uninstall,
                 _ => PerKernel::Unbuild,
             };
+            if renderer.face == Face::Dkms {
+                // Upstream: a version not in the tree is an error, a broken one too.
+                require_added(host, &module, &version)?;
+                return Ok(commands::per_kernel_with(
+                    command,
+                    host,
+                    (&module, &version),
+                    &kernels,
+                    &options,
+                    WhenDone::Skip,
+                    renderer,
+                ));
+            }
             Ok(commands::per_kernel(
                 command, host, &module, &version, &kernels, &options, renderer,
             ))
         }
         Action::Remove => {
             let (module, version) = module_version(global, targets)?;
+            if renderer.face == Face::Dkms {
+                // Upstream: without -k, the running kernel.
+                let kernels = if global.all { Vec::new() } else { with_default() };
+                commands::remove_each_kernel(
+                    host, &module, &version, &kernels, global.all, &options, renderer,
+                )?;
+                return Ok(Exit::Success);
+            }
             if kernels.is_empty() && !global.all {
                 bail!(refuse(
                     Exit::Failure,
@@ -428,6 +452,25 @@ fn add_first(
             Ok((module, version))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Fails unless `module/version` is in the DKMS tree with its source (upstream's
+/// check before uninstall, unbuild and remove).
+fn require_added(host: &Host, module: &str, version: &str) -> Result<()> {
+    let listed = dkms_core::tree::module_versions(&host.paths, Some(module), Some(version));
+    match listed.first().map(|mv| mv.source) {
+        Some(dkms_core::tree::SourceState::Added) => Ok(()),
+        Some(_) => Err(engine::EngineError::Broken {
+            module: module.into(),
+            version: version.into(),
+        }
+        .into()),
+        None => Err(engine::EngineError::NotAdded {
+            module: module.into(),
+            version: version.into(),
+        }
+        .into()),
     }
 }
 

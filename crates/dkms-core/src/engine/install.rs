@@ -356,7 +356,7 @@ pub fn depmod(
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
     let kernel_dir = host.paths.kernel_dir(kernel);
-    if options.no_depmod || !kernel_dir.join("modules.dep").exists() {
+    if options.no_depmod || !(options.depmod_always || kernel_dir.join("modules.dep").exists()) {
         return Ok(false);
     }
     let tree = &host.paths.install_tree;

@@ -62,6 +62,10 @@ pub struct Options {
     /// Build again what failed before with the same source and kernel headers (the
     /// scheduler otherwise reports the remembered failure without rebuilding).
     pub retry_failed: bool,
+    /// Run depmod also for a kernel whose tree has no `modules.dep` yet (upstream
+    /// always runs it; the `dkms-hook` face leaves such trees, which are headers
+    /// without a kernel, alone).
+    pub depmod_always: bool,
 }
 
 /// Why a command failed, with the exit code upstream dkms uses for it.

@@ -216,7 +216,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         | E::Built { .. }
         | E::Uninstalled { .. }
         | E::DepmodDone { .. }
-        | E::KernelHookTargetDone { .. } => return None,
+        | E::TargetDone { .. } => return None,
     })
 }
 

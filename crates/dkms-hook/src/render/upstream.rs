@@ -85,7 +85,7 @@ pub fn lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             "dkms: removing module {}/{} for kernel {} ({})",
             target.module, target.version, target.kernel, target.arch
         ))),
-        E::KernelHookTargetDone { .. } => one(Out(String::new())),
+        E::TargetDone { .. } => one(Out(String::new())),
         E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
             EngineError::Excluded { .. } => pacman::line(event).into_iter().collect(),
