@@ -114,3 +114,24 @@ fn remove_says_per_kernel_what_there_was_nothing_to_do_for() {
         "{out}"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
+fn autoinstall_refuses_all_and_remove_refuses_a_broken_version_as_upstream() {
+    let sb = Sandbox::new();
+    let out = sb.run_ours_as_dkms(&["autoinstall", "--all"]);
+    assert_eq!(out.code, 5, "{out}");
+    assert_eq!(
+        out.stderr,
+        "\nError! The action autoinstall does not support the --all parameter.\n"
+    );
+    sb.add("hello", "1.0");
+    sb.remove_source("hello", "1.0");
+    let out = sb.run_ours_as_dkms(&["remove", "hello/1.0", "--all"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(
+        out.stderr.starts_with("\nError! hello/1.0 is broken!\n"),
+        "{out}"
+    );
+    assert!(sb.dkms_tree().join("hello/1.0").exists());
+}

@@ -161,6 +161,8 @@ pub fn run(
         Action::Remove => {
             let (module, version) = module_version(global, targets)?;
             if renderer.face == Face::Dkms {
+                // Upstream refuses a broken version (its source is gone) too.
+                require_added(host, &module, &version)?;
                 // Upstream: without -k, the running kernel.
                 let kernels = if global.all { Vec::new() } else { with_default() };
                 commands::remove_each_kernel(
@@ -180,6 +182,20 @@ pub fn run(
             Ok(Exit::Success)
         }
         Action::Autoinstall => {
+            if renderer.face == Face::Dkms {
+                if global.all {
+                    bail!(refuse(
+                        Exit::AlreadyInstalled,
+                        "The action autoinstall does not support the --all parameter."
+                    ));
+                }
+                if kernels.len() > 1 {
+                    bail!(refuse(
+                        Exit::Broken,
+                        "The action autoinstall does not support multiple kernel version parameters on the command line."
+                    ));
+                }
+            }
             require_installed(host, &kernels, Exit::AutoinstallFailed)?;
             let done = commands::autoinstall(host, &with_default(), &options, renderer);
             if let Autoinstall::Ran(outcomes) = &done {
