@@ -25,6 +25,7 @@ pub fn options(host: &Host, global: &GlobalArgs) -> Options {
         jobserver: None,
         retry_failed: global.retry_failed,
         depmod_always: false,
+        job_steps: false,
     }
 }
 
@@ -39,6 +40,7 @@ pub fn run(
     let mut options = options(host, global);
     // Under the name `dkms`, depmod runs after every change, as upstream's does.
     options.depmod_always = renderer.face == Face::Dkms;
+    options.job_steps = renderer.face == Face::Dkms;
     let kernels = engine_kernels(global)?;
     let with_default = || {
         if kernels.is_empty() {
@@ -106,6 +108,9 @@ pub fn run(
                 ));
             };
             if action == Action::KernelPostinst {
+                if !upstream_autoinstall_gate(host, &kernels)? {
+                    return Ok(Exit::Success);
+                }
                 let done = commands::autoinstall(host, &kernels, &options, renderer);
                 if let Autoinstall::Ran(outcomes) = &done {
                     renderer.autoinstall_summary(outcomes);
@@ -196,7 +201,13 @@ pub fn run(
                     ));
                 }
             }
-            require_installed(host, &kernels, Exit::AutoinstallFailed)?;
+            if renderer.face == Face::Dkms {
+                if !upstream_autoinstall_gate(host, &with_default())? {
+                    return Ok(Exit::Success);
+                }
+            } else {
+                require_installed(host, &kernels, Exit::AutoinstallFailed)?;
+            }
             let done = commands::autoinstall(host, &with_default(), &options, renderer);
             if let Autoinstall::Ran(outcomes) = &done {
                 renderer.autoinstall_summary(outcomes);
@@ -469,6 +480,23 @@ fn add_first(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Upstream's autoinstall: nothing in the DKMS tree, nothing to do (false, no
+/// matter the kernel); else the kernel's headers must be there (exit 21).
+fn upstream_autoinstall_gate(host: &Host, kernels: &[(String, String)]) -> Result<bool> {
+    if dkms_core::tree::module_versions(&host.paths, None, None).is_empty() {
+        return Ok(false);
+    }
+    for (kernel, _) in kernels {
+        if !host.paths.kernel_source_dir(kernel).join("include").is_dir() {
+            bail!(refuse(
+                Exit::NoHeaders,
+                render::upstream::no_headers(kernel, &host.paths.kernel_dir(kernel))
+            ));
+        }
+    }
+    Ok(true)
 }
 
 /// Fails unless `module/version` is in the DKMS tree with its source (upstream's

@@ -66,6 +66,9 @@ pub struct Options {
     /// always runs it; the `dkms-hook` face leaves such trees, which are headers
     /// without a kernel, alone).
     pub depmod_always: bool,
+    /// Show the engine's steps of scheduled jobs too (the `dkms` face prints them
+    /// as upstream's autoinstall does; otherwise only warnings and one line per job).
+    pub job_steps: bool,
 }
 
 /// Why a command failed, with the exit code upstream dkms uses for it.

@@ -78,7 +78,7 @@ impl Renderer<'_> {
     /// autoinstall's closing table.
     pub fn autoinstall_summary(&self, outcomes: &Outcomes) {
         let lines = match self.face {
-            Face::Dkms => upstream::autoinstall_summary(outcomes),
+            Face::Dkms => upstream::autoinstall_summary(outcomes, &self.pending),
             Face::DkmsHook => pacman::autoinstall_summary(outcomes),
         };
         for line in &lines {

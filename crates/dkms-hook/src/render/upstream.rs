@@ -20,10 +20,32 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct Pending {
     signed: Mutex<Vec<String>>,
+    /// The blank line after an autoinstall job: upstream prints it after the
+    /// kernel's depmod, which our scheduler runs once the job has ended.
+    blank: Mutex<bool>,
+}
+
+impl Pending {
+    /// The held-back blank line, if any.
+    fn take_blank(&self) -> Option<Line<'static>> {
+        let mut blank = self.blank.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *blank).then(|| Line::Out(String::new()))
+    }
 }
 
 /// The lines for one event (none for an event this face does not show).
 pub fn lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
+    if let Event::DepmodDone { .. } = event {
+        let mut lines = vec![Line::Out("Running depmod... done.".to_string())];
+        lines.extend(pending.take_blank());
+        return lines;
+    }
+    let mut lines: Vec<Line<'a>> = pending.take_blank().into_iter().collect();
+    lines.extend(event_lines(event, pending));
+    lines
+}
+
+fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
     use Event as E;
     use Line::Out;
     let one = |line| vec![line];
@@ -86,6 +108,21 @@ pub fn lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             target.module, target.version, target.kernel, target.arch
         ))),
         E::TargetDone { .. } => one(Out(String::new())),
+        E::JobStarted { target, .. } => one(Out(format!(
+            "Autoinstall of module {}/{} for kernel {} ({})",
+            target.module, target.version, target.kernel, target.arch
+        ))),
+        E::JobFinished { result, .. } => {
+            let mut lines = Vec::new();
+            if let dkms_core::engine::JobResult::Failed { message, .. } = result {
+                lines.push(Line::UpstreamError(message.clone()));
+            }
+            *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            lines
+        }
+        E::AutoinstallDisabled => one(Out(
+            "Automatic installation of modules has been disabled.".to_string(),
+        )),
         E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
             EngineError::Excluded { .. } => pacman::line(event).into_iter().collect(),
@@ -141,6 +178,12 @@ pub fn error_text(error: &EngineError) -> String {
         E::NoKernelToBuild(not_installed) | E::NoKernel(not_installed) => {
             no_headers(&not_installed.kernel, &not_installed.dir)
         }
+        E::BuildFailed { target, log, .. } => format!(
+            "Bad return status for module build on kernel: {} ({})\nConsult {} for more information.",
+            target.kernel,
+            target.arch,
+            log.display()
+        ),
         E::Conf(conf) => match conf_file(conf) {
             Some(file) => format!(
                 "Bad conf file.\nFile: {} does not represent a valid dkms.conf file.",
@@ -154,7 +197,7 @@ pub fn error_text(error: &EngineError) -> String {
 
 /// Upstream's message for a kernel without headers; `kernel_dir` is
 /// `<install_tree>/<kernel>`.
-fn no_headers(kernel: &str, kernel_dir: &Path) -> String {
+pub fn no_headers(kernel: &str, kernel_dir: &Path) -> String {
     let dir = kernel_dir.display();
     format!(
         "Your kernel headers for kernel {kernel} cannot be found at {dir}/build or {dir}/source.\nPlease install your distribution's kernel headers package matching {kernel}, or use the --kernelsourcedir option to tell DKMS where it's located."
@@ -208,7 +251,40 @@ pub fn already_added(module: &str, version: &str) -> String {
     format!("Module {module}/{version} already added.")
 }
 
-/// autoinstall's closing table.
-pub fn autoinstall_summary(outcomes: &Outcomes) -> Vec<Line<'static>> {
-    pacman::autoinstall_summary(outcomes)
+/// autoinstall's closing lines: per kernel, what succeeded, was skipped, failed.
+pub fn autoinstall_summary(outcomes: &Outcomes, pending: &Pending) -> Vec<Line<'static>> {
+    use std::collections::BTreeMap;
+    let mut kernels: BTreeMap<&str, [Vec<&str>; 3]> = BTreeMap::new();
+    for t in &outcomes.installed {
+        kernels.entry(&t.kernel).or_default()[0].push(&t.module);
+    }
+    for (t, skip) in &outcomes.skipped {
+        if matches!(skip, dkms_core::commands::Skip::Excluded(_)) {
+            kernels.entry(&t.kernel).or_default()[1].push(&t.module);
+        }
+    }
+    for (t, _) in &outcomes.failed {
+        kernels.entry(&t.kernel).or_default()[2].push(&t.module);
+    }
+    let mut lines: Vec<Line<'static>> = pending.take_blank().into_iter().collect();
+    for (kernel, [installed, skipped, failed]) in &kernels {
+        for (list, word) in [
+            (installed, "succeeded for"),
+            (skipped, "was skipped for"),
+            (failed, "failed for"),
+        ] {
+            if !list.is_empty() {
+                lines.push(Line::Out(format!(
+                    "Autoinstall on {kernel} {word} module(s) {}.",
+                    list.join(" ")
+                )));
+            }
+        }
+    }
+    if !outcomes.failed.is_empty() {
+        lines.push(Line::UpstreamError(
+            "One or more modules failed to install during autoinstall.\nRefer to previous errors for more information.".to_string(),
+        ));
+    }
+    lines
 }
