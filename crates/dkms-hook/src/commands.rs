@@ -485,6 +485,10 @@ fn add_first(
 /// Upstream's autoinstall: nothing in the DKMS tree, nothing to do (false, no
 /// matter the kernel); else the kernel's headers must be there (exit 21).
 fn upstream_autoinstall_gate(host: &Host, kernels: &[(String, String)]) -> Result<bool> {
+    // autoinstall itself says that it is disabled.
+    if host.paths.etc_dir.join("no-autoinstall").exists() {
+        return Ok(true);
+    }
     if dkms_core::tree::module_versions(&host.paths, None, None).is_empty() {
         return Ok(false);
     }

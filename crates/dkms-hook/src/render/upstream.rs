@@ -23,10 +23,18 @@ pub struct Pending {
     /// The blank line after an autoinstall job: upstream prints it after the
     /// kernel's depmod, which our scheduler runs once the job has ended.
     blank: Mutex<bool>,
+    /// `Autoinstall of module ...`: upstream prints the signing lines before it,
+    /// we know them only once the job's build has started.
+    job_line: Mutex<Option<String>>,
 }
 
 impl Pending {
     /// The held-back blank line, if any.
+    fn take_job_line(&self) -> Option<Line<'static>> {
+        let mut held = self.job_line.lock().unwrap_or_else(|p| p.into_inner());
+        held.take().map(Line::Out)
+    }
+
     fn take_blank(&self) -> Option<Line<'static>> {
         let mut blank = self.blank.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *blank).then(|| Line::Out(String::new()))
@@ -40,8 +48,18 @@ pub fn lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         lines.extend(pending.take_blank());
         return lines;
     }
+    let shown = event_lines(event, pending);
+    if shown.is_empty() {
+        return shown;
+    }
     let mut lines: Vec<Line<'a>> = pending.take_blank().into_iter().collect();
-    lines.extend(event_lines(event, pending));
+    if let Event::SigningWith { .. } = event {
+        lines.extend(shown);
+        lines.extend(pending.take_job_line());
+    } else {
+        lines.extend(pending.take_job_line());
+        lines.extend(shown);
+    }
     lines
 }
 
@@ -108,12 +126,16 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             target.module, target.version, target.kernel, target.arch
         ))),
         E::TargetDone { .. } => one(Out(String::new())),
-        E::JobStarted { target, .. } => one(Out(format!(
-            "Autoinstall of module {}/{} for kernel {} ({})",
-            target.module, target.version, target.kernel, target.arch
-        ))),
+        E::JobStarted { target, .. } => {
+            let line = format!(
+                "Autoinstall of module {}/{} for kernel {} ({})",
+                target.module, target.version, target.kernel, target.arch
+            );
+            *pending.job_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
+            vec![]
+        }
         E::JobFinished { result, .. } => {
-            let mut lines = Vec::new();
+            let mut lines: Vec<Line<'a>> = pending.take_job_line().into_iter().collect();
             if let dkms_core::engine::JobResult::Failed { message, .. } = result {
                 lines.push(Line::UpstreamError(message.clone()));
             }
@@ -266,7 +288,8 @@ pub fn autoinstall_summary(outcomes: &Outcomes, pending: &Pending) -> Vec<Line<'
     for (t, _) in &outcomes.failed {
         kernels.entry(&t.kernel).or_default()[2].push(&t.module);
     }
-    let mut lines: Vec<Line<'static>> = pending.take_blank().into_iter().collect();
+    let mut lines: Vec<Line<'static>> = pending.take_job_line().into_iter().collect();
+    lines.extend(pending.take_blank());
     for (kernel, [installed, skipped, failed]) in &kernels {
         for (list, word) in [
             (installed, "succeeded for"),
