@@ -13,7 +13,10 @@ fn building_or_installing_what_is_done_is_a_skip_with_exit_0() {
     sb.add("hello", "1.0");
     let out = sb.run_ours_as_dkms(&["build", "hello/1.0", "-k", K54]);
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("Building module(s)... done.\n"), "{out}");
+    assert!(
+        out.stdout.contains("Building module(s)... done.\n"),
+        "{out}"
+    );
     let again = sb.run_ours_as_dkms(&["build", "hello/1.0", "-k", K54]);
     assert_eq!(again.code, 0, "{again}");
     assert_eq!(
@@ -43,16 +46,26 @@ fn install_of_a_version_not_added_adds_builds_and_installs_it() {
     assert_eq!(out.code, 0, "{out}");
     let link = sb.dkms_tree().join("hello/1.0/source");
     assert!(
-        out.stdout.starts_with(&format!("Creating symlink {} -> ", link.display())),
+        out.stdout
+            .starts_with(&format!("Creating symlink {} -> ", link.display())),
         "{out}"
     );
-    assert!(out.stdout.contains("\n\n"), "a blank line after the add\n{out}");
+    assert!(
+        out.stdout.contains("\n\n"),
+        "a blank line after the add\n{out}"
+    );
     let file = sb.installed_module_dir(K54).join("hello.ko");
     assert!(
-        out.stdout.contains(&format!("Installing {}", file.display())),
+        out.stdout
+            .contains(&format!("Installing {}", file.display())),
         "{out}"
     );
-    assert!(sb.installed_module_dir(K54).read_dir().unwrap().next().is_some());
+    assert!(sb
+        .installed_module_dir(K54)
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
 }
 
 #[test]
@@ -75,10 +88,14 @@ fn kernel_prerm_unbuilds_every_module_built_for_the_kernel() {
         "{out}"
     );
     assert!(
-        out.stdout.starts_with(&format!("Module hello/1.0 for kernel {K54} (x86_64):\n")),
+        out.stdout
+            .starts_with(&format!("Module hello/1.0 for kernel {K54} (x86_64):\n")),
         "{out}"
     );
-    assert!(!sb.dkms_tree().join("hello/1.0").join(K54).exists(), "{out}");
+    assert!(
+        !sb.dkms_tree().join("hello/1.0").join(K54).exists(),
+        "{out}"
+    );
     // Nothing built any more: nothing to say.
     let again = sb.run_ours_as_dkms(&["kernel_prerm", "-k", K54]);
     assert_eq!((again.code, again.stdout.as_str()), (0, ""), "{again}");
@@ -134,4 +151,33 @@ fn autoinstall_refuses_all_and_remove_refuses_a_broken_version_as_upstream() {
         "{out}"
     );
     assert!(sb.dkms_tree().join("hello/1.0").exists());
+}
+
+#[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
+fn autoinstall_words_its_jobs_and_closing_line_as_upstream() {
+    let sb = Sandbox::new();
+    // Nothing in the tree: nothing to do, whatever the kernel.
+    let out = sb.run_ours_as_dkms(&["autoinstall", "-k", "no-such-kernel"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, "", ""),
+        "{out}"
+    );
+    let out = sb.run_ours_as_dkms(&["kernel_postinst"]);
+    assert_eq!(out.code, 4, "{out}");
+    sb.add("hello", "1.0");
+    let out = sb.run_ours_as_dkms(&["autoinstall", "-k", K54]);
+    assert_eq!(out.code, 0, "{out}");
+    let first = format!("Autoinstall of module hello/1.0 for kernel {K54} (x86_64)");
+    assert!(out.stdout.lines().any(|l| l == first), "{out}");
+    assert!(
+        out.stdout.ends_with(&format!(
+            "\n\nAutoinstall on {K54} succeeded for module(s) hello.\n"
+        )),
+        "{out}"
+    );
+    // Everything installed: upstream says nothing.
+    let again = sb.run_ours_as_dkms(&["autoinstall", "-k", K54]);
+    assert_eq!((again.code, again.stdout.as_str()), (0, ""), "{again}");
 }

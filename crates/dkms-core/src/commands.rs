@@ -300,7 +300,12 @@ pub fn kernel_unbuild(
         progress.event(Event::TargetDone { target: &target });
     }
     if touched {
-        depmod_each(host, BTreeSet::from([kernel.to_string()]), options, progress);
+        depmod_each(
+            host,
+            BTreeSet::from([kernel.to_string()]),
+            options,
+            progress,
+        );
     }
     exit
 }
@@ -374,7 +379,12 @@ fn unbuild_one(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     if engine::uninstall(host, target, options, progress)? {
-        depmod_each(host, BTreeSet::from([target.kernel.clone()]), options, progress);
+        depmod_each(
+            host,
+            BTreeSet::from([target.kernel.clone()]),
+            options,
+            progress,
+        );
     } else {
         progress.event(Event::NotInstalled { target });
     }
@@ -393,7 +403,12 @@ fn reinstall(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     if engine::uninstall(host, target, options, progress)? {
-        depmod_each(host, BTreeSet::from([target.kernel.clone()]), options, progress);
+        depmod_each(
+            host,
+            BTreeSet::from([target.kernel.clone()]),
+            options,
+            progress,
+        );
     }
     progress.event(Event::TargetDone { target });
     engine::install(host, target, options, progress)

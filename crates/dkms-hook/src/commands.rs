@@ -4,10 +4,10 @@
 
 use crate::cli::{Action, GlobalArgs};
 use crate::refuse;
+use crate::render::Face;
 use crate::render::{self, Renderer};
 use anyhow::{bail, Result};
 use dkms_core::archive::{self, TarballMode};
-use crate::render::Face;
 use dkms_core::commands::{self, Autoinstall, KernelHook, PerKernel, WhenDone};
 use dkms_core::engine::{self, AddSource, Event, Options, Progress};
 use dkms_core::exit::Exit;
@@ -169,7 +169,11 @@ pub fn run(
                 // Upstream refuses a broken version (its source is gone) too.
                 require_added(host, &module, &version)?;
                 // Upstream: without -k, the running kernel.
-                let kernels = if global.all { Vec::new() } else { with_default() };
+                let kernels = if global.all {
+                    Vec::new()
+                } else {
+                    with_default()
+                };
                 commands::remove_each_kernel(
                     host, &module, &version, &kernels, global.all, &options, renderer,
                 )?;
@@ -455,17 +459,19 @@ fn add_first(
 ) -> Result<(String, String)> {
     let source = add_source(global, targets)?;
     if let AddSource::ModuleVersion { module, version } = &source {
-        if !dkms_core::tree::module_versions(&host.paths, Some(module), Some(version)).is_empty()
-        {
+        if !dkms_core::tree::module_versions(&host.paths, Some(module), Some(version)).is_empty() {
             return Ok((module.clone(), version.clone()));
         }
     }
-    let (kernel, arch) = engine_kernels(global)?.into_iter().next().unwrap_or_else(|| {
-        (
-            running_kernel(),
-            dkms_core::kernel::default_arch().to_string(),
-        )
-    });
+    let (kernel, arch) = engine_kernels(global)?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            (
+                running_kernel(),
+                dkms_core::kernel::default_arch().to_string(),
+            )
+        });
     match engine::add(host, &source, &kernel, &arch, options, renderer) {
         Ok(added) => {
             // Upstream separates the add from the build with a blank line.
@@ -493,7 +499,12 @@ fn upstream_autoinstall_gate(host: &Host, kernels: &[(String, String)]) -> Resul
         return Ok(false);
     }
     for (kernel, _) in kernels {
-        if !host.paths.kernel_source_dir(kernel).join("include").is_dir() {
+        if !host
+            .paths
+            .kernel_source_dir(kernel)
+            .join("include")
+            .is_dir()
+        {
             bail!(refuse(
                 Exit::NoHeaders,
                 render::upstream::no_headers(kernel, &host.paths.kernel_dir(kernel))

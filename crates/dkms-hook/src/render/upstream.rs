@@ -85,7 +85,10 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         } => vec![
             Out(format!("Sign command: {}", sign_file.display())),
             Out(format!("Signing key: {}", key.display())),
-            Out(format!("Public certificate (MOK): {}", certificate.display())),
+            Out(format!(
+                "Public certificate (MOK): {}",
+                certificate.display()
+            )),
             Out(String::new()),
         ],
         E::SigningKeyGenerated { .. } => one(Out(
@@ -142,8 +145,10 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
             lines
         }
+        // Said in the closing lines, where upstream says it.
+        E::Deferred { .. } => vec![],
         E::AutoinstallDisabled => one(Out(
-            "Automatic installation of modules has been disabled.".to_string(),
+            "Automatic installation of modules has been disabled.".to_string()
         )),
         E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
@@ -156,7 +161,10 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
 
 /// `module/version for kernel K (arch)`, as upstream names a target.
 fn for_kernel(t: &Target) -> String {
-    format!("{}/{} for kernel {} ({})", t.module, t.version, t.kernel, t.arch)
+    format!(
+        "{}/{} for kernel {} ({})",
+        t.module, t.version, t.kernel, t.arch
+    )
 }
 
 /// A skip upstream treats as success: `build` of what is built, `install` of what
@@ -303,6 +311,30 @@ pub fn autoinstall_summary(outcomes: &Outcomes, pending: &Pending) -> Vec<Line<'
                 )));
             }
         }
+    }
+    let mut deferred: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (t, skip) in &outcomes.skipped {
+        if let dkms_core::commands::Skip::WaitsFor(missing) = skip {
+            lines.push(Line::Out(format!(
+                "{}/{} autoinstall deferred: BUILD_DEPENDS not registered with DKMS: {}.",
+                t.module,
+                t.version,
+                missing.join(" ")
+            )));
+            deferred
+                .entry(&t.kernel)
+                .or_default()
+                .push(format!("{}/{}", t.module, t.version));
+        }
+    }
+    for (kernel, modules) in &deferred {
+        lines.push(Line::Out(format!(
+            "Autoinstall on {kernel} deferred module(s) {} due to BUILD_DEPENDS not yet registered with DKMS.",
+            modules.join(" ")
+        )));
+        lines.push(Line::Out(
+            "These may be provided externally or by a package not yet configured; autoinstall will retry on the next trigger.".to_string(),
+        ));
     }
     if !outcomes.failed.is_empty() {
         lines.push(Line::UpstreamError(
