@@ -583,7 +583,8 @@ fn a_version_with_hyphens_works_as_upstream() {
 }
 
 /// Regression: `dkms plan` (a dkms-hook command under the `dkms` name) printed an
-/// error and exited 0, so a script took it for success.
+/// error and exited 0, so a script took it for success. (The error is upstream's
+/// `Error! ...` form now; this asserted the old `==> ERROR:` form before.)
 #[test]
 #[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
 fn plan_under_the_dkms_name_is_a_usage_error_not_a_success() {
@@ -592,7 +593,7 @@ fn plan_under_the_dkms_name_is_a_usage_error_not_a_success() {
     assert_eq!(out.code, 2, "{out}");
     assert!(
         out.stderr
-            .starts_with("==> ERROR: Unknown action specified: \"plan\""),
+            .starts_with("\nError! Unknown action specified: \"plan\""),
         "{out}"
     );
 }

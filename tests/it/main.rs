@@ -14,6 +14,7 @@ mod cleanup;
 mod concurrent;
 mod disk_full;
 mod engine;
+mod face;
 mod failure;
 mod faults;
 mod load;

@@ -162,12 +162,54 @@ pub fn per_kernel(
     options: &Options,
     progress: &dyn Progress,
 ) -> Exit {
+    per_kernel_with(
+        command,
+        host,
+        (module, version),
+        kernels,
+        options,
+        WhenDone::Fail,
+        progress,
+    )
+}
+
+/// What a per-kernel command does with a target already in the state it asks for
+/// (`build` of what is built, `install` of what is installed, without `--force`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenDone {
+    /// A failure with the error's exit (the `dkms-hook` face's rule).
+    Fail,
+    /// A skip, reported as [`Event::AlreadyDone`], and success (upstream's rule,
+    /// which `set -e` scriptlets rely on).
+    Skip,
+}
+
+/// [`per_kernel`] with the rule for what is already done.
+pub fn per_kernel_with(
+    command: PerKernel,
+    host: &Host,
+    (module, version): (&str, &str),
+    kernels: &[(String, String)],
+    options: &Options,
+    when_done: WhenDone,
+    progress: &dyn Progress,
+) -> Exit {
     let mut exit = Exit::Success;
     let mut touched = BTreeSet::new();
     for (kernel, arch) in kernels {
         let target = Target::new(module, version, kernel, arch);
         let result = match command {
             PerKernel::Build => engine::build(host, &target, options, progress),
+            PerKernel::Install
+                if when_done == WhenDone::Skip
+                    && options.force
+                    && target.is_installed(&host.paths) =>
+            {
+                // Upstream uninstalls first, with its own depmod, then installs.
+                reinstall(host, &target, options, progress).map(|()| {
+                    touched.insert(kernel.clone());
+                })
+            }
             PerKernel::Install => engine::install(host, &target, options, progress).map(|()| {
                 touched.insert(kernel.clone());
             }),
@@ -180,6 +222,9 @@ pub fn per_kernel(
                     }
                 })
             }
+            PerKernel::Unbuild if when_done == WhenDone::Skip => {
+                unbuild_one(host, &target, options, progress)
+            }
             PerKernel::Unbuild => engine::unbuild(host, &target, options, progress).map(|done| {
                 touched.insert(kernel.clone());
                 if !done {
@@ -187,12 +232,81 @@ pub fn per_kernel(
                 }
             }),
         };
-        if let Err(error) = result {
-            exit = error.exit();
-            progress.event(Event::TargetFailed { error: &error });
+        match result {
+            Err(
+                error @ (EngineError::AlreadyBuilt { .. } | EngineError::AlreadyInstalled { .. }),
+            ) if when_done == WhenDone::Skip => {
+                progress.event(Event::AlreadyDone { error: &error });
+            }
+            Err(error) => {
+                exit = error.exit();
+                progress.event(Event::TargetFailed { error: &error });
+            }
+            Ok(()) => {}
         }
     }
     depmod_each(host, touched, options, progress);
+    exit
+}
+
+/// Which kernel package hook a distribution calls: before a kernel is installed or
+/// removed (`kernel_preinst`, `kernel_prerm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelHook {
+    /// Only AUTOINSTALL module versions are unbuilt (upstream's rule).
+    Preinst,
+    /// Every module version built for the kernel is unbuilt.
+    Prerm,
+}
+
+/// `kernel_preinst`/`kernel_prerm -k K`: every module version built for `kernel` is
+/// unbuilt (uninstalled first), then depmod runs once. Failures are reported as
+/// [`Event::TargetFailed`]; the exit is [`Exit::KernelHookFailed`] when any failed.
+pub fn kernel_unbuild(
+    hook: KernelHook,
+    host: &Host,
+    kernel: &str,
+    arch: &str,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Exit {
+    let mut exit = Exit::Success;
+    let mut touched = false;
+    for mv in tree::module_versions(&host.paths, None, None) {
+        let target = Target::new(&mv.module, &mv.version, kernel, arch);
+        if !target.is_built(&host.paths) {
+            continue;
+        }
+        if hook == KernelHook::Preinst {
+            let autoinstall = host
+                .read_conf(&mv.module, &mv.version, kernel, arch)
+                .is_ok_and(|conf| conf.autoinstall);
+            if !autoinstall {
+                continue;
+            }
+        }
+        progress.event(Event::RemovingForKernel { target: &target });
+        let installed = target.is_installed(&host.paths);
+        if !installed {
+            progress.event(Event::NotInstalled { target: &target });
+        }
+        match engine::unbuild(host, &target, options, progress) {
+            Ok(_) => touched |= installed,
+            Err(error) => {
+                exit = Exit::KernelHookFailed;
+                progress.event(Event::TargetFailed { error: &error });
+            }
+        }
+        progress.event(Event::TargetDone { target: &target });
+    }
+    if touched {
+        depmod_each(
+            host,
+            BTreeSet::from([kernel.to_string()]),
+            options,
+            progress,
+        );
+    }
     exit
 }
 
@@ -220,14 +334,96 @@ pub fn remove(
     Ok(())
 }
 
+/// `remove module/version` as upstream dkms does it: for each kernel (every one it
+/// is built for with `all`) the module is uninstalled (depmod at once) and unbuilt,
+/// each step saying when there was nothing to do, then the version is deleted.
+pub fn remove_each_kernel(
+    host: &Host,
+    module: &str,
+    version: &str,
+    kernels: &[(String, String)],
+    all: bool,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    let listed = tree::module_versions(&host.paths, Some(module), Some(version));
+    let Some(found) = listed.first() else {
+        return Err(EngineError::NotAdded {
+            module: module.into(),
+            version: version.into(),
+        });
+    };
+    // A broken version has nothing to unbuild through its source: the engine's
+    // remove deals with it.
+    if found.source == tree::SourceState::Added {
+        let kernels = if all {
+            tree::built_for(&host.paths, module, version, None, None)
+        } else {
+            kernels.to_vec()
+        };
+        for (kernel, arch) in &kernels {
+            let target = Target::new(module, version, kernel, arch);
+            unbuild_one(host, &target, options, progress)?;
+            progress.event(Event::TargetDone { target: &target });
+        }
+    }
+    engine::remove(host, module, version, kernels, all, options, progress)
+}
+
+/// Uninstalls (then runs depmod) and unbuilds one target, reporting each step that
+/// finds nothing to do, as upstream's `unbuild` does.
+fn unbuild_one(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    if engine::uninstall(host, target, options, progress)? {
+        depmod_each(
+            host,
+            BTreeSet::from([target.kernel.clone()]),
+            options,
+            progress,
+        );
+    } else {
+        progress.event(Event::NotInstalled { target });
+    }
+    if !engine::unbuild(host, target, options, progress)? {
+        progress.event(Event::NotBuilt { target });
+    }
+    Ok(())
+}
+
+/// `install --force` of an installed target, as upstream does it: uninstall, depmod,
+/// then install.
+fn reinstall(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    if engine::uninstall(host, target, options, progress)? {
+        depmod_each(
+            host,
+            BTreeSet::from([target.kernel.clone()]),
+            options,
+            progress,
+        );
+    }
+    progress.event(Event::TargetDone { target });
+    engine::install(host, target, options, progress)
+}
+
 /// depmod for each kernel; a failure is a warning (the command itself succeeded).
 fn depmod_each(host: &Host, kernels: BTreeSet<String>, options: &Options, progress: &dyn Progress) {
     for kernel in kernels {
-        if let Err(error) = engine::depmod(host, &kernel, options, progress) {
-            progress.event(Event::DepmodFailed {
+        match engine::depmod(host, &kernel, options, progress) {
+            Ok(true) => progress.event(Event::DepmodDone { kernel: &kernel }),
+            Ok(false) => {}
+            Err(error) => progress.event(Event::DepmodFailed {
                 kernel: &kernel,
                 error: &error,
-            });
+            }),
         }
     }
 }

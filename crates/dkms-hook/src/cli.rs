@@ -163,6 +163,17 @@ pub enum Action {
     Mktarball,
     /// Load a tarball made by mktarball (ours or upstream's).
     Ldtarball,
+    /// (kernel packages) Before kernel -k is installed: unbuild the AUTOINSTALL
+    /// modules built for it.
+    #[value(name = "kernel_preinst")]
+    KernelPreinst,
+    /// (kernel packages) After kernel -k is installed: autoinstall for it.
+    #[value(name = "kernel_postinst")]
+    KernelPostinst,
+    /// (kernel packages) Before kernel -k is removed: unbuild every module built
+    /// for it.
+    #[value(name = "kernel_prerm")]
+    KernelPrerm,
     /// (packaging) Print shell completions: `completions bash|zsh|fish`.
     #[value(hide = true)]
     Completions,

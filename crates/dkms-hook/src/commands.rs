@@ -4,10 +4,11 @@
 
 use crate::cli::{Action, GlobalArgs};
 use crate::refuse;
+use crate::render::Face;
 use crate::render::{self, Renderer};
 use anyhow::{bail, Result};
 use dkms_core::archive::{self, TarballMode};
-use dkms_core::commands::{self, Autoinstall, PerKernel};
+use dkms_core::commands::{self, Autoinstall, KernelHook, PerKernel, WhenDone};
 use dkms_core::engine::{self, AddSource, Event, Options, Progress};
 use dkms_core::exit::Exit;
 use dkms_core::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
@@ -24,6 +25,8 @@ pub fn options(host: &Host, global: &GlobalArgs) -> Options {
         conf_override: global.conf.clone(),
         jobserver: None,
         retry_failed: global.retry_failed,
+        depmod_always: false,
+        job_steps: false,
     }
 }
 
@@ -35,7 +38,10 @@ pub fn run(
     targets: &[String],
     renderer: &Renderer,
 ) -> Result<Exit> {
-    let options = options(host, global);
+    let mut options = options(host, global);
+    // Under the name `dkms`, depmod runs after every change, as upstream's does.
+    options.depmod_always = renderer.face == Face::Dkms;
+    options.job_steps = renderer.face == Face::Dkms;
     let kernels = engine_kernels(global)?;
     let with_default = || {
         if kernels.is_empty() {
@@ -58,6 +64,69 @@ pub fn run(
             });
             Ok(Exit::Success)
         }
+        Action::Build | Action::Install if renderer.face == Face::Dkms => {
+            if global.all {
+                bail!(refuse(
+                    Exit::AlreadyInstalled,
+                    format!(
+                        "The action {} does not support the --all parameter.",
+                        format!("{action:?}").to_lowercase()
+                    )
+                ));
+            }
+            let (module, version) = add_first(host, global, targets, &options, renderer)?;
+            let command = if action == Action::Build {
+                PerKernel::Build
+            } else {
+                PerKernel::Install
+            };
+            Ok(commands::per_kernel_with(
+                command,
+                host,
+                (&module, &version),
+                &with_default(),
+                &options,
+                WhenDone::Skip,
+                renderer,
+            ))
+        }
+        Action::KernelPreinst | Action::KernelPrerm | Action::KernelPostinst => {
+            let name = match action {
+                Action::KernelPreinst => "kernel_preinst",
+                Action::KernelPrerm => "kernel_prerm",
+                _ => "kernel_postinst",
+            };
+            if global.all {
+                bail!(refuse(
+                    Exit::AlreadyInstalled,
+                    format!("The action {name} does not support the --all parameter.")
+                ));
+            }
+            let [(kernel, arch)] = kernels.as_slice() else {
+                bail!(refuse(
+                    Exit::Broken,
+                    format!("The action {name} requires exactly one kernel version parameter on the command line.")
+                ));
+            };
+            if action == Action::KernelPostinst {
+                if !upstream_autoinstall_gate(host, &kernels)? {
+                    return Ok(Exit::Success);
+                }
+                let done = commands::autoinstall(host, &kernels, &options, renderer);
+                if let Autoinstall::Ran(outcomes) = &done {
+                    renderer.autoinstall_summary(outcomes);
+                }
+                return Ok(done.exit());
+            }
+            let hook = if action == Action::KernelPrerm {
+                KernelHook::Prerm
+            } else {
+                KernelHook::Preinst
+            };
+            Ok(commands::kernel_unbuild(
+                hook, host, kernel, arch, &options, renderer,
+            ))
+        }
         Action::Build | Action::Install | Action::Uninstall | Action::Unbuild => {
             if global.all && !matches!(action, Action::Uninstall | Action::Unbuild) {
                 bail!(refuse(
@@ -78,12 +147,39 @@ pub fn run(
                 Action::Uninstall => PerKernel::Uninstall,
                 _ => PerKernel::Unbuild,
             };
+            if renderer.face == Face::Dkms {
+                // Upstream: a version not in the tree is an error, a broken one too.
+                require_added(host, &module, &version)?;
+                return Ok(commands::per_kernel_with(
+                    command,
+                    host,
+                    (&module, &version),
+                    &kernels,
+                    &options,
+                    WhenDone::Skip,
+                    renderer,
+                ));
+            }
             Ok(commands::per_kernel(
                 command, host, &module, &version, &kernels, &options, renderer,
             ))
         }
         Action::Remove => {
             let (module, version) = module_version(global, targets)?;
+            if renderer.face == Face::Dkms {
+                // Upstream refuses a broken version (its source is gone) too.
+                require_added(host, &module, &version)?;
+                // Upstream: without -k, the running kernel.
+                let kernels = if global.all {
+                    Vec::new()
+                } else {
+                    with_default()
+                };
+                commands::remove_each_kernel(
+                    host, &module, &version, &kernels, global.all, &options, renderer,
+                )?;
+                return Ok(Exit::Success);
+            }
             if kernels.is_empty() && !global.all {
                 bail!(refuse(
                     Exit::Failure,
@@ -96,7 +192,27 @@ pub fn run(
             Ok(Exit::Success)
         }
         Action::Autoinstall => {
-            require_installed(host, &kernels, Exit::AutoinstallFailed)?;
+            if renderer.face == Face::Dkms {
+                if global.all {
+                    bail!(refuse(
+                        Exit::AlreadyInstalled,
+                        "The action autoinstall does not support the --all parameter."
+                    ));
+                }
+                if kernels.len() > 1 {
+                    bail!(refuse(
+                        Exit::Broken,
+                        "The action autoinstall does not support multiple kernel version parameters on the command line."
+                    ));
+                }
+            }
+            if renderer.face == Face::Dkms {
+                if !upstream_autoinstall_gate(host, &with_default())? {
+                    return Ok(Exit::Success);
+                }
+            } else {
+                require_installed(host, &kernels, Exit::AutoinstallFailed)?;
+            }
             let done = commands::autoinstall(host, &with_default(), &options, renderer);
             if let Autoinstall::Ran(outcomes) = &done {
                 renderer.autoinstall_summary(outcomes);
@@ -323,6 +439,91 @@ fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, St
             Exit::Failure,
             "Arguments <module> and <module-version> are not specified: use module/version, or -m <module> -v <version>"
         )),
+    }
+}
+
+/// `build`/`install` under the name `dkms` add what they are given first, as
+/// upstream does: a directory, a dkms.conf, or a `m/v` not yet in the DKMS tree.
+fn add_first(
+    host: &Host,
+    global: &GlobalArgs,
+    targets: &[String],
+    options: &Options,
+    renderer: &Renderer,
+) -> Result<(String, String)> {
+    let source = add_source(global, targets)?;
+    if let AddSource::ModuleVersion { module, version } = &source {
+        if !dkms_core::tree::module_versions(&host.paths, Some(module), Some(version)).is_empty() {
+            return Ok((module.clone(), version.clone()));
+        }
+    }
+    let (kernel, arch) = engine_kernels(global)?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            (
+                running_kernel(),
+                dkms_core::kernel::default_arch().to_string(),
+            )
+        });
+    match engine::add(host, &source, &kernel, &arch, options, renderer) {
+        Ok(added) => {
+            // Upstream separates the add from the build with a blank line.
+            renderer.printer.out_line("");
+            Ok(added)
+        }
+        Err(engine::EngineError::AlreadyAdded { module, version }) => {
+            renderer
+                .printer
+                .out_line(&render::upstream::already_added(&module, &version));
+            Ok((module, version))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Upstream's autoinstall: nothing in the DKMS tree, nothing to do (false, no
+/// matter the kernel); else the kernel's headers must be there (exit 21).
+fn upstream_autoinstall_gate(host: &Host, kernels: &[(String, String)]) -> Result<bool> {
+    // autoinstall itself says that it is disabled.
+    if host.paths.etc_dir.join("no-autoinstall").exists() {
+        return Ok(true);
+    }
+    if dkms_core::tree::module_versions(&host.paths, None, None).is_empty() {
+        return Ok(false);
+    }
+    for (kernel, _) in kernels {
+        if !host
+            .paths
+            .kernel_source_dir(kernel)
+            .join("include")
+            .is_dir()
+        {
+            bail!(refuse(
+                Exit::NoHeaders,
+                render::upstream::no_headers(kernel, &host.paths.kernel_dir(kernel))
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// Fails unless `module/version` is in the DKMS tree with its source (upstream's
+/// check before uninstall, unbuild and remove).
+fn require_added(host: &Host, module: &str, version: &str) -> Result<()> {
+    let listed = dkms_core::tree::module_versions(&host.paths, Some(module), Some(version));
+    match listed.first().map(|mv| mv.source) {
+        Some(dkms_core::tree::SourceState::Added) => Ok(()),
+        Some(_) => Err(engine::EngineError::Broken {
+            module: module.into(),
+            version: version.into(),
+        }
+        .into()),
+        None => Err(engine::EngineError::NotAdded {
+            module: module.into(),
+            version: version.into(),
+        }
+        .into()),
     }
 }
 

@@ -109,15 +109,15 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let printer = Printer::new(cli.global.color, cli.global.quiet);
-    let renderer = Renderer {
-        printer: &printer,
-        face: face(),
-    };
+    let renderer = Renderer::new(&printer, face());
     let exit = match run(cli, &renderer) {
         Ok(exit) => exit,
         Err(err) if is_broken_pipe(&err) => Exit::Success,
         Err(err) => {
-            printer.error(&err);
+            match renderer.face {
+                Face::Dkms => printer.upstream_error(&render::upstream::top_error(&err)),
+                Face::DkmsHook => printer.error(&err),
+            }
             exit_of(&err)
         }
     };
@@ -147,7 +147,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
     let (face, printer) = (renderer.face, renderer.printer);
-    let host = host(&cli.global)?;
+    let host = host(&cli.global, face)?;
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
     // Commands that change the trees run one at a time; status and plan never wait.
@@ -241,8 +241,13 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
 }
 
 /// Merges settings files and command-line overrides into the host description.
-fn host(global: &GlobalArgs) -> Result<Host> {
+fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
     let mut paths = Paths::default();
+    if face == Face::Dkms {
+        // Upstream's default install tree (the same directory where /lib is
+        // /usr/lib), so `dkms` prints and takes the paths upstream does.
+        paths.install_tree = PathBuf::from("/lib/modules");
+    }
     if let Some(dir) = &global.etc_dir {
         paths.etc_dir = dir.clone();
     }

@@ -26,6 +26,9 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
     let result = build_target(host, target, options, progress);
+    if result.is_ok() {
+        progress.event(Event::Built { target });
+    }
     // Failure memory: compile-time failures are remembered, a success forgets them.
     match &result {
         Ok(()) => crate::failure::clear(host, target),
@@ -481,12 +484,16 @@ fn stage_modules(
             }
         }
         if let Some((sign_file, hash, key)) = &signing {
-            if let Err(e) = sign::sign_module(sign_file, hash, key, &staged_ko) {
-                progress.event(Event::SigningFailed {
+            match sign::sign_module(sign_file, hash, key, &staged_ko) {
+                Ok(_) => progress.event(Event::Signed {
+                    target,
+                    file: &staged_ko,
+                }),
+                Err(e) => progress.event(Event::SigningFailed {
                     target,
                     file: &staged_ko,
                     error: &e,
-                });
+                }),
             }
         }
         if compression != Compression::None {
@@ -559,6 +566,11 @@ fn signing_setup(
             return None;
         }
     }
+    progress.event(Event::SigningWith {
+        sign_file: &sign_file,
+        key: &key.key,
+        certificate: &key.certificate,
+    });
     Some((sign_file, hash, key))
 }
 

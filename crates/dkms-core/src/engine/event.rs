@@ -67,6 +67,16 @@ pub enum Event<'a> {
     },
     /// The kernel wants signed modules but there is no sign-file (a warning).
     SignFileMissing { target: &'a Target },
+    /// The modules of a build are signed with this tool, key and certificate.
+    SigningWith {
+        sign_file: &'a Path,
+        key: &'a Path,
+        certificate: &'a Path,
+    },
+    /// One module file was signed.
+    Signed { target: &'a Target, file: &'a Path },
+    /// A build succeeded (its modules are in the DKMS tree).
+    Built { target: &'a Target },
     /// A module signing key pair was generated.
     SigningKeyGenerated {
         key: &'a Path,
@@ -95,6 +105,8 @@ pub enum Event<'a> {
     Installed { target: &'a Target, path: &'a Path },
     /// An uninstall starts.
     Uninstalling { target: &'a Target },
+    /// One installed module file is deleted.
+    Uninstalled { target: &'a Target, path: &'a Path },
     /// `uninstall` found nothing installed.
     NotInstalled { target: &'a Target },
     /// `unbuild` found nothing built.
@@ -106,6 +118,8 @@ pub enum Event<'a> {
     },
     /// depmod runs for a kernel.
     RunningDepmod { kernel: &'a str },
+    /// depmod ran for a kernel and succeeded.
+    DepmodDone { kernel: &'a str },
     /// depmod failed after a command; the command itself succeeded (a warning).
     DepmodFailed {
         kernel: &'a str,
@@ -121,6 +135,14 @@ pub enum Event<'a> {
         version: &'a str,
         error: &'a (dyn Error + 'static),
     },
+    /// A target is already built or installed and the command skips it (upstream's
+    /// rule); `error` says which.
+    AlreadyDone { error: &'a EngineError },
+    /// A kernel hook (`kernel_prerm`) removes a module version's build for a kernel.
+    RemovingForKernel { target: &'a Target },
+    /// A command that handles targets one after another is done with this one
+    /// (upstream separates them with a blank line).
+    TargetDone { target: &'a Target },
     /// A command on one target failed; the others go on.
     TargetFailed { error: &'a EngineError },
 
@@ -238,6 +260,14 @@ impl Event<'_> {
             | Event::Added { .. }
             | Event::Building { .. }
             | Event::SigningKeyGenerated { .. }
+            | Event::SigningWith { .. }
+            | Event::Signed { .. }
+            | Event::Built { .. }
+            | Event::Uninstalled { .. }
+            | Event::DepmodDone { .. }
+            | Event::AlreadyDone { .. }
+            | Event::RemovingForKernel { .. }
+            | Event::TargetDone { .. }
             | Event::RunningScript { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }

@@ -252,6 +252,10 @@ pub fn uninstall(
     let originals = restore_originals(host, target)?;
     for file in installed_files(host, target, options) {
         if !originals.contains(&file) {
+            progress.event(Event::Uninstalled {
+                target,
+                path: &file,
+            });
             install_root.remove(&file)?;
         }
     }
@@ -339,7 +343,7 @@ pub fn depmod(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<bool, EngineError> {
-    if options.no_depmod || !host.paths.modules_dep(kernel).exists() {
+    if options.no_depmod || !(options.depmod_always || host.paths.modules_dep(kernel).exists()) {
         return Ok(false);
     }
     let tree = &host.paths.install_tree;

@@ -67,6 +67,13 @@ pub struct Options {
     /// Build again what failed before with the same source and kernel headers (the
     /// scheduler otherwise reports the remembered failure without rebuilding).
     pub retry_failed: bool,
+    /// Run depmod also for a kernel whose tree has no `modules.dep` yet (upstream
+    /// always runs it; the `dkms-hook` face leaves such trees, which are headers
+    /// without a kernel, alone).
+    pub depmod_always: bool,
+    /// Show the engine's steps of scheduled jobs too (the `dkms` face prints them
+    /// as upstream's autoinstall does; otherwise only warnings and one line per job).
+    pub job_steps: bool,
 }
 
 /// Why a command failed, with the exit code upstream dkms uses for it.

@@ -216,7 +216,7 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 });
                 // make's implicit job slot: held for the whole build.
                 let token = options.jobserver.as_ref().and_then(|c| c.acquire().ok());
-                let quiet = WarningsOnly(progress);
+                let quiet = WarningsOnly(progress, options.job_steps);
                 let known = (!options.retry_failed)
                     .then(|| crate::failure::still_failing(&host.paths, target))
                     .flatten();
@@ -314,19 +314,22 @@ fn run_depmods<'a>(
     lock: &dyn Fn() -> std::sync::MutexGuard<'a, Shared>,
 ) {
     for kernel in kernels {
-        if let Err(e) = depmod(host, kernel, options, progress) {
-            lock().depmod_failures.push((kernel.clone(), e.to_string()));
+        match depmod(host, kernel, options, progress) {
+            Ok(true) => progress.event(Event::DepmodDone { kernel }),
+            Ok(false) => {}
+            Err(e) => lock().depmod_failures.push((kernel.clone(), e.to_string())),
         }
     }
 }
 
 /// Passes the engine's warnings on but not its step-by-step lines: with many builds
 /// at once, the scheduler's one line per start and end is what stays readable.
-struct WarningsOnly<'a>(&'a dyn Progress);
+/// With `Options::job_steps` everything is passed on.
+struct WarningsOnly<'a>(&'a dyn Progress, bool);
 
 impl Progress for WarningsOnly<'_> {
     fn event(&self, event: Event<'_>) {
-        if event.is_warning() {
+        if self.1 || event.is_warning() {
             self.0.event(event);
         } else {
             log::info!("{event:?}");

@@ -34,12 +34,30 @@ pub enum Line<'a> {
     Error(&'a (dyn std::error::Error + 'static)),
     /// `==> ERROR: text` on stderr, no causes.
     ErrorText(String),
+    /// A line on stdout as is (upstream's text).
+    Out(String),
+    /// A line on stderr as is (upstream's warnings).
+    Err(String),
+    /// Upstream's `\nError! text` on stderr.
+    UpstreamError(String),
 }
 
 /// The events of one command, rendered for one face as they come.
 pub struct Renderer<'a> {
     pub printer: &'a Printer,
     pub face: Face,
+    /// Lines the `dkms` face holds back until a later event.
+    pub pending: upstream::Pending,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(printer: &'a Printer, face: Face) -> Renderer<'a> {
+        Renderer {
+            printer,
+            face,
+            pending: upstream::Pending::default(),
+        }
+    }
 }
 
 impl Renderer<'_> {
@@ -51,13 +69,16 @@ impl Renderer<'_> {
             Line::Warning(text) => self.printer.warning(text),
             Line::Error(error) => self.printer.error_chain(*error),
             Line::ErrorText(text) => self.printer.error_text(text),
+            Line::Out(text) => self.printer.out_line(text),
+            Line::Err(text) => self.printer.err_line(text),
+            Line::UpstreamError(text) => self.printer.upstream_error(text),
         }
     }
 
     /// autoinstall's closing table.
     pub fn autoinstall_summary(&self, outcomes: &Outcomes) {
         let lines = match self.face {
-            Face::Dkms => upstream::autoinstall_summary(outcomes),
+            Face::Dkms => upstream::autoinstall_summary(outcomes, &self.pending),
             Face::DkmsHook => pacman::autoinstall_summary(outcomes),
         };
         for line in &lines {
@@ -68,12 +89,17 @@ impl Renderer<'_> {
 
 impl Progress for Renderer<'_> {
     fn event(&self, event: Event<'_>) {
-        let line = match self.face {
-            Face::Dkms => upstream::line(&event),
-            Face::DkmsHook => pacman::line(&event),
-        };
-        if let Some(line) = line {
-            self.print(&line);
+        match self.face {
+            Face::Dkms => {
+                for line in upstream::lines(&event, &self.pending) {
+                    self.print(&line);
+                }
+            }
+            Face::DkmsHook => {
+                if let Some(line) = pacman::line(&event) {
+                    self.print(&line);
+                }
+            }
         }
     }
 }

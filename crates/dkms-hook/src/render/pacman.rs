@@ -113,6 +113,8 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             error,
         } => Warning(format!("POST_REMOVE of {module}/{version} not run: {error}")),
         E::TargetFailed { error } => target_failed(error),
+        E::AlreadyDone { error } => Step(error.to_string()),
+        E::RemovingForKernel { target } => Step(format!("Removing {target}")),
         E::NoJobserver { slots, error } => Warning(format!(
             "no shared make jobserver ({error}); each build gets -j{slots}"
         )),
@@ -208,6 +210,13 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         }
         E::Text(text) => Step(text.to_string()),
         E::TextWarning(text) => Warning(text.to_string()),
+        // Facts this face has always left unsaid.
+        E::SigningWith { .. }
+        | E::Signed { .. }
+        | E::Built { .. }
+        | E::Uninstalled { .. }
+        | E::DepmodDone { .. }
+        | E::TargetDone { .. } => return None,
     })
 }
 

@@ -101,6 +101,26 @@ impl Printer {
         let _ = writeln!(std::io::stdout(), "{c}==>{r}{b} {message}{r}");
     }
 
+    /// One line on stdout as is, no prefix (upstream's text; suppressed by -q).
+    pub fn out_line(&self, text: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stdout(), "{text}");
+        }
+    }
+
+    /// One line on stderr as is, no prefix (upstream's warnings; suppressed by -q).
+    pub fn err_line(&self, text: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr(), "{text}");
+        }
+    }
+
+    /// Upstream's error form on stderr: a blank line, then `Error! ` and the text
+    /// (which may span lines). Never suppressed.
+    pub fn upstream_error(&self, text: &str) {
+        let _ = write!(std::io::stderr(), "\nError! {text}\n");
+    }
+
     /// Text upstream dkms prints on stderr, byte for byte.
     pub fn raw_stderr(&self, text: &str) {
         if !self.quiet {
