@@ -24,6 +24,7 @@ mod pacman;
 mod rebuild;
 mod report;
 mod scheduler;
+mod scripts;
 mod snapshot;
 mod status;
 mod status_json;

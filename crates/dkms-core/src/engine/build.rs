@@ -372,9 +372,14 @@ fn run_make(
         "\n# command: cd {} && {command}",
         work.display()
     );
-    let mut make = shell(host, target, "eval \"$1\"", "build kernel modules")
-        .arg(&command)
-        .dir(work);
+    let mut make = shell(
+        host,
+        target,
+        "export module module_version kernelver arch; eval \"$1\"",
+        "build kernel modules",
+    )
+    .arg(&command)
+    .dir(work);
     if let Some(client) = &options.jobserver {
         make = make.jobserver(client);
     }
@@ -569,8 +574,9 @@ fn signing_setup(
 }
 
 /// Runs a dkms.conf script (PRE_BUILD, POST_ADD, ...) as upstream does: relative to
-/// `dir`, executable, its words split by the shell. A non-executable script is a
-/// warning, a failing one an error.
+/// `dir` and from it, executable; with a `log` (PRE_BUILD, POST_BUILD) through the
+/// shell's `eval`, else only word-split and globbed. A non-executable script is a
+/// warning, a failing one an error (callers ignore POST_INSTALL's and POST_REMOVE's).
 pub(crate) fn run_script(
     host: &Host,
     target: &Target,
@@ -597,13 +603,47 @@ pub(crate) fn run_script(
         return Ok(());
     }
     progress.event(Event::RunningScript { kind });
-    let command = shell(host, target, "cd \"$1\" && exec $1/$2", kind)
-        .arg(dir.as_os_str())
-        .arg(script)
-        .dir(dir);
+    // dkms exports these four to the build and install children (they reach them as
+    // temporary assignments on its function calls), not to POST_ADD or POST_REMOVE.
+    let exports = if matches!(kind, "post_add" | "post_remove") {
+        ""
+    } else {
+        "export module module_version kernelver arch; "
+    };
     let (status, log_path) = match log {
-        Some((file, path)) => (command.run_to_log(file, &[])?, path.to_path_buf()),
+        // PRE_BUILD and POST_BUILD: dkms evals `cd <dir>/ && <dir>/<script>`, so the
+        // script string goes through the shell a third time (quotes, `$x`, `;`, `&&`
+        // and redirections all work), with the output in make.log.
+        Some((file, path)) => {
+            let body = format!("{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
+            let command = shell(host, target, &body, kind)
+                .arg(dir.as_os_str())
+                .arg(script)
+                .dir(dir);
+            let mut writer = file;
+            let _ = writeln!(
+                writer,
+                "\nRunning the {kind} script\n# command: cd {dir}/ && {dir}/{script}",
+                dir = dir.display()
+            );
+            let started = Instant::now();
+            let status = command.run_to_log(file, &[])?;
+            let _ = writeln!(
+                writer,
+                "\n# exit code: {}\n# elapsed time: {}\n{}",
+                exit_number(&status),
+                elapsed(started.elapsed()),
+                "-".repeat(64)
+            );
+            (status, path.to_path_buf())
+        }
+        // The others: no eval, only word splitting and globbing of `<dir>/<script>`.
         None => {
+            let body = format!("{exports}cd -- \"$1/\" || exit 15; exec $1/$2");
+            let command = shell(host, target, &body, kind)
+                .arg(dir.as_os_str())
+                .arg(script)
+                .dir(dir);
             let out = command.output_with_stdin(&[])?;
             (out.status, PathBuf::from("(no log)"))
         }
@@ -613,10 +653,25 @@ pub(crate) fn run_script(
             target: Box::new(target.clone()),
             script: kind,
             status: status.to_string(),
+            code: exit_number(&status),
             log: log_path,
         });
     }
     Ok(())
+}
+
+/// The number a shell would report for how a child ended (128 + signal when killed).
+fn exit_number(status: &ExitDescription) -> i32 {
+    match status {
+        ExitDescription::Code(code) => *code,
+        ExitDescription::Signal(signal) => 128 + signal,
+    }
+}
+
+/// `HH:MM:SS`, as make.log's `# elapsed time:` lines.
+fn elapsed(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// Whether a make command line carries its own `-j`/`-jN`/`--jobs`.

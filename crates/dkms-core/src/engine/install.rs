@@ -132,7 +132,8 @@ pub fn install(
         }
     }
     if let Some(script) = &conf.post_install {
-        super::build::run_script(
+        // dkms ignores POST_INSTALL's exit status: the module is installed.
+        match super::build::run_script(
             host,
             target,
             "post_install",
@@ -140,7 +141,10 @@ pub fn install(
             &source_dir,
             None,
             progress,
-        )?;
+        ) {
+            Err(EngineError::ScriptFailed { .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
