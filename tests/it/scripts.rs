@@ -7,7 +7,7 @@
 //! strings hold no shell syntax, so both give the same arguments. What only 3.4.3's
 //! eval does is checked against the spec in `build_scripts_go_through_eval`.)
 
-use crate::support::{Sandbox, K54};
+use crate::support::{Sandbox, ARCH, K53, K54, KERNELS};
 use std::collections::BTreeMap;
 use std::fs;
 
@@ -105,4 +105,47 @@ POST_REMOVE='argv.sh ${source_tree} fail9'
     override_conf(&sb, "PRE_BUILD='argv.sh ${source_tree} fail4'\n");
     let out = sb.run_ours(&["build", "quoting/1.0", "-k", K54, "--force"]);
     assert_eq!(out.code, 4, "PRE_BUILD's status is the exit status\n{out}");
+}
+
+#[test]
+#[ignore = "tier b: needs root and kernel headers; scripts/test runs it"]
+fn post_build_finds_this_build_at_the_shared_build_path() {
+    // zfs's POST_BUILD copies `<v>/build/module/Module.symvers` into `<v>/<k>/<a>/`:
+    // during each kernel's build `<v>/build` is that build, and `<k>/<a>` exists.
+    // After a success `<v>/build` is gone (as upstream's); after a failure
+    // `<v>/build/make.log` is the failed build's log, and upstream still removes
+    // the module.
+    let sb = Sandbox::new();
+    sb.copy_fixture("quoting", "1.0");
+    override_conf(
+        &sb,
+        "POST_BUILD='copy-symvers.sh -t ${dkms_tree} -k ${kernelver} -a ${arch}'\n",
+    );
+    sb.ours(&["add", "quoting/1.0"]);
+    let version_dir = sb.dkms_tree().join("quoting/1.0");
+    sb.ours(&["build", "quoting/1.0", "-k", K53, "-k", K54]);
+    for kernel in KERNELS {
+        let copied = version_dir.join(kernel).join(ARCH).join("Module.symvers");
+        assert!(
+            copied.is_file(),
+            "POST_BUILD copied no {}",
+            copied.display()
+        );
+    }
+    let cwd = fs::read_to_string(sb.source_tree().join("post_build.cwd")).unwrap();
+    assert_eq!(
+        cwd.trim_end(),
+        version_dir.join("build").display().to_string()
+    );
+    assert!(
+        version_dir.join("build").symlink_metadata().is_err(),
+        "<v>/build is left after a successful build"
+    );
+
+    override_conf(&sb, "POST_BUILD=''\nMAKE[0]='make no-such-target'\n");
+    let out = sb.run_ours(&["build", "quoting/1.0", "-k", K54, "--force"]);
+    assert_eq!(out.code, 10, "{out}");
+    let log = fs::read_to_string(version_dir.join("build/make.log")).unwrap();
+    assert!(log.contains("no-such-target"), "{log}");
+    sb.upstream(&["remove", "-m", "quoting", "-v", "1.0", "--all"]);
 }

@@ -1,6 +1,8 @@
 //! `build`: compile one module version for one kernel in a work directory of its own,
 //! then stage the results (stripped, signed, compressed) and rename them into
-//! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
+//! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here. While it
+//! builds, upstream's `<m>/<v>/build` is a symlink to that work directory, so the
+//! scripts and MAKE lines that name it (zfs's POST_BUILD) find this build there.
 
 use super::{io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::compress::{self, Compression};
@@ -102,13 +104,16 @@ fn build_target(
 
     progress.event(Event::Building { target });
     let work = target.work_dir(&host.paths);
-    let source = host
-        .paths
-        .version_dir(&target.module, &target.version)
-        .join("source");
+    let version_dir = host.paths.version_dir(&target.module, &target.version);
+    let source = version_dir.join("source");
+    // Upstream's `<v>/build` is this build's directory while it runs (scripts and
+    // MAKE lines name it): one build of a module version at a time.
+    let _claim = SharedBuildDir::claim(&version_dir);
+    let shared = version_dir.join("build");
     wait_for_leftover_processes(&work, progress);
     let root = host.dkms_root()?;
     copy_tree(root, &source, &work)?;
+    point_shared_build_dir(root, &shared, &work)?;
     let log_path = work.join("make.log");
     // Through the handle: a `make.log` symlink among the copied sources is not
     // followed.
@@ -133,7 +138,7 @@ fn build_target(
             target,
             "pre_build",
             script,
-            &work,
+            &shared,
             Some((&log, &log_path)),
             progress,
         )?;
@@ -162,13 +167,65 @@ fn build_target(
             target,
             "post_build",
             script,
-            &work,
+            &shared,
             Some((&log, &log_path)),
             progress,
         )?;
     }
     root.remove(&work)?;
+    // Gone after a success, as upstream's; after a failure it stays pointing at the
+    // failed build's directory, so `<v>/build/make.log` is that build's log.
+    root.remove(&shared)?;
     Ok(())
+}
+
+/// Makes `<v>/build` (`shared`) a relative symlink to this build's work directory,
+/// replacing what is there: upstream's empty directory from `dkms add`, its own
+/// leftovers of a failed build, or our link for another kernel.
+fn point_shared_build_dir(
+    root: &crate::fs::Root,
+    shared: &Path,
+    work: &Path,
+) -> Result<(), EngineError> {
+    if root.is_real_dir(shared) {
+        root.remove(shared)?;
+    }
+    let name = work.file_name().map(Path::new).unwrap_or(work);
+    root.symlink(name, shared)?;
+    Ok(())
+}
+
+/// The module versions being built in this process, each by one thread at a time
+/// (other processes are kept out by the tree lock): a module version has only one
+/// `<v>/build`, and PRE_BUILD (zfs's configure) records that path for make and
+/// POST_BUILD, so one build owns it from the copy of the source to POST_BUILD.
+struct SharedBuildDir {
+    version_dir: PathBuf,
+}
+
+static BUILDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+static BUILD_DONE: std::sync::Condvar = std::sync::Condvar::new();
+
+impl SharedBuildDir {
+    /// Waits until no other thread builds the module version at `version_dir`.
+    fn claim(version_dir: &Path) -> SharedBuildDir {
+        let mut building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+        while building.iter().any(|d| d == version_dir) {
+            building = BUILD_DONE.wait(building).unwrap_or_else(|e| e.into_inner());
+        }
+        building.push(version_dir.to_path_buf());
+        SharedBuildDir {
+            version_dir: version_dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SharedBuildDir {
+    fn drop(&mut self) {
+        let mut building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+        building.retain(|d| d != &self.version_dir);
+        BUILD_DONE.notify_all();
+    }
 }
 
 /// Copies `from` (a file make built) to `to` inside `root` with its mode, as
