@@ -7,7 +7,7 @@
 //! strings hold no shell syntax, so both give the same arguments. What only 3.4.3's
 //! eval does is checked against the spec in `build_scripts_go_through_eval`.)
 
-use crate::support::{Sandbox, ARCH, K53, K54, KERNELS};
+use crate::support::{run, Sandbox, ARCH, K53, K54, KERNELS};
 use std::collections::BTreeMap;
 use std::fs;
 
@@ -148,4 +148,32 @@ fn post_build_finds_this_build_at_the_shared_build_path() {
     let log = fs::read_to_string(version_dir.join("build/make.log")).unwrap();
     assert!(log.contains("no-such-target"), "{log}");
     sb.upstream(&["remove", "-m", "quoting", "-v", "1.0", "--all"]);
+}
+
+#[test]
+#[ignore = "tier b: needs root and kernel headers; scripts/test runs it"]
+fn make_sees_the_callers_environment_without_its_compiler_flags() {
+    // Upstream unsets CC CXX CFLAGS CXXFLAGS LDFLAGS and passes the rest on, so
+    // `IGNORE_CC_MISMATCH=1 dkms install` reaches make; kernelver is exported.
+    let sb = Sandbox::new();
+    sb.copy_fixture("quoting", "1.0");
+    sb.ours(&["add", "quoting/1.0"]);
+    let mut install = sb.ours_command(&[], &["install", "quoting/1.0", "-k", K54]);
+    install
+        .env("IGNORE_CC_MISMATCH", "1")
+        .env("CFLAGS", "-Ocaller");
+    let out = run(install);
+    assert_eq!(out.code, 0, "{out}");
+    let log = sb
+        .built_module_dir("quoting", "1.0", K54)
+        .parent()
+        .unwrap()
+        .join("log/make.log");
+    let log = fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(
+        log.contains("caller env: IGNORE_CC_MISMATCH=1 CFLAGS="),
+        "{log}"
+    );
+    assert!(!log.contains("CFLAGS=environment"), "{log}");
+    assert!(log.contains(&format!("kernelver={K54}")), "{log}");
 }

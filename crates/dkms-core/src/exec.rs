@@ -120,6 +120,15 @@ impl Command {
         self
     }
 
+    /// Gives the child the caller's environment (see `environment`), its `PATH`
+    /// included when it has one; variables set afterwards win.
+    pub fn caller_env(mut self, caller: &crate::environment::CallerEnv) -> Self {
+        for (name, value) in caller.vars() {
+            self = self.env(name, value.clone());
+        }
+        self
+    }
+
     pub fn dir(mut self, dir: &Path) -> Self {
         self.dir = Some(dir.to_path_buf());
         self

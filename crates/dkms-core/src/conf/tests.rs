@@ -14,6 +14,7 @@ struct Case {
     dest_override: Option<String>,
     timeout: Duration,
     directives: Vec<(String, String)>,
+    caller_env: crate::environment::CallerEnv,
     /// Evaluate behind a trust gate, as the binary does when run as root.
     gated: bool,
 }
@@ -32,7 +33,14 @@ impl Case {
             timeout: Duration::from_secs(10),
             directives: Vec::new(),
             gated: false,
+            caller_env: Default::default(),
         }
+    }
+
+    fn caller_env(mut self, vars: &[(&str, &str)]) -> Case {
+        self.caller_env =
+            crate::environment::CallerEnv::new(vars.iter().map(|(n, v)| (n.into(), v.into())));
+        self
     }
 
     fn gated(mut self) -> Case {
@@ -401,6 +409,25 @@ fn values_are_expanded_a_second_time_as_dkms_does() {
 }
 
 #[test]
+fn the_callers_environment_is_seen_but_not_its_compiler_flags() {
+    let text = format!(
+        "{SINGLE}PRE_BUILD=\"configure $(echo --host=\\\"${{CROSS_COMPILE%-}}\\\") cc=$CC cflags=$CFLAGS\"\n"
+    );
+    let conf = Case::new(&text)
+        .caller_env(&[
+            ("CROSS_COMPILE", "x86_64-linux-gnu-"),
+            ("CC", "clang"),
+            ("CFLAGS", "-O0"),
+            ("PATH", crate::exec::SYSTEM_PATH),
+        ])
+        .ok();
+    assert_eq!(
+        conf.pre_build.as_deref(),
+        Some("configure --host=x86_64-linux-gnu cc= cflags=")
+    );
+}
+
+#[test]
 fn zfs_style_configure_options_lose_their_quotes_and_helpers_vanish() {
     // zfs-dkms 2.1.11's PRE_BUILD: `\"` inside `$(...)` is a literal quote, so the
     // tests are always true and `--host=""` comes out; the round trip turns it into an
@@ -642,6 +669,7 @@ impl Case {
             timeout: self.timeout,
             etc_entries: None,
             directives: self.directives.clone(),
+            caller_env: self.caller_env.clone(),
             scratch_dir: root.to_path_buf(),
             trust: self.gated.then(|| {
                 crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))

@@ -355,7 +355,12 @@ fn apply_patches(
 const SHELL_PRELUDE: &str = "kernelver=$1 arch=$2 kernel_source_dir=$3 dkms_tree=$4 source_tree=$5 install_tree=$6 module=$7 module_version=$8; shift 8; ";
 
 fn shell(host: &Host, target: &Target, script: &str, purpose: &str) -> Command {
-    Command::new("bash", purpose)
+    let config = host.kernel_config(&target.kernel);
+    let mut command = Command::new("bash", purpose).caller_env(&host.caller_env);
+    for (name, value) in host.caller_env.compiler_for(config.as_ref().as_ref()) {
+        command = command.env(&name, value);
+    }
+    command
         .args(["--norc", "--noprofile", "-c"])
         .arg(format!("{SHELL_PRELUDE}{script}"))
         .arg("dkms-hook")
