@@ -25,7 +25,6 @@ mod pacman;
 mod rebuild;
 mod report;
 mod scheduler;
-mod scripts;
 mod snapshot;
 mod status;
 mod status_json;

@@ -129,8 +129,7 @@ pub fn install(
         }
     }
     if let Some(script) = &conf.post_install {
-        // dkms ignores POST_INSTALL's exit status: the module is installed.
-        match super::build::run_script(
+        super::build::run_script(
             host,
             target,
             "post_install",
@@ -138,10 +137,7 @@ pub fn install(
             &source_dir,
             None,
             progress,
-        ) {
-            Err(EngineError::ScriptFailed { .. }) | Ok(()) => {}
-            Err(e) => return Err(e),
-        }
+        )?;
     }
     Ok(())
 }

@@ -96,8 +96,7 @@ pub fn remove(
                 }
             };
             if source.is_dir() && trusted() {
-                // dkms ignores POST_REMOVE's exit status.
-                match super::build::run_script(
+                super::build::run_script(
                     host,
                     target,
                     "post_remove",
@@ -105,10 +104,7 @@ pub fn remove(
                     &source,
                     None,
                     progress,
-                ) {
-                    Err(EngineError::ScriptFailed { .. }) | Ok(()) => {}
-                    Err(e) => return Err(e),
-                }
+                )?;
             }
         }
         root.remove(&version_dir)?;
