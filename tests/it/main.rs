@@ -25,6 +25,7 @@ mod pacman;
 mod rebuild;
 mod report;
 mod scheduler;
+mod scripts;
 mod snapshot;
 mod status;
 mod status_json;

@@ -10,9 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// PATH given to children: the system directories only, so a user's PATH cannot
-/// substitute a `make` or `bash` for one that runs as root.
-pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::environment::SYSTEM_PATH;
 
 /// Why a child process did not produce what we needed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +115,15 @@ impl Command {
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Gives the child the caller's environment (see `environment`), its `PATH`
+    /// included when it has one; variables set afterwards win.
+    pub fn caller_env(mut self, caller: &crate::environment::CallerEnv) -> Self {
+        for (name, value) in caller.vars() {
+            self = self.env(name, value.clone());
+        }
         self
     }
 

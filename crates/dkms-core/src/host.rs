@@ -24,6 +24,9 @@ pub struct Host {
     etc_entries: OnceLock<Arc<HashSet<OsString>>>,
     /// `--directive NAME=VALUE` pairs, applied to every dkms.conf evaluation.
     pub directives: Vec<(String, String)>,
+    /// The environment the binary was started with, passed on to dkms.conf
+    /// evaluation, the scripts and make as upstream does (empty unless set).
+    pub caller_env: crate::environment::CallerEnv,
     /// Each kernel's config path (auto.conf or .config), looked up once per kernel.
     kernel_config_paths: Mutex<HashMap<String, PathBuf>>,
     /// Each kernel's parsed config, read at most once per command.
@@ -47,6 +50,7 @@ impl Host {
         let trust = (!settings.allow_untrusted_sources.unwrap_or(false))
             .then(|| Gate::new(&paths.source_tree, &paths.etc_dir, &paths.dkms_tree));
         Host {
+            caller_env: Default::default(),
             paths,
             settings,
             dest_location_override,
@@ -164,6 +168,7 @@ impl Host {
                 .map_or(conf::EVAL_TIMEOUT, std::time::Duration::from_secs),
             etc_entries: Some(self.etc_entries()),
             directives: self.directives.clone(),
+            caller_env: self.caller_env.clone(),
             scratch_dir: self.paths.temp_dir.clone(),
             trust: self.trust.clone(),
         }

@@ -13,6 +13,7 @@ pub mod compress;
 pub mod conf;
 pub mod distro;
 pub mod engine;
+pub mod environment;
 /// The engine's events are the whole library's vocabulary for progress.
 pub use engine::event;
 pub mod exec;

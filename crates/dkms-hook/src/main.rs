@@ -271,6 +271,9 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
     let mut host = Host::new(paths, settings);
+    // Upstream passes its caller's environment on to dkms.conf, the scripts and make
+    // (a hook's: pacman's); the library never reads the environment itself.
+    host.caller_env = dkms_core::environment::CallerEnv::new(std::env::vars_os());
     // Only root can be given root by a dkms.conf; anyone else runs their own files.
     if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
         host.trust = None;

@@ -68,6 +68,7 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
         .ok();
     let cwd = scratch.as_ref().map_or(Path::new("/"), |d| d.path());
     let command = Command::new("bash", "evaluate dkms.conf files")
+        .caller_env(&ctx.caller_env)
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
         .arg(&marker)
         .arg(&ctx.kernelver)

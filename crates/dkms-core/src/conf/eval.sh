@@ -27,6 +27,19 @@ __directives=(
     MODULES_CONF_OBSOLETE_ONLY OBSOLETE_BY
 )
 
+# The order dkms restores its recognised variables in (a later one sees the earlier
+# ones during the round trip below).
+__upstream_order=(
+    PACKAGE_NAME PACKAGE_VERSION POST_ADD POST_BUILD POST_INSTALL POST_REMOVE PRE_BUILD
+    PRE_INSTALL BUILD_DEPENDS BUILD_EXCLUSIVE_ARCH BUILD_EXCLUSIVE_CONFIG
+    BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN BUILD_EXCLUSIVE_KERNEL_MAX
+    MAKE MAKE_MATCH PATCH PATCH_MATCH BUILT_MODULE_NAME BUILT_MODULE_LOCATION
+    DEST_MODULE_NAME DEST_MODULE_LOCATION STRIP AUTOINSTALL NO_WEAK_MODULES
+    BUILD_DEPENDS_REBUILD OBSOLETE_BY CLEAN REMAKE_INITRD MODULES_CONF
+    MODULES_CONF_OBSOLETES MODULES_CONF_ALIAS_TYPE MODULES_CONF_OBSOLETE_ONLY
+)
+__cr=$'\r'
+
 for __file in "$@"; do
     [[ -e $__file ]] || continue
     __text=$(<"$__file")
@@ -40,7 +53,18 @@ for __file in "$@"; do
             source "$__file" 2>&1 >/dev/null
         fi
         printf '%s' "$__mark"
-        declare -p "${__directives[@]}" 2>/dev/null
+        # dkms's round trip: each element is echoed unquoted inside double quotes
+        # (one trailing CR dropped, word-split on IFS, globbed, joined by one space)
+        # as an assignment that is sourced back below, in this frame, where it is
+        # expanded again inside double quotes. That is how dkms removes the quotes
+        # of zfs's `--host=\"...\"`, and how a `'${kernelver}'` written in single
+        # quotes still expands at read time. Letting bash do both passes keeps
+        # every quirk (an embedded `"a b"` leaves the directive unset, as in dkms).
+        for __name in "${__upstream_order[@]}"; do
+            for __i in $(eval echo \${!"${__name}"[@]}); do
+                eval echo '$__name[$__i]=\"${'"${__name}"'[$__i]%$__cr}\"'
+            done
+        done
         printf '%s' "$__mark"
     )
     if [[ $__out != *"$__mark"*"$__mark" ]]; then
@@ -51,7 +75,9 @@ for __file in "$@"; do
     __dump=${__out#"$__err$__mark"}
     __dump=${__dump%"$__mark"}
     [[ -n $__err ]] && printf 'E\0%s\0%s\0' "$__file" "$__err"
-    eval "$__dump"
+    # Sourced in this frame as dkms sources its temp file: an assignment the round
+    # trip breaks keeps the value from before this file (unset for the dkms.conf).
+    source <(printf '%s\n' "$__dump")
 done
 
 for __name in "${__directives[@]}"; do

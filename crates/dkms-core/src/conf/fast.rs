@@ -48,6 +48,9 @@ pub fn evaluate(file: &Path, text: &[u8], ctx: &EvalContext) -> Option<RawConf> 
             continue;
         }
         let (name, index, value) = assignment(line, &vars)?;
+        if !survives_round_trip(&value) {
+            return None;
+        }
         if index == 0 {
             vars.insert(name.clone(), value.clone());
         }
@@ -77,6 +80,31 @@ pub fn evaluate(file: &Path, text: &[u8], ctx: &EvalContext) -> Option<RawConf> 
         raw.matches.extend(results);
     }
     Some(raw)
+}
+
+/// Whether dkms's second expansion of a value (see eval.sh: echoed unquoted, then
+/// sourced back inside double quotes) leaves it as it is, so the bash-free result
+/// is bash's. Quotes, expansions, whitespace other than single spaces between words
+/// and a backslash that double quotes would consume change there. Glob characters
+/// only matter in a value of several words: a single word is globbed together with
+/// the assignment's `NAME[i]="` around it, which names no file in the empty
+/// directory bash evaluates in (so `^6\.[0-9]+` regexes stay bash-free).
+fn survives_round_trip(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let consumed_backslash = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'\\'
+            && bytes
+                .get(i + 1)
+                .is_none_or(|next| b"$`\"\\\n".contains(next))
+    });
+    let several_words = value.contains(' ');
+    let changes = consumed_backslash
+        || value.contains(['$', '`', '"', '\t', '\n'])
+        || (several_words && value.contains(['*', '?', '[']))
+        || value.starts_with(' ')
+        || value.ends_with(' ')
+        || value.contains("  ");
+    !changes
 }
 
 /// Parses `NAME=value` or `NAME[digits]=value` (and a trailing comment).

@@ -92,6 +92,9 @@ pub struct EvalContext {
     pub etc_entries: Option<std::sync::Arc<std::collections::HashSet<std::ffi::OsString>>>,
     /// `--directive NAME=VALUE`: set after every file is sourced, as upstream does.
     pub directives: Vec<(String, String)>,
+    /// The caller's environment, which bash evaluates the files in (zfs's
+    /// `${CROSS_COMPILE}` and `${ICP_ROOT}` are read there).
+    pub caller_env: crate::environment::CallerEnv,
     /// Where bash gets a fresh empty working directory (see [`Paths::temp_dir`](crate::Paths)).
     pub scratch_dir: PathBuf,
     /// When set, bash sources nothing this gate refuses (files a user other than root

@@ -14,6 +14,7 @@ struct Case {
     dest_override: Option<String>,
     timeout: Duration,
     directives: Vec<(String, String)>,
+    caller_env: crate::environment::CallerEnv,
     /// Evaluate behind a trust gate, as the binary does when run as root.
     gated: bool,
 }
@@ -32,7 +33,14 @@ impl Case {
             timeout: Duration::from_secs(10),
             directives: Vec::new(),
             gated: false,
+            caller_env: Default::default(),
         }
+    }
+
+    fn caller_env(mut self, vars: &[(&str, &str)]) -> Case {
+        self.caller_env =
+            crate::environment::CallerEnv::new(vars.iter().map(|(n, v)| (n.into(), v.into())));
+        self
     }
 
     fn gated(mut self) -> Case {
@@ -382,17 +390,73 @@ DEST_MODULE_LOCATION=(/extra /extra)
 }
 
 #[test]
-fn quotes_and_newlines_in_values_survive_evaluation() {
+fn values_are_expanded_a_second_time_as_dkms_does() {
+    // dkms echoes every value unquoted and sources it back inside double quotes:
+    // quotes inside a value disappear, whitespace collapses, a single-quoted
+    // `${kernelver}` expands at read time, and an embedded "a b" breaks the
+    // assignment, leaving the directive unset (measured on dkms 3.4.3).
     let conf = Case::new(&format!(
-        "{SINGLE}POST_INSTALL=\"echo 'it''s' \\\"quoted\\\"\"\nPRE_BUILD=$'line one\\nline two\\0'\nMAKE[0]='make CFLAGS=\"-O2 -g\"'\n"
+        "{SINGLE}POST_INSTALL=\"echo 'it''s' \\\"quoted\\\"\"\nPRE_BUILD=$'line one\\n  line two\\0'\nPOST_BUILD='post ${{kernelver}} \\$arch'\nMAKE[0]='make CFLAGS=\"-O2 -g\"'\n"
     ))
     .ok();
+    assert_eq!(conf.post_install.as_deref(), Some("echo 'it''s' quoted"));
+    assert_eq!(conf.pre_build.as_deref(), Some("line one line two"));
     assert_eq!(
-        conf.post_install.as_deref(),
-        Some("echo 'it''s' \"quoted\"")
+        conf.post_build.as_deref(),
+        Some("post 6.1.0-54-amd64 $arch")
     );
-    assert_eq!(conf.pre_build.as_deref(), Some("line one\nline two"));
-    assert_eq!(conf.make_command.as_deref(), Some("make CFLAGS=\"-O2 -g\""));
+    assert_eq!(conf.make_command, None);
+}
+
+#[test]
+fn the_callers_environment_is_seen_but_not_its_compiler_flags() {
+    let text = format!(
+        "{SINGLE}PRE_BUILD=\"configure $(echo --host=\\\"${{CROSS_COMPILE%-}}\\\") cc=$CC cflags=$CFLAGS\"\n"
+    );
+    let conf = Case::new(&text)
+        .caller_env(&[
+            ("CROSS_COMPILE", "x86_64-linux-gnu-"),
+            ("CC", "clang"),
+            ("CFLAGS", "-O0"),
+            ("PATH", crate::exec::SYSTEM_PATH),
+        ])
+        .ok();
+    assert_eq!(
+        conf.pre_build.as_deref(),
+        Some("configure --host=x86_64-linux-gnu cc= cflags=")
+    );
+}
+
+#[test]
+fn zfs_style_configure_options_lose_their_quotes_and_helpers_vanish() {
+    // zfs-dkms 2.1.11's PRE_BUILD: `\"` inside `$(...)` is a literal quote, so the
+    // tests are always true and `--host=""` comes out; the round trip turns it into an
+    // argument with an empty value. A helper variable is gone by then.
+    let conf = Case::new(&format!(
+        r#"{SINGLE}HELPER=hh
+PRE_BUILD="configure
+  --with-linux=${{kernel_source_dir}}
+  $(
+    [[ -n \"${{CROSS_COMPILE}}\" ]] && \
+    {{
+      echo --host=\"${{CROSS_COMPILE%-}}\"
+    }}
+  )
+"
+POST_BUILD='post.sh -k ${{kernelver}} -h ${{HELPER}} -x'
+"#
+    ))
+    .ok();
+    let pre_build = conf.pre_build.unwrap();
+    assert!(
+        pre_build.starts_with("configure --with-linux=/")
+            && pre_build.ends_with("/headers --host= "),
+        "{pre_build:?}"
+    );
+    assert_eq!(
+        conf.post_build.as_deref(),
+        Some("post.sh -k 6.1.0-54-amd64 -h  -x")
+    );
 }
 
 #[test]
@@ -605,6 +669,7 @@ impl Case {
             timeout: self.timeout,
             etc_entries: None,
             directives: self.directives.clone(),
+            caller_env: self.caller_env.clone(),
             scratch_dir: root.to_path_buf(),
             trust: self.gated.then(|| {
                 crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))
@@ -644,7 +709,7 @@ BUILD_EXCLUSIVE_ARCH='x86_64|i.86'
 MAKE_MATCH[0]="(^6\.1)"
 PATCH[0]=fix-$PACKAGE_VERSION.patch
 PATCH_MATCH[0]="["
-POST_INSTALL="echo \"done\" \$HOME \\ \x"
+POST_INSTALL="echo done \\x 'single'"
 STRIP[0]=n
 "#
         .to_string(),
@@ -677,6 +742,12 @@ fn anything_beyond_plain_assignments_goes_to_bash() {
         "PACKAGE_NAME=~/x\n",
         "PACKAGE_NAME=\"unterminated\n\"\n",
         "source /etc/x\n",
+        // dkms expands values a second time (eval.sh's round trip): these change there.
+        "POST_INSTALL=\"echo \\\"done\\\" \\$HOME\"\n",
+        "POST_INSTALL='echo ${kernelver}'\n",
+        "POST_INSTALL='a  b'\n",
+        "POST_INSTALL='a\\\\b'\n",
+        "POST_INSTALL='a b*'\n",
     ] {
         assert!(
             Case::new(text).fast().is_none(),

@@ -1,6 +1,8 @@
 //! `build`: compile one module version for one kernel in a work directory of its own,
 //! then stage the results (stripped, signed, compressed) and rename them into
-//! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here.
+//! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here. While it
+//! builds, upstream's `<m>/<v>/build` is a symlink to that work directory, so the
+//! scripts and MAKE lines that name it (zfs's POST_BUILD) find this build there.
 
 use super::{io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::compress::{self, Compression};
@@ -105,10 +107,16 @@ fn build_target(
 
     progress.event(Event::Building { target });
     let work = target.work_dir(&host.paths);
+    let version_dir = host.paths.version_dir(&target.module, &target.version);
     let source = target.source_link(&host.paths);
+    // Upstream's `<v>/build` is this build's directory while it runs (scripts and
+    // MAKE lines name it): one build of a module version at a time.
+    let _claim = SharedBuildDir::claim(&version_dir);
+    let shared = host.paths.shared_build_dir(&target.module, &target.version);
     wait_for_leftover_processes(&work, progress);
     let root = host.dkms_root()?;
     copy_tree(root, &source, &work)?;
+    point_shared_build_dir(root, &shared, &work)?;
     let log_path = tree::layout::make_log_in(&work);
     // Through the handle: a `make.log` symlink among the copied sources is not
     // followed.
@@ -133,7 +141,7 @@ fn build_target(
             target,
             "pre_build",
             script,
-            &work,
+            &shared,
             Some((&log, &log_path)),
             progress,
         )?;
@@ -162,13 +170,65 @@ fn build_target(
             target,
             "post_build",
             script,
-            &work,
+            &shared,
             Some((&log, &log_path)),
             progress,
         )?;
     }
     root.remove(&work)?;
+    // Gone after a success, as upstream's; after a failure it stays pointing at the
+    // failed build's directory, so `<v>/build/make.log` is that build's log.
+    root.remove(&shared)?;
     Ok(())
+}
+
+/// Makes `<v>/build` (`shared`) a relative symlink to this build's work directory,
+/// replacing what is there: upstream's empty directory from `dkms add`, its own
+/// leftovers of a failed build, or our link for another kernel.
+fn point_shared_build_dir(
+    root: &crate::fs::Root,
+    shared: &Path,
+    work: &Path,
+) -> Result<(), EngineError> {
+    if root.is_real_dir(shared) {
+        root.remove(shared)?;
+    }
+    let name = work.file_name().map(Path::new).unwrap_or(work);
+    root.symlink(name, shared)?;
+    Ok(())
+}
+
+/// The module versions being built in this process, each by one thread at a time
+/// (other processes are kept out by the tree lock): a module version has only one
+/// `<v>/build`, and PRE_BUILD (zfs's configure) records that path for make and
+/// POST_BUILD, so one build owns it from the copy of the source to POST_BUILD.
+struct SharedBuildDir {
+    version_dir: PathBuf,
+}
+
+static BUILDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+static BUILD_DONE: std::sync::Condvar = std::sync::Condvar::new();
+
+impl SharedBuildDir {
+    /// Waits until no other thread builds the module version at `version_dir`.
+    fn claim(version_dir: &Path) -> SharedBuildDir {
+        let mut building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+        while building.iter().any(|d| d == version_dir) {
+            building = BUILD_DONE.wait(building).unwrap_or_else(|e| e.into_inner());
+        }
+        building.push(version_dir.to_path_buf());
+        SharedBuildDir {
+            version_dir: version_dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SharedBuildDir {
+    fn drop(&mut self) {
+        let mut building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+        building.retain(|d| d != &self.version_dir);
+        BUILD_DONE.notify_all();
+    }
 }
 
 /// Copies `from` (a file make built) to `to` inside `root` with its mode, as
@@ -298,7 +358,12 @@ fn apply_patches(
 const SHELL_PRELUDE: &str = "kernelver=$1 arch=$2 kernel_source_dir=$3 dkms_tree=$4 source_tree=$5 install_tree=$6 module=$7 module_version=$8; shift 8; ";
 
 fn shell(host: &Host, target: &Target, script: &str, purpose: &str) -> Command {
-    Command::new("bash", purpose)
+    let config = host.kernel_config(&target.kernel);
+    let mut command = Command::new("bash", purpose).caller_env(&host.caller_env);
+    for (name, value) in host.caller_env.compiler_for(config.as_ref().as_ref()) {
+        command = command.env(&name, value);
+    }
+    command
         .args(["--norc", "--noprofile", "-c"])
         .arg(format!("{SHELL_PRELUDE}{script}"))
         .arg("dkms-hook")
@@ -369,9 +434,14 @@ fn run_make(
         "\n# command: cd {} && {command}",
         work.display()
     );
-    let mut make = shell(host, target, "eval \"$1\"", "build kernel modules")
-        .arg(&command)
-        .dir(work);
+    let mut make = shell(
+        host,
+        target,
+        "export module module_version kernelver arch; eval \"$1\"",
+        "build kernel modules",
+    )
+    .arg(&command)
+    .dir(work);
     if let Some(client) = &options.jobserver {
         make = make.jobserver(client);
     }
@@ -575,8 +645,9 @@ fn signing_setup(
 }
 
 /// Runs a dkms.conf script (PRE_BUILD, POST_ADD, ...) as upstream does: relative to
-/// `dir`, executable, its words split by the shell. A non-executable script is a
-/// warning, a failing one an error.
+/// `dir` and from it, executable; with a `log` (PRE_BUILD, POST_BUILD) through the
+/// shell's `eval`, else only word-split and globbed. A non-executable script is a
+/// warning, a failing one an error (callers ignore POST_INSTALL's and POST_REMOVE's).
 pub(crate) fn run_script(
     host: &Host,
     target: &Target,
@@ -603,13 +674,47 @@ pub(crate) fn run_script(
         return Ok(());
     }
     progress.event(Event::RunningScript { kind });
-    let command = shell(host, target, "cd \"$1\" && exec $1/$2", kind)
-        .arg(dir.as_os_str())
-        .arg(script)
-        .dir(dir);
+    // dkms exports these four to the build and install children (they reach them as
+    // temporary assignments on its function calls), not to POST_ADD or POST_REMOVE.
+    let exports = if matches!(kind, "post_add" | "post_remove") {
+        ""
+    } else {
+        "export module module_version kernelver arch; "
+    };
     let (status, log_path) = match log {
-        Some((file, path)) => (command.run_to_log(file, &[])?, path.to_path_buf()),
+        // PRE_BUILD and POST_BUILD: dkms evals `cd <dir>/ && <dir>/<script>`, so the
+        // script string goes through the shell a third time (quotes, `$x`, `;`, `&&`
+        // and redirections all work), with the output in make.log.
+        Some((file, path)) => {
+            let body = format!("{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
+            let command = shell(host, target, &body, kind)
+                .arg(dir.as_os_str())
+                .arg(script)
+                .dir(dir);
+            let mut writer = file;
+            let _ = writeln!(
+                writer,
+                "\nRunning the {kind} script\n# command: cd {dir}/ && {dir}/{script}",
+                dir = dir.display()
+            );
+            let started = Instant::now();
+            let status = command.run_to_log(file, &[])?;
+            let _ = writeln!(
+                writer,
+                "\n# exit code: {}\n# elapsed time: {}\n{}",
+                exit_number(&status),
+                elapsed(started.elapsed()),
+                "-".repeat(64)
+            );
+            (status, path.to_path_buf())
+        }
+        // The others: no eval, only word splitting and globbing of `<dir>/<script>`.
         None => {
+            let body = format!("{exports}cd -- \"$1/\" || exit 15; exec $1/$2");
+            let command = shell(host, target, &body, kind)
+                .arg(dir.as_os_str())
+                .arg(script)
+                .dir(dir);
             let out = command.output_with_stdin(&[])?;
             (out.status, PathBuf::from("(no log)"))
         }
@@ -619,10 +724,25 @@ pub(crate) fn run_script(
             target: Box::new(target.clone()),
             script: kind,
             status: status.to_string(),
+            code: exit_number(&status),
             log: log_path,
         });
     }
     Ok(())
+}
+
+/// The number a shell would report for how a child ended (128 + signal when killed).
+fn exit_number(status: &ExitDescription) -> i32 {
+    match status {
+        ExitDescription::Code(code) => *code,
+        ExitDescription::Signal(signal) => 128 + signal,
+    }
+}
+
+/// `HH:MM:SS`, as make.log's `# elapsed time:` lines.
+fn elapsed(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// Whether a make command line carries its own `-j`/`-jN`/`--jobs`.

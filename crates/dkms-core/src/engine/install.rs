@@ -129,7 +129,8 @@ pub fn install(
         }
     }
     if let Some(script) = &conf.post_install {
-        super::build::run_script(
+        // dkms ignores POST_INSTALL's exit status: the module is installed.
+        match super::build::run_script(
             host,
             target,
             "post_install",
@@ -137,7 +138,10 @@ pub fn install(
             &source_dir,
             None,
             progress,
-        )?;
+        ) {
+            Err(EngineError::ScriptFailed { .. }) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

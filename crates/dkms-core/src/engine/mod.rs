@@ -121,6 +121,8 @@ pub enum EngineError {
         target: Box<Target>,
         script: &'static str,
         status: String,
+        /// The script's exit status, which dkms exits with for PRE_BUILD/POST_BUILD.
+        code: i32,
         log: PathBuf,
     },
     #[error("{target}: make did not produce {}; check BUILT_MODULE_NAME/BUILT_MODULE_LOCATION in dkms.conf, or see {}", .missing.join(", "), .log.display())]
@@ -276,7 +278,11 @@ impl crate::exit::HasExitCode for EngineError {
             EngineError::MissingDependencies { .. } => Exit::MissingDependencies,
             EngineError::Patch { exit, .. } => *exit,
             EngineError::BuildFailed { .. } | EngineError::BuildNoSpace { .. } => Exit::BuildFailed,
-            EngineError::ScriptFailed { .. } => Exit::BuildFailed,
+            // dkms exits with the script's own status (`exit "$res"`).
+            EngineError::ScriptFailed { code, .. } => u8::try_from(*code)
+                .ok()
+                .filter(|&c| c != 0)
+                .map_or(Exit::Failure, Exit::from_code),
             EngineError::ModulesMissing { .. } => Exit::ModulesMissing,
             EngineError::NoKernel(_) => Exit::InstallFailed,
             EngineError::PreInstallFailed { .. } => Exit::PreInstallFailed,

@@ -96,7 +96,8 @@ pub fn remove(
                 }
             };
             if source.is_dir() && trusted() {
-                super::build::run_script(
+                // dkms ignores POST_REMOVE's exit status.
+                match super::build::run_script(
                     host,
                     target,
                     "post_remove",
@@ -104,7 +105,10 @@ pub fn remove(
                     &source,
                     None,
                     progress,
-                )?;
+                ) {
+                    Err(EngineError::ScriptFailed { .. }) | Ok(()) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         root.remove(&version_dir)?;
