@@ -204,10 +204,19 @@ fn a_build_that_fills_the_dkms_tree_fails_as_disk_full_keeps_the_installed_modul
         v1,
         "1.0's module is unchanged"
     );
+    // A build that failed for want of space is not remembered: its work dir goes to
+    // give the space back, and with it upstream's `<v>/build`, which pointed at it
+    // while it ran (a link left dangling would be followed by upstream's scripts).
+    let shared = tmpfs.view(&sb.dkms_tree().join("big/2.0/build"));
+    assert!(
+        fs::symlink_metadata(&shared).is_err(),
+        "{} is gone with the work dir it pointed at",
+        shared.display()
+    );
     assert_eq!(
         read_tree(&dkms_view),
         before,
-        "the failed build left nothing in the DKMS tree (no work directory, no failure record, no temp name)"
+        "the failed build left nothing in the DKMS tree (no work directory, no <v>/build, no failure record, no temp name)"
     );
 
     // A full disk is not the source's fault: once there is room, the next run builds

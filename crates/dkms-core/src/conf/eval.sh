@@ -8,6 +8,10 @@
 #                              ERE (=~): 0 matched, 1 did not, 2 invalid regex
 #   E <file> <stderr text>     what sourcing that file printed on stderr
 #   X <file>                   that file exited the shell while being sourced
+#   P <name> <value>           PACKAGE_NAME/PACKAGE_VERSION as the last file that set
+#                              it left it, before the round trip: word splitting turns
+#                              a newline into a space, and the refusal must name the
+#                              real value
 # The marker separates a file's stderr from its dump; it is random per run.
 
 __mark=$1
@@ -39,6 +43,8 @@ __upstream_order=(
     MODULES_CONF_OBSOLETES MODULES_CONF_ALIAS_TYPE MODULES_CONF_OBSOLETE_ONLY
 )
 __cr=$'\r'
+__identifiers=(PACKAGE_NAME PACKAGE_VERSION)
+declare -A __pass1
 
 for __file in "$@"; do
     [[ -e $__file ]] || continue
@@ -47,6 +53,10 @@ for __file in "$@"; do
     # variables of one file do not leak into the next: only directives carry over.
     # Carriage returns are dropped so CRLF files evaluate like LF files.
     __out=$(
+        declare -A __before
+        for __name in "${__identifiers[@]}"; do
+            [[ -v $__name ]] && __before[$__name]=${!__name}
+        done
         if [[ $__text == *$'\r'* ]]; then
             source <(printf '%s\n' "${__text//$'\r'/}") 2>&1 >/dev/null
         else
@@ -64,6 +74,11 @@ for __file in "$@"; do
             for __i in $(eval echo \${!"${__name}"[@]}); do
                 eval echo '$__name[$__i]=\"${'"${__name}"'[$__i]%$__cr}\"'
             done
+        done
+        for __name in "${__identifiers[@]}"; do
+            if [[ -v $__name && ${!__name} != "${__before[$__name]-}" ]]; then
+                printf '__pass1[%s]=%q\n' "$__name" "${!__name%$__cr}"
+            fi
         done
         printf '%s' "$__mark"
     )
@@ -87,6 +102,10 @@ for __name in "${__directives[@]}"; do
         printf 'V\0%s\0%s\0%s\0' "$__name" "$__i" "${__value%$'\r'}"
     done
     unset -n __ref
+done
+
+for __name in "${!__pass1[@]}"; do
+    printf 'P\0%s\0%s\0' "$__name" "${__pass1[$__name]}"
 done
 
 __match() {

@@ -20,6 +20,10 @@ pub struct RawConf {
     pub stderr: Vec<(PathBuf, String)>,
     /// Files that exited the shell while being sourced.
     pub exited: Vec<PathBuf>,
+    /// PACKAGE_NAME/PACKAGE_VERSION before dkms's round trip (word splitting turns a
+    /// newline into a space): validation refuses the real value. Empty from the
+    /// bash-free path, which never changes a value.
+    pub before_round_trip: HashMap<String, Vec<u8>>,
 }
 
 /// Parses `eval.sh` output. Malformed records (which bash never prints) are ignored
@@ -66,6 +70,13 @@ pub fn parse_dump(bytes: &[u8]) -> RawConf {
                 // A CRLF file is sourced through a pipe; name the real file instead.
                 let text = replace_fd_paths(&String::from_utf8_lossy(text), &file);
                 raw.stderr.push((file, text));
+            }
+            b"P" => {
+                let (Some(name), Some(value)) = (fields.next(), fields.next()) else {
+                    break;
+                };
+                raw.before_round_trip
+                    .insert(String::from_utf8_lossy(name).into_owned(), value.to_vec());
             }
             b"X" => {
                 let Some(file) = fields.next() else { break };

@@ -29,6 +29,7 @@ pub fn validate(
             "add PACKAGE_NAME=\"<module name>\"",
         ));
     }
+    check_before_round_trip(raw, "PACKAGE_NAME")?;
     check_identifier(file, "PACKAGE_NAME", &package_name)?;
     let package_version = text("PACKAGE_VERSION")?.unwrap_or_default();
     if package_version.is_empty() {
@@ -39,6 +40,7 @@ pub fn validate(
             "add PACKAGE_VERSION=\"<version>\"",
         ));
     }
+    check_before_round_trip(raw, "PACKAGE_VERSION")?;
     check_identifier(file, "PACKAGE_VERSION", &package_version)?;
 
     let modules = module_specs(raw, ctx, &package_name)?;
@@ -132,6 +134,26 @@ fn check_identifier(file: &Path, directive: &str, value: &str) -> Result<(), Con
         file,
         directive,
         message,
+        "use letters, digits, '.', '_', '+' or '-' only",
+    ))
+}
+
+/// A control character (a newline, a tab) in a name as the dkms.conf wrote it is
+/// refused naming that value, although dkms's round trip would have made it a space
+/// (already refused) or dropped it: the user should see what is in their file. Plain
+/// spaces the round trip trims are not refused, as dkms accepts them.
+fn check_before_round_trip(raw: &RawConf, directive: &str) -> Result<(), ConfError> {
+    let Some(bytes) = raw.before_round_trip.get(directive) else {
+        return Ok(());
+    };
+    let value = String::from_utf8_lossy(bytes);
+    if !value.chars().any(char::is_control) {
+        return Ok(());
+    }
+    Err(ConfError::directive(
+        &raw.file,
+        directive,
+        format!("{value:?} contains whitespace or control characters"),
         "use letters, digits, '.', '_', '+' or '-' only",
     ))
 }

@@ -4,7 +4,9 @@
 //! builds, upstream's `<m>/<v>/build` is a symlink to that work directory, so the
 //! scripts and MAKE lines that name it (zfs's POST_BUILD) find this build there.
 
-use super::{io_err, read_conf, require_added, EngineError, Event, Options, Progress};
+use super::{
+    io_err, read_conf, require_added, shared_build, EngineError, Event, Options, Progress,
+};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
 use crate::exec::{Command, ExitDescription};
@@ -48,7 +50,10 @@ pub fn build(
         ),
         Err(_) => {}
     }
-    result
+    // After a success `<v>/build` goes, as upstream's; after a remembered failure it
+    // points at the failed build's kept work dir, so `<v>/build/make.log` is its log.
+    let settled = shared_build::settle(host, target);
+    result.and(settled)
 }
 
 fn build_target(
@@ -111,12 +116,12 @@ fn build_target(
     let source = target.source_link(&host.paths);
     // Upstream's `<v>/build` is this build's directory while it runs (scripts and
     // MAKE lines name it): one build of a module version at a time.
-    let _claim = SharedBuildDir::claim(&version_dir);
+    let claim = shared_build::Claim::new(&version_dir);
     let shared = host.paths.shared_build_dir(&target.module, &target.version);
     wait_for_leftover_processes(&work, progress);
     let root = host.dkms_root()?;
     copy_tree(root, &source, &work)?;
-    point_shared_build_dir(root, &shared, &work)?;
+    shared_build::place(host, target, &work, &claim)?;
     let log_path = tree::layout::make_log_in(&work);
     // Through the handle: a `make.log` symlink among the copied sources is not
     // followed.
@@ -175,60 +180,9 @@ fn build_target(
             progress,
         )?;
     }
+    // `<v>/build` goes with it once the failure memory is updated (see `build`).
     root.remove(&work)?;
-    // Gone after a success, as upstream's; after a failure it stays pointing at the
-    // failed build's directory, so `<v>/build/make.log` is that build's log.
-    root.remove(&shared)?;
     Ok(())
-}
-
-/// Makes `<v>/build` (`shared`) a relative symlink to this build's work directory,
-/// replacing what is there: upstream's empty directory from `dkms add`, its own
-/// leftovers of a failed build, or our link for another kernel.
-fn point_shared_build_dir(
-    root: &crate::fs::Root,
-    shared: &Path,
-    work: &Path,
-) -> Result<(), EngineError> {
-    if root.is_real_dir(shared) {
-        root.remove(shared)?;
-    }
-    let name = work.file_name().map(Path::new).unwrap_or(work);
-    root.symlink(name, shared)?;
-    Ok(())
-}
-
-/// The module versions being built in this process, each by one thread at a time
-/// (other processes are kept out by the tree lock): a module version has only one
-/// `<v>/build`, and PRE_BUILD (zfs's configure) records that path for make and
-/// POST_BUILD, so one build owns it from the copy of the source to POST_BUILD.
-struct SharedBuildDir {
-    version_dir: PathBuf,
-}
-
-static BUILDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-static BUILD_DONE: std::sync::Condvar = std::sync::Condvar::new();
-
-impl SharedBuildDir {
-    /// Waits until no other thread builds the module version at `version_dir`.
-    fn claim(version_dir: &Path) -> SharedBuildDir {
-        let mut building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-        while building.iter().any(|d| d == version_dir) {
-            building = BUILD_DONE.wait(building).unwrap_or_else(|e| e.into_inner());
-        }
-        building.push(version_dir.to_path_buf());
-        SharedBuildDir {
-            version_dir: version_dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for SharedBuildDir {
-    fn drop(&mut self) {
-        let mut building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-        building.retain(|d| d != &self.version_dir);
-        BUILD_DONE.notify_all();
-    }
 }
 
 /// Copies `from` (a file make built) to `to` inside `root` with its mode, as

@@ -16,6 +16,7 @@ mod build;
 mod install;
 mod remove;
 mod run;
+mod shared_build;
 
 pub use add::{add, AddSource};
 pub use build::build;
@@ -364,6 +365,9 @@ pub(crate) fn prepare_target(host: &crate::Host, target: &Target) -> Result<(), 
     root.check(&target.build_dir(&host.paths))?;
     root.check(&target.work_dir(&host.paths))?;
     root.sweep_module(&host.paths.module_dir(&target.module))?;
+    // A run killed mid-build leaves `<v>/build` pointing at a work dir it no longer
+    // keeps; upstream and our own scripts must not find it there.
+    shared_build::settle(host, target)?;
     Ok(())
 }
 

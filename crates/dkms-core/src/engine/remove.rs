@@ -27,6 +27,7 @@ pub fn unbuild(
     progress.event(Event::Unbuilding { target });
     root.remove(&dir)?;
     root.remove(&work)?;
+    super::shared_build::settle(host, target)?;
     if let Some(kernel_dir) = dir.parent() {
         root.remove_empty_dirs(
             kernel_dir,

@@ -111,6 +111,17 @@ pub fn parse_kernel_entry(name: &str) -> Option<(&str, KernelEntry)> {
     Some((kernel, kind))
 }
 
+/// The failure record that keeps the work dir `name` (`build-<k>-<a>`, relative to
+/// `version_dir`): `<version_dir>/failed-<k>-<a>.json`. `None` for any other name.
+pub fn failure_record_of_work_dir(version_dir: &Path, name: &Path) -> Option<PathBuf> {
+    let name = name.to_str()?;
+    if name.contains('/') {
+        return None;
+    }
+    let suffix = name.strip_prefix(WORK_DIR_PREFIX)?;
+    Some(version_dir.join(format!("{FAILURE_PREFIX}{suffix}{FAILURE_SUFFIX}")))
+}
+
 /// `<build>/module`: the module files of a finished (or staged) build.
 pub fn modules_of(build_dir: &Path) -> PathBuf {
     build_dir.join(MODULE)
