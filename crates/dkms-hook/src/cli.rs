@@ -90,6 +90,10 @@ pub struct GlobalArgs {
     /// Kernel module directories (default /usr/lib/modules).
     #[arg(long = "installtree", value_name = "DIR")]
     pub install_tree: Option<PathBuf>,
+    /// The kernel config to use (signature hash, compression, BUILD_EXCLUSIVE_CONFIG)
+    /// instead of the headers' `include/config/auto.conf` or `.config`.
+    #[arg(long = "config", value_name = "FILE")]
+    pub kernel_config: Option<PathBuf>,
     /// Kernel headers to build against instead of <installtree>/<kernel>/build.
     #[arg(long = "kernelsourcedir", value_name = "DIR")]
     pub kernel_source_dir: Option<PathBuf>,

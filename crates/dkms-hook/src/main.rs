@@ -270,6 +270,7 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
         paths.install_tree = t.clone();
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
+    paths.kernel_config = global.kernel_config.clone();
     let mut host = Host::new(paths, settings);
     // Upstream passes its caller's environment on to dkms.conf, the scripts and make
     // (a hook's: pacman's); the library never reads the environment itself.

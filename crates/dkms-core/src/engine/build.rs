@@ -554,14 +554,20 @@ fn stage_modules(
             }
         }
         if let Some((sign_file, hash, key)) = &signing {
+            let built = host
+                .paths
+                .shared_build_dir(&target.module, &target.version)
+                .join(format!("{}{}.ko", spec.built_location, spec.built_name));
             match sign::sign_module(sign_file, hash, key, &staged_ko) {
                 Ok(_) => progress.event(Event::Signed {
                     target,
                     file: &staged_ko,
+                    built: &built,
                 }),
                 Err(e) => progress.event(Event::SigningFailed {
                     target,
                     file: &staged_ko,
+                    built: &built,
                     error: &e,
                 }),
             }
@@ -599,14 +605,18 @@ fn signing_setup(
 ) -> Option<(PathBuf, String, sign::SigningKey)> {
     let hash = kernel_config?.signature_hash()?;
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
-    let Some(sign_file) = sign::find_sign_file(
+    let sign_file = sign::sign_file_for(
         &kernel_source_dir,
         host.settings.sign_file.as_deref(),
         &target.kernel,
-    ) else {
-        progress.event(Event::SignFileMissing { target });
+    );
+    if !sign::is_usable_sign_file(&sign_file) {
+        progress.event(Event::SignFileMissing {
+            target,
+            sign_file: &sign_file,
+        });
         return None;
-    };
+    }
     let key = sign::SigningKey {
         key: host
             .settings
@@ -632,7 +642,13 @@ fn signing_setup(
         }),
         Ok(false) => {}
         Err(e) => {
-            progress.event(Event::NoSigningKey { target, error: &e });
+            progress.event(Event::NoSigningKey {
+                target,
+                sign_file: &sign_file,
+                key: &key.key,
+                certificate: &key.certificate,
+                error: &e,
+            });
             return None;
         }
     }

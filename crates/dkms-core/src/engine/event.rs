@@ -53,11 +53,14 @@ pub enum Event<'a> {
         target: &'a Target,
         error: &'a (dyn Error + 'static),
     },
-    /// Signing a module failed; it stays unsigned (a warning).
+    /// Signing a module failed; it stays unsigned (a warning). `file` is the copy
+    /// being signed, `built` the module it is a copy of (`<m>/<v>/build/<name>.ko`,
+    /// the name upstream's message gives).
     SigningFailed {
         target: &'a Target,
         file: &'a Path,
-        error: &'a (dyn Error + 'static),
+        built: &'a Path,
+        error: &'a crate::sign::SignError,
     },
     /// Compressing a module failed; it stays uncompressed (a warning).
     CompressionFailed {
@@ -65,16 +68,25 @@ pub enum Event<'a> {
         file: &'a Path,
         error: &'a (dyn Error + 'static),
     },
-    /// The kernel wants signed modules but there is no sign-file (a warning).
-    SignFileMissing { target: &'a Target },
+    /// The kernel wants signed modules but `sign_file` (the one chosen, as upstream
+    /// chooses) is not an executable file (a warning).
+    SignFileMissing {
+        target: &'a Target,
+        sign_file: &'a Path,
+    },
     /// The modules of a build are signed with this tool, key and certificate.
     SigningWith {
         sign_file: &'a Path,
         key: &'a Path,
         certificate: &'a Path,
     },
-    /// One module file was signed.
-    Signed { target: &'a Target, file: &'a Path },
+    /// One module file was signed: `file`, the staged copy of `built`
+    /// (`<m>/<v>/build/<name>.ko`, the name upstream's line gives).
+    Signed {
+        target: &'a Target,
+        file: &'a Path,
+        built: &'a Path,
+    },
     /// A build succeeded (its modules are in the DKMS tree).
     Built { target: &'a Target },
     /// A module signing key pair was generated.
@@ -82,10 +94,14 @@ pub enum Event<'a> {
         key: &'a Path,
         certificate: &'a Path,
     },
-    /// No signing key could be had; modules are not signed (a warning).
+    /// No signing key could be had; modules are not signed (a warning). The tool,
+    /// key and certificate that were to be used come along: upstream names them first.
     NoSigningKey {
         target: &'a Target,
-        error: &'a (dyn Error + 'static),
+        sign_file: &'a Path,
+        key: &'a Path,
+        certificate: &'a Path,
+        error: &'a crate::sign::SignError,
     },
     /// A dkms.conf script is not executable and is skipped (a warning).
     ScriptNotExecutable {

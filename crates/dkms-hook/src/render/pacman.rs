@@ -55,6 +55,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             target,
             file,
             error,
+            ..
         } => Warning(format!(
             "{target}: signing {} failed: {error}",
             file.display()
@@ -67,7 +68,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             "{target}: compressing {} failed, keeping it uncompressed: {error}",
             file.display()
         )),
-        E::SignFileMissing { target } => Warning(format!(
+        E::SignFileMissing { target, .. } => Warning(format!(
             "{target}: the kernel wants signed modules but sign-file was not found; modules are not signed"
         )),
         E::SigningKeyGenerated { key, certificate } => Step(format!(
@@ -75,7 +76,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             key.display(),
             certificate.display()
         )),
-        E::NoSigningKey { target, error } => Warning(format!(
+        E::NoSigningKey { target, error, .. } => Warning(format!(
             "{target}: no signing key: {error}; modules are not signed"
         )),
         E::ScriptNotExecutable { target, kind, path } => Warning(format!(

@@ -11,6 +11,7 @@
 use super::{pacman, Line};
 use dkms_core::commands::Outcomes;
 use dkms_core::engine::{EngineError, Event};
+use dkms_core::sign::SignError;
 use dkms_core::tree::Target;
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,13 +20,28 @@ use std::sync::Mutex;
 /// <file>` after `Building module(s)... done.`, we sign before the build is done.
 #[derive(Default)]
 pub struct Pending {
-    signed: Mutex<Vec<String>>,
+    signed: Mutex<Vec<Held>>,
     /// The blank line after an autoinstall job: upstream prints it after the
     /// kernel's depmod, which our scheduler runs once the job has ended.
     blank: Mutex<bool>,
     /// `Autoinstall of module ...`: upstream prints the signing lines before it,
     /// we know them only once the job's build has started.
     job_line: Mutex<Option<String>>,
+}
+
+/// A line held back in [`Pending`], for stdout or stderr.
+enum Held {
+    Out(String),
+    Err(String),
+}
+
+impl Held {
+    fn line(self) -> Line<'static> {
+        match self {
+            Held::Out(text) => Line::Out(text),
+            Held::Err(text) => Line::Err(text),
+        }
+    }
 }
 
 impl Pending {
@@ -82,28 +98,54 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             sign_file,
             key,
             certificate,
-        } => vec![
-            Out(format!("Sign command: {}", sign_file.display())),
-            Out(format!("Signing key: {}", key.display())),
-            Out(format!(
-                "Public certificate (MOK): {}",
-                certificate.display()
-            )),
-            Out(String::new()),
-        ],
-        E::SigningKeyGenerated { .. } => one(Out(
-            "Certificate or key are missing, generating self signed certificate for MOK..."
-                .to_string(),
-        )),
-        E::Signed { file, .. } => {
+        } => {
+            let mut lines = sign_prologue(sign_file, Some((key, certificate)));
+            lines.push(Out(String::new()));
+            lines
+        }
+        E::SignFileMissing { sign_file, .. } => {
+            let mut lines = sign_prologue(sign_file, None);
+            lines.push(Out(format!(
+                "Binary {} not found, modules won't be signed",
+                sign_file.display()
+            )));
+            lines.push(Out(String::new()));
+            lines
+        }
+        E::NoSigningKey {
+            sign_file,
+            key,
+            certificate,
+            error,
+            ..
+        } => {
+            let mut lines = sign_prologue(sign_file, Some((key, certificate)));
+            lines.push(Out(no_key_line(error, key, certificate)));
+            lines.push(Out(String::new()));
+            lines
+        }
+        // Upstream says so between the key lines and the blank line, and its test
+        // suite filters the line out; the key lines are what matters.
+        E::SigningKeyGenerated { .. } => vec![],
+        E::Signed { built, .. } => {
             let mut signed = pending.signed.lock().unwrap_or_else(|p| p.into_inner());
-            signed.push(format!("Signing module {}", file.display()));
+            signed.push(Held::Out(format!("Signing module {}", built.display())));
+            vec![]
+        }
+        E::SigningFailed { built, error, .. } => {
+            let mut signed = pending.signed.lock().unwrap_or_else(|p| p.into_inner());
+            signed.push(Held::Out(format!("Signing module {}", built.display())));
+            signed.push(Held::Err(format!(
+                "Warning: Failed to sign module '{}'!",
+                built.display()
+            )));
+            signed.push(Held::Err(sign_file_output(error)));
             vec![]
         }
         E::Built { .. } => {
             let mut lines = vec![Out("Building module(s)... done.".to_string())];
             let mut signed = pending.signed.lock().unwrap_or_else(|p| p.into_inner());
-            lines.extend(signed.drain(..).map(Out));
+            lines.extend(signed.drain(..).map(Held::line));
             lines
         }
         E::Installed { path, .. } => one(Out(format!("Installing {}", path.display()))),
@@ -156,6 +198,56 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             _ => one(Line::UpstreamError(error_text(error))),
         },
         _ => pacman::line(event).into_iter().collect(),
+    }
+}
+
+/// `Sign command:` and, when the key was looked at, `Signing key:` and `Public
+/// certificate (MOK):`: what upstream prints before it decides whether it can sign.
+fn sign_prologue(sign_file: &Path, key: Option<(&Path, &Path)>) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::Out(format!("Sign command: {}", sign_file.display()))];
+    if let Some((key, certificate)) = key {
+        lines.push(Line::Out(format!("Signing key: {}", key.display())));
+        lines.push(Line::Out(format!(
+            "Public certificate (MOK): {}",
+            certificate.display()
+        )));
+    }
+    lines
+}
+
+/// Upstream's line for a key pair it could not have: which file is missing, or that
+/// openssl is.
+fn no_key_line(error: &SignError, key: &Path, certificate: &Path) -> String {
+    use dkms_core::exec::ExecError;
+    match error {
+        SignError::Generate {
+            source: ExecError::NotFound { .. },
+            ..
+        } => "openssl not found, can't generate key and certificate.".to_string(),
+        SignError::CertificateNotGenerated { .. } => format!(
+            "Certificate file {} not found and can't be generated, modules won't be signed",
+            certificate.display()
+        ),
+        SignError::GeneratedNothing { missing, .. } if missing.ends_with("cert.der") => format!(
+            "Certificate file {} not found and can't be generated, modules won't be signed",
+            certificate.display()
+        ),
+        _ => format!(
+            "Key file {} not found and can't be generated, modules won't be signed",
+            key.display()
+        ),
+    }
+}
+
+/// What sign-file printed when it failed (upstream prints its output after the
+/// warning, an empty line when there was none).
+fn sign_file_output(error: &SignError) -> String {
+    match error {
+        SignError::Sign {
+            source: dkms_core::exec::ExecError::Failed { stderr_tail, .. },
+            ..
+        } => stderr_tail.clone(),
+        _ => String::new(),
     }
 }
 
