@@ -104,6 +104,23 @@ pub struct SigningKey {
     pub certificate: PathBuf,
 }
 
+impl SigningKey {
+    /// The pair the settings name (framework.conf's `mok_signing_key` and
+    /// `mok_certificate`), else dkms's defaults `<dkms_tree>/mok.key` and `mok.pub`.
+    pub fn configured(settings: &crate::settings::Settings, paths: &crate::paths::Paths) -> Self {
+        SigningKey {
+            key: settings
+                .signing_key
+                .clone()
+                .unwrap_or_else(|| paths.dkms_tree.join("mok.key")),
+            certificate: settings
+                .signing_certificate
+                .clone()
+                .unwrap_or_else(|| paths.dkms_tree.join("mok.pub")),
+        }
+    }
+}
+
 /// The `sign-file` to sign with, or `None` when there is none usable (then modules stay
 /// unsigned, as with dkms). See [`sign_file_for`] for which one; it must be an
 /// executable file.

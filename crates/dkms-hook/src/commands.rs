@@ -271,9 +271,63 @@ pub fn run(
         | Action::Hook
         | Action::Completions
         | Action::Manpage
+        | Action::GenerateMok
         | Action::Cleanup => {
             bail!("{action:?} is not an engine command")
         }
+    }
+}
+
+/// `generate_mok`: makes sure the signing key pair exists, as upstream's (which
+/// names both files first, then generates a pair when either is missing). Exits 1
+/// when no pair could be had, as upstream does.
+pub fn generate_mok(host: &Host, renderer: &Renderer) -> Result<Exit> {
+    use dkms_core::sign::{self, SigningKey};
+    use render::Line;
+    let pair = SigningKey::configured(&host.settings, &host.paths);
+    let dkms = renderer.face == Face::Dkms;
+    if dkms {
+        renderer.print(&Line::Out(format!("Signing key: {}", pair.key.display())));
+        renderer.print(&Line::Out(format!(
+            "Public certificate (MOK): {}",
+            pair.certificate.display()
+        )));
+    }
+    match sign::ensure_signing_key(&pair) {
+        Ok(generated) => {
+            if dkms && generated {
+                renderer.print(&Line::Out(
+                    "Certificate or key are missing, generating self signed certificate for MOK..."
+                        .to_string(),
+                ));
+            } else if !dkms {
+                renderer.print(&Line::Step(format!(
+                    "{} signing key {} and certificate {}{}",
+                    if generated {
+                        "Generated the"
+                    } else {
+                        "Kept the"
+                    },
+                    pair.key.display(),
+                    pair.certificate.display(),
+                    if generated {
+                        " (enroll it with `mokutil --import`)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            Ok(Exit::Success)
+        }
+        Err(error) if dkms => {
+            renderer.print(&Line::Out(render::upstream::no_key_line(
+                &error,
+                &pair.key,
+                &pair.certificate,
+            )));
+            Ok(Exit::Failure)
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -66,6 +66,7 @@ fn build_target(
     }
     super::prepare_target(host, target)?;
     let conf = read_conf(host, target, options)?;
+    super::note_no_modules(&conf, progress);
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
             target: Box::new(target.clone()),
@@ -617,18 +618,7 @@ fn signing_setup(
         });
         return None;
     }
-    let key = sign::SigningKey {
-        key: host
-            .settings
-            .signing_key
-            .clone()
-            .unwrap_or_else(|| host.paths.dkms_tree.join("mok.key")),
-        certificate: host
-            .settings
-            .signing_certificate
-            .clone()
-            .unwrap_or_else(|| host.paths.dkms_tree.join("mok.pub")),
-    };
+    let key = sign::SigningKey::configured(&host.settings, &host.paths);
     // Parallel builds must not each generate a key pair and mix the halves.
     static KEY_GENERATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let generated = {
@@ -689,7 +679,10 @@ pub(crate) fn run_script(
         });
         return Ok(());
     }
-    progress.event(Event::RunningScript { kind });
+    progress.event(Event::RunningScript {
+        kind,
+        logged: log.is_some(),
+    });
     // dkms exports these four to the build and install children (they reach them as
     // temporary assignments on its function calls), not to POST_ADD or POST_REMOVE.
     let exports = if matches!(kind, "post_add" | "post_remove") {
@@ -743,6 +736,9 @@ pub(crate) fn run_script(
             code: exit_number(&status),
             log: log_path,
         });
+    }
+    if log.is_some() {
+        progress.event(Event::ScriptDone { kind });
     }
     Ok(())
 }

@@ -23,6 +23,9 @@ pub enum Event<'a> {
         directive: &'a str,
         advice: &'a str,
     },
+    /// A dkms.conf describes no kernel module (valid: nothing is built or
+    /// installed; a warning each time it is read, as upstream warns).
+    NoModules { file: &'a Path },
     /// `<m>/<v>/source` now points at the module source.
     LinkedSource { link: &'a Path, target: &'a Path },
     /// `add` registered a module version.
@@ -110,7 +113,14 @@ pub enum Event<'a> {
         path: &'a Path,
     },
     /// A dkms.conf script (PRE_BUILD, POST_ADD, ...) runs.
-    RunningScript { kind: &'a str },
+    RunningScript {
+        kind: &'a str,
+        /// Whether its output goes to make.log (PRE_BUILD, POST_BUILD); the others
+        /// write to the caller's terminal, as with upstream.
+        logged: bool,
+    },
+    /// A script whose output went to make.log finished successfully.
+    ScriptDone { kind: &'a str },
 
     // install, uninstall, depmod, remove
     /// PRE_INSTALL failed and `--force` installs anyway (a warning).
@@ -244,6 +254,7 @@ impl Event<'_> {
         // No wildcard: a new event must be classified here.
         match self {
             Event::Deprecated { .. }
+            | Event::NoModules { .. }
             | Event::BuildingDespiteMissingDependencies { .. }
             | Event::ModuleExcluded { .. }
             | Event::WaitingForInterruptedBuild { .. }
@@ -285,6 +296,7 @@ impl Event<'_> {
             | Event::RemovingForKernel { .. }
             | Event::TargetDone { .. }
             | Event::RunningScript { .. }
+            | Event::ScriptDone { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }
             | Event::Uninstalling { .. }

@@ -387,6 +387,13 @@ pub(crate) fn require_added(
     }
 }
 
+/// Says so when a dkms.conf describes no module (upstream warns every time it reads one).
+pub(crate) fn note_no_modules(conf: &crate::conf::DkmsConf, progress: &dyn Progress) {
+    if conf.modules.is_empty() {
+        progress.event(Event::NoModules { file: &conf.file });
+    }
+}
+
 /// Evaluates the dkms.conf for a target, honouring `-c`.
 pub(crate) fn read_conf(
     host: &crate::Host,

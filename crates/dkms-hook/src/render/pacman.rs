@@ -21,6 +21,10 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             directive,
             advice,
         } => Warning(format!("{}: {directive} is deprecated: {advice}", file.display())),
+        E::NoModules { file } => Warning(format!(
+            "{}: describes no kernel module (no BUILT_MODULE_NAME or DEST_MODULE_LOCATION); nothing is built or installed",
+            file.display()
+        )),
         E::LinkedSource { link, target } => Step(format!(
             "Creating symlink {} -> {}",
             link.display(),
@@ -83,7 +87,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             "{target}: the {kind} script {} is not executable; skipped",
             path.display()
         )),
-        E::RunningScript { kind } => Step(format!("Running the {kind} script")),
+        E::RunningScript { kind, .. } => Step(format!("Running the {kind} script")),
         E::InstallingDespitePreInstall { error } => {
             Warning(format!("{error}; installing anyway (--force)"))
         }
@@ -217,7 +221,8 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         | E::Built { .. }
         | E::Uninstalled { .. }
         | E::DepmodDone { .. }
-        | E::TargetDone { .. } => return None,
+        | E::TargetDone { .. }
+        | E::ScriptDone { .. } => return None,
     })
 }
 

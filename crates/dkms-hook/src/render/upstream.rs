@@ -87,6 +87,17 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         // Upstream copies a source directory into the source tree without a word, and
         // says nothing more once the symlink is made.
         E::CopyingSource { .. } | E::Added { .. } => vec![],
+        // Upstream says `... done.` once a logged script has finished, and names the
+        // others with a colon before their output (which reaches the terminal).
+        E::RunningScript { logged: true, .. } => vec![],
+        E::RunningScript {
+            kind,
+            logged: false,
+        } => one(Out(format!("Running the {kind} script:"))),
+        E::ScriptDone { kind } => one(Out(format!("Running the {kind} script... done."))),
+        E::NoModules { .. } => one(Line::Err(
+            "dkms.conf: Warning! Zero modules specified.".to_string(),
+        )),
         E::LinkedSource { link, target } => one(Out(format!(
             "Creating symlink {} -> {}",
             link.display(),
@@ -217,7 +228,7 @@ fn sign_prologue(sign_file: &Path, key: Option<(&Path, &Path)>) -> Vec<Line<'sta
 
 /// Upstream's line for a key pair it could not have: which file is missing, or that
 /// openssl is.
-fn no_key_line(error: &SignError, key: &Path, certificate: &Path) -> String {
+pub fn no_key_line(error: &SignError, key: &Path, certificate: &Path) -> String {
     use dkms_core::exec::ExecError;
     match error {
         SignError::Generate {
@@ -366,6 +377,25 @@ pub fn top_error(error: &anyhow::Error) -> String {
         text.push_str(&cause.to_string());
     }
     text
+}
+
+/// The usage text of the `dkms` face, printed (as upstream prints its usage) when no
+/// action is given. Our own words: what matters to scripts is the exit status.
+pub fn usage() -> String {
+    [
+        "Usage: dkms ACTION [OPTIONS] [MODULE/VERSION | SOURCE-DIR | TARBALL]",
+        "Actions: add, remove, build, unbuild, install, uninstall, match, autoinstall,",
+        "         mktarball, ldtarball, status, generate_mok, kernel_preinst,",
+        "         kernel_postinst, kernel_prerm",
+        "Options: -m MODULE[/VERSION] -v VERSION -k KERNEL[/ARCH] -a ARCH -c DKMS.CONF",
+        "         -q --force --all --templatekernel KERNEL --directive NAME=VALUE",
+        "         --config KERNEL-CONFIG --archive TARBALL --kernelsourcedir DIR",
+        "         --dkmstree DIR --sourcetree DIR --installtree DIR --binaries-only",
+        "         --source-only --verbose --debug --no-depmod -j N --version --help",
+        "Run `dkms --help` for what each one does.",
+        "",
+    ]
+    .join("\n")
 }
 
 /// What `build`/`install` say when the module version they add first was added.
