@@ -67,6 +67,7 @@ fn build_target(
     super::prepare_target(host, target)?;
     let conf = read_conf(host, target, options)?;
     super::note_no_modules(&conf, progress);
+    super::note_deprecations(&conf, progress);
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
             target: Box::new(target.clone()),

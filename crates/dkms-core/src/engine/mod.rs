@@ -394,6 +394,18 @@ pub(crate) fn note_no_modules(conf: &crate::conf::DkmsConf, progress: &dyn Progr
     }
 }
 
+/// Warns about the deprecated directives of a dkms.conf (add does, and each build, as
+/// upstream's strict reading does).
+pub(crate) fn note_deprecations(conf: &crate::conf::DkmsConf, progress: &dyn Progress) {
+    for d in &conf.deprecations {
+        progress.event(Event::Deprecated {
+            file: &conf.file,
+            directive: &d.directive,
+            advice: &d.advice,
+        });
+    }
+}
+
 /// Evaluates the dkms.conf for a target, honouring `-c`.
 pub(crate) fn read_conf(
     host: &crate::Host,

@@ -95,6 +95,26 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             logged: false,
         } => one(Out(format!("Running the {kind} script:"))),
         E::ScriptDone { kind } => one(Out(format!("Running the {kind} script... done."))),
+        // Upstream names a replacement only for OBSOLETE_BY; the others are just named.
+        E::Deprecated {
+            file, directive, ..
+        } if directive != "OBSOLETE_BY" => one(Line::Err(format!(
+            "Deprecated feature: {directive} ({})",
+            file.display()
+        ))),
+        E::Deprecated {
+            file,
+            directive,
+            advice,
+        } => one(Line::Err(format!(
+            "Deprecated feature: {directive} ({}): {advice}",
+            file.display()
+        ))),
+        E::BuildingDespiteMissingDependencies { target, missing } => one(Line::Err(format!(
+            "Warning: Trying to build module {} despite of missing BUILD_DEPENDS: {}.",
+            for_kernel(target),
+            missing.join(" ")
+        ))),
         E::NoModules { .. } => one(Line::Err(
             "dkms.conf: Warning! Zero modules specified.".to_string(),
         )),
@@ -318,9 +338,12 @@ pub fn error_text(error: &EngineError) -> String {
             log.display()
         ),
         E::Conf(conf) => match conf_file(conf) {
+            // Upstream names the file by its absolute path.
             Some(file) => format!(
                 "Bad conf file.\nFile: {} does not represent a valid dkms.conf file.",
-                file.display()
+                std::path::absolute(file)
+                    .unwrap_or_else(|_| file.to_path_buf())
+                    .display()
             ),
             None => "Bad conf file.".to_string(),
         },
