@@ -246,3 +246,40 @@ fn shipped_framework_conf_parses_and_sets_nothing() {
     let (ok, _, err) = run(Command::new("bash").arg("-n").arg(&conf));
     assert!(ok, "{err}");
 }
+
+#[test]
+fn dkms_autoinstaller_autoinstalls_a_kernel_with_headers_and_skips_one_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls");
+    let fake = dir.path().join("dkms");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir_all(modules.join("6.9.1-arch1-1/build/include")).unwrap();
+    let script = repo().join("init/dkms_autoinstaller");
+    let call = |args: &[&str]| {
+        run(Command::new(&script)
+            .args(args)
+            .env("DKMS", &fake)
+            .env("MODULES_ROOT", &modules))
+    };
+    let (ok, out, _) = call(&["start", "6.9.1-arch1-1"]);
+    assert!(ok && out.is_empty(), "{out}");
+    let (ok, out, _) = call(&["start", "6.9.2-noheaders"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "Automatic installation of modules for kernel 6.9.2-noheaders was skipped since the kernel headers for this kernel do not seem to be installed.\n"
+    );
+    assert!(call(&["stop"]).0);
+    assert!(!call(&["bogus"]).0);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "autoinstall --kernelver 6.9.1-arch1-1\n"
+    );
+}

@@ -58,7 +58,6 @@ pub fn add(
             // `foo-bar-1.0` is ambiguous, PACKAGE_NAME is not.
             let ctx = host.eval_context("", "", kernel, arch);
             let parsed = conf::evaluate(&conf_file, &ctx)?;
-            super::note_no_modules(&parsed, progress);
             let (module, version) = (parsed.package_name, parsed.package_version);
             let wanted = host.paths.source_dir(&module, &version);
             let same = match (dir.canonicalize(), wanted.canonicalize()) {
