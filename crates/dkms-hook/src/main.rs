@@ -196,6 +196,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
     let (face, printer) = (renderer.face, renderer.printer);
     let host = host(&cli.global, face)?;
+    let _ = renderer.pending.paths.set(host.paths.clone());
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
     // Commands that change the trees run one at a time; status and plan never wait.

@@ -27,6 +27,9 @@ pub struct Pending {
     /// `Autoinstall of module ...`: upstream prints the signing lines before it,
     /// we know them only once the job's build has started.
     job_line: Mutex<Option<String>>,
+    /// The trees, for the paths upstream's messages name (set once the command's host
+    /// is known).
+    pub paths: std::sync::OnceLock<dkms_core::Paths>,
 }
 
 /// A line held back in [`Pending`], for stdout or stderr.
@@ -210,10 +213,16 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             *pending.job_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
             vec![]
         }
-        E::JobFinished { result, .. } => {
+        E::JobFinished { result, target, .. } => {
             let mut lines: Vec<Line<'a>> = pending.take_job_line().into_iter().collect();
-            if let dkms_core::engine::JobResult::Failed { message, .. } = result {
-                lines.push(Line::UpstreamError(message.clone()));
+            match result {
+                dkms_core::engine::JobResult::Failed { message, .. } => {
+                    lines.push(Line::UpstreamError(message.clone()));
+                }
+                dkms_core::engine::JobResult::Excluded { .. } => {
+                    lines.extend(excluded_lines(target, pending));
+                }
+                _ => {}
             }
             *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
             lines
@@ -225,7 +234,7 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         )),
         E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
-            EngineError::Excluded { .. } => pacman::line(event).into_iter().collect(),
+            EngineError::Excluded { target, .. } => excluded_lines(target, pending),
             _ => one(Line::UpstreamError(error_text(error))),
         },
         _ => pacman::line(event).into_iter().collect(),
@@ -280,6 +289,31 @@ fn sign_file_output(error: &SignError) -> String {
         } => stderr_tail.clone(),
         _ => String::new(),
     }
+}
+
+/// Upstream's warning for a target BUILD_EXCLUSIVE_* excludes (on stderr), naming
+/// the dkms.conf by upstream's copy of it under `<m>/<v>/<k>/<a>/`.
+fn excluded_lines(target: &Target, pending: &Pending) -> Vec<Line<'static>> {
+    let conf = match pending.paths.get() {
+        Some(paths) => target
+            .build_dir(paths)
+            .join("dkms.conf")
+            .display()
+            .to_string(),
+        None => "dkms.conf".to_string(),
+    };
+    [
+        format!("Warning: The {conf}"),
+        format!(
+            "for module {}/{} includes BUILD_EXCLUSIVE directives",
+            target.module, target.version
+        ),
+        "which do not match this kernel/arch/config for any modules.".to_string(),
+        "This indicates that it should not be built.".to_string(),
+    ]
+    .into_iter()
+    .map(Line::Err)
+    .collect()
 }
 
 /// `module/version for kernel K (arch)`, as upstream names a target.
