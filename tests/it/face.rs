@@ -181,3 +181,33 @@ fn autoinstall_words_its_jobs_and_closing_line_as_upstream() {
     let again = sb.run_ours_as_dkms(&["autoinstall", "-k", K54]);
     assert_eq!((again.code, again.stdout.as_str()), (0, ""), "{again}");
 }
+
+#[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
+fn a_dkms_conf_with_zero_modules_is_added_and_installed_with_upstreams_warning() {
+    let sb = Sandbox::new();
+    let dir = sb.source_tree().join("nomods-1.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dkms.conf"),
+        "PACKAGE_NAME=nomods\nPACKAGE_VERSION=1.0\nAUTOINSTALL=yes\n",
+    )
+    .unwrap();
+    // kbuild builds nothing, successfully.
+    std::fs::write(dir.join("Makefile"), "obj-m :=\n").unwrap();
+    let warning = "dkms.conf: Warning! Zero modules specified.\n";
+    let add = sb.run_ours_as_dkms(&["add", "nomods/1.0"]);
+    assert_eq!(add.code, 0, "{add}");
+    assert_eq!(add.stderr, warning, "{add}");
+    let install = sb.run_ours_as_dkms(&["install", "nomods/1.0", "-k", K54]);
+    assert_eq!(install.code, 0, "{install}");
+    // Once for the build's reading of dkms.conf, once for the install's (the sandbox's
+    // relocated install tree adds a depmod warning of its own).
+    assert_eq!(install.stderr.matches(warning).count(), 2, "{install}");
+    let status = sb.run_ours_as_dkms(&["status", "nomods/1.0", "-k", K54]);
+    assert_eq!(
+        status.stdout,
+        format!("nomods/1.0, {K54}, x86_64: installed\n"),
+        "{status}"
+    );
+}

@@ -19,6 +19,9 @@ pub struct Paths {
     pub os_release: Vec<PathBuf>,
     /// `--kernelsourcedir`: headers to use instead of `<install_tree>/<k>/build`.
     pub kernel_source_dir: Option<PathBuf>,
+    /// `--config`: the kernel config to read (signature hash, compression,
+    /// BUILD_EXCLUSIVE_CONFIG) instead of the headers' own, for every kernel.
+    pub kernel_config: Option<PathBuf>,
     /// Scratch space (`/tmp`): a dkms.conf is evaluated in a fresh empty directory
     /// here, so what it writes to relative paths is thrown away.
     pub temp_dir: PathBuf,
@@ -33,6 +36,7 @@ impl Default for Paths {
             etc_dir: "/etc/dkms".into(),
             os_release: vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
             kernel_source_dir: None,
+            kernel_config: None,
             temp_dir: "/tmp".into(),
         }
     }

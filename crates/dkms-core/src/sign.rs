@@ -31,24 +31,32 @@ const DEBIAN_KBUILD_ROOT: &str = "/usr/lib";
 /// Why a module could not be signed, or a signing key could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    /// Generating a new certificate for an existing key would produce a certificate
-    /// nobody enrolled, so a lone key is never "repaired" behind the user's back.
+    /// The key's directory does not exist: dkms's openssl cannot write there either,
+    /// and a directory nobody asked for is never created (a typo in framework.conf
+    /// must not leave `/no/such/` behind).
     #[error(
-        "the signing certificate {certificate} is missing but its key {key} exists: restore the \
-         certificate, or remove the key so that a new pair is generated (and enroll the new \
-         certificate with `mokutil --import`)"
+        "the signing key {key} does not exist and cannot be generated: its directory is missing; \
+         create it, or correct mok_signing_key in framework.conf"
     )]
-    CertificateMissing { key: PathBuf, certificate: PathBuf },
-    /// A lone certificate is useless: its private key is gone.
+    KeyNotGenerated { key: PathBuf },
+    /// As [`SignError::KeyNotGenerated`], for the certificate.
     #[error(
-        "the signing key {key} is missing but its certificate {certificate} exists: restore the \
-         key, or remove the certificate so that a new pair is generated (and enroll the new \
-         certificate with `mokutil --import`)"
+        "the signing certificate {certificate} does not exist and cannot be generated: its \
+         directory is missing; create it, or correct mok_certificate in framework.conf"
     )]
-    KeyMissing { key: PathBuf, certificate: PathBuf },
-    #[error("cannot create {dir} for the signing key: {source}")]
+    CertificateNotGenerated { certificate: PathBuf },
+    #[error(
+        "cannot create a private scratch directory in {dir} for the new signing key: {source}"
+    )]
     CreateDir {
         dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot keep the lone half {file} of the old signing key pair as {kept}: {source}")]
+    SetAside {
+        file: PathBuf,
+        kept: PathBuf,
         #[source]
         source: io::Error,
     },
@@ -96,20 +104,46 @@ pub struct SigningKey {
     pub certificate: PathBuf,
 }
 
-/// The `sign-file` to sign with, or `None` when there is none (then modules stay unsigned,
-/// as with dkms).
-///
-/// Tried in order: `configured` (framework.conf's `sign_file`), the headers'
-/// `<kernel_source_dir>/scripts/sign-file`, and Debian's
-/// `/usr/lib/linux-kbuild-<major.minor>/scripts/sign-file` for `kernel_release`. Each must
-/// be an executable file; symlinks are followed (Debian's headers link `scripts` into
-/// the kbuild package).
+impl SigningKey {
+    /// The pair the settings name (framework.conf's `mok_signing_key` and
+    /// `mok_certificate`), else dkms's defaults `<dkms_tree>/mok.key` and `mok.pub`.
+    pub fn configured(settings: &crate::settings::Settings, paths: &crate::paths::Paths) -> Self {
+        SigningKey {
+            key: settings
+                .signing_key
+                .clone()
+                .unwrap_or_else(|| paths.dkms_tree.join("mok.key")),
+            certificate: settings
+                .signing_certificate
+                .clone()
+                .unwrap_or_else(|| paths.dkms_tree.join("mok.pub")),
+        }
+    }
+}
+
+/// The `sign-file` to sign with, or `None` when there is none usable (then modules stay
+/// unsigned, as with dkms). See [`sign_file_for`] for which one; it must be an
+/// executable file.
 pub fn find_sign_file(
     kernel_source_dir: &Path,
     configured: Option<&Path>,
     kernel_release: &str,
 ) -> Option<PathBuf> {
-    find_sign_file_in(
+    let chosen = sign_file_for(kernel_source_dir, configured, kernel_release);
+    is_usable_sign_file(&chosen).then_some(chosen)
+}
+
+/// The `sign-file` dkms names for `kernel_release` (its `Sign command:` line), usable
+/// or not: `configured` (framework.conf's `sign_file`) as it is, else Debian's
+/// `/usr/lib/linux-kbuild-<major.minor>/scripts/sign-file` when that file exists, else
+/// the headers' `<kernel_source_dir>/scripts/sign-file`. A configured path is never
+/// replaced by another: a typo there must show, not be papered over.
+pub fn sign_file_for(
+    kernel_source_dir: &Path,
+    configured: Option<&Path>,
+    kernel_release: &str,
+) -> PathBuf {
+    sign_file_in(
         kernel_source_dir,
         configured,
         kernel_release,
@@ -117,28 +151,30 @@ pub fn find_sign_file(
     )
 }
 
-/// [`find_sign_file`] with the directory holding `linux-kbuild-*` as a parameter, so
+/// [`sign_file_for`] with the directory holding `linux-kbuild-*` as a parameter, so
 /// tests need not write to /usr/lib.
-fn find_sign_file_in(
+fn sign_file_in(
     kernel_source_dir: &Path,
     configured: Option<&Path>,
     kernel_release: &str,
     kbuild_root: &Path,
-) -> Option<PathBuf> {
+) -> PathBuf {
     if let Some(configured) = configured {
-        if is_executable_file(configured) {
-            return Some(configured.to_path_buf());
-        }
-        log::warn!(
-            "the configured sign_file {} is not an executable file; looking for the kernel's",
-            configured.display()
-        );
+        return configured.to_path_buf();
     }
-    let mut candidates = vec![kernel_source_dir.join("scripts/sign-file")];
     if let Some(series) = major_minor(kernel_release) {
-        candidates.push(kbuild_root.join(format!("linux-kbuild-{series}/scripts/sign-file")));
+        let kbuild = kbuild_root.join(format!("linux-kbuild-{series}/scripts/sign-file"));
+        if kbuild.is_file() {
+            return kbuild;
+        }
     }
-    candidates.into_iter().find(|c| is_executable_file(c))
+    kernel_source_dir.join("scripts/sign-file")
+}
+
+/// Whether `path` can sign: an executable file (symlinks followed: Debian's headers
+/// link `scripts` into the kbuild package).
+pub fn is_usable_sign_file(path: &Path) -> bool {
+    is_executable_file(path)
 }
 
 /// `6.1` from `6.1.0-54-amd64`: the version Debian names its kbuild packages after.
@@ -157,48 +193,47 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Makes sure the key pair exists, generating it as upstream dkms does when neither file
-/// exists. Returns whether a new pair was made (the caller should then tell the user to
-/// enroll the certificate).
+/// Makes sure the key pair exists, generating it as upstream dkms does when either file
+/// is missing. Returns whether a new pair was made (the caller should then tell the user
+/// to enroll the certificate).
+///
+/// When only one half exists (its partner was deleted), a new pair is generated as
+/// upstream does, but the lone half is first renamed to `<name>.old` instead of being
+/// overwritten, so a key whose certificate is enrolled is never lost.
 ///
 /// The pair is written into a private temporary directory next to the key and moved into
 /// place, so the private key is never readable by others, not even for a moment, and
 /// an interrupted run leaves no half-written key. Two files cannot appear in one step:
 /// a run killed between them leaves the pair whole in its scratch directory, and the
-/// next call finishes the job (see [`finish_interrupted`]). Fails when only one of the
-/// two files exists (see [`SignError::KeyMissing`]), or when openssl fails or is not
-/// installed.
+/// next call finishes the job (see [`finish_interrupted`]). Fails when a file's
+/// directory is missing (never created), or when openssl fails or is not installed.
 pub fn ensure_signing_key(key: &SigningKey) -> Result<bool, SignError> {
     // sign-file takes PKCS#11 URIs for keys kept in a token; there is no file to check.
     let key_is_uri = key.key.to_str().is_some_and(|k| k.starts_with("pkcs11:"));
-    if !key_is_uri {
-        finish_interrupted(key)?;
+    if key_is_uri {
+        return Ok(false);
     }
-    let key_exists = key_is_uri || key.key.exists();
-    match (key_exists, key.certificate.exists()) {
-        (true, true) => return Ok(false),
-        (true, false) => {
-            return Err(SignError::CertificateMissing {
-                key: key.key.clone(),
-                certificate: key.certificate.clone(),
-            })
-        }
-        (false, true) => {
-            return Err(SignError::KeyMissing {
-                key: key.key.clone(),
-                certificate: key.certificate.clone(),
-            })
-        }
-        (false, false) => {}
+    finish_interrupted(key)?;
+    let (key_exists, cert_exists) = (key.key.exists(), key.certificate.exists());
+    if key_exists && cert_exists {
+        return Ok(false);
     }
-
     let key_dir = parent_dir(&key.key);
     let cert_dir = parent_dir(&key.certificate);
-    for dir in [key_dir, cert_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| SignError::CreateDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+    if !key_dir.is_dir() {
+        return Err(SignError::KeyNotGenerated {
+            key: key.key.clone(),
+        });
+    }
+    if !cert_dir.is_dir() {
+        return Err(SignError::CertificateNotGenerated {
+            certificate: key.certificate.clone(),
+        });
+    }
+    for (exists, lone) in [(key_exists, &key.key), (cert_exists, &key.certificate)] {
+        if exists {
+            set_aside(lone)?;
+        }
     }
     // tempfile creates the directory with mode 0700.
     let scratch = tempfile::Builder::new()
@@ -256,6 +291,26 @@ pub fn ensure_signing_key(key: &SigningKey) -> Result<bool, SignError> {
     place_certificate(&new_cert, &key.certificate)?;
     move_into_place(&new_key, &key.key)?;
     Ok(true)
+}
+
+/// Renames the lone half of an old pair to `<name>.old` (replacing an earlier one),
+/// through a handle for its directory.
+fn set_aside(lone: &Path) -> Result<(), SignError> {
+    let mut kept_name = file_name(lone).to_os_string();
+    kept_name.push(".old");
+    let kept = lone.with_file_name(&kept_name);
+    log::info!(
+        "keeping the lone {} as {} and generating a new key pair",
+        lone.display(),
+        kept.display()
+    );
+    let dir = Root::open(parent_dir(lone))?;
+    dir.rename(Path::new(file_name(lone)), Path::new(&kept_name))
+        .map_err(|e| SignError::SetAside {
+            file: lone.to_path_buf(),
+            kept,
+            source: io::Error::other(e),
+        })
 }
 
 /// Prefix of the scratch directory a key pair is generated in, next to the key:
@@ -531,29 +586,31 @@ mod tests {
     }
 
     #[test]
-    fn sign_file_is_looked_for_in_configured_then_headers_then_debian_kbuild() {
+    fn sign_file_is_the_configured_one_else_debian_kbuild_else_the_headers_as_upstream() {
         let root = tempfile::tempdir().unwrap();
         let headers = root.path().join("headers");
         let kbuild = root.path().join("usr-lib");
         let configured = root.path().join("my-sign-file");
         let in_headers = headers.join("scripts/sign-file");
         let in_kbuild = kbuild.join("linux-kbuild-6.1/scripts/sign-file");
-        let find = |configured: Option<&Path>| {
-            find_sign_file_in(&headers, configured, "6.1.0-54-amd64", &kbuild)
+        let named = |configured: Option<&Path>| {
+            sign_file_in(&headers, configured, "6.1.0-54-amd64", &kbuild)
         };
 
-        assert_eq!(find(None), None);
-        write_executable(&in_kbuild);
-        assert_eq!(find(None), Some(in_kbuild.clone()));
+        // What upstream's `Sign command:` line names, whether it exists or not.
+        assert_eq!(named(None), in_headers);
         write_executable(&in_headers);
-        assert_eq!(find(None), Some(in_headers.clone()));
-        // A configured path that does not exist falls back to the kernel's.
-        assert_eq!(find(Some(&configured)), Some(in_headers.clone()));
+        assert_eq!(named(None), in_headers);
+        write_executable(&in_kbuild);
+        assert_eq!(named(None), in_kbuild, "Debian's kbuild copy comes first");
+        // A configured path is kept even when it does not exist (then: not usable).
+        assert_eq!(named(Some(&configured)), configured);
+        assert!(!is_usable_sign_file(&configured));
         write_executable(&configured);
-        assert_eq!(find(Some(&configured)), Some(configured.clone()));
+        assert!(is_usable_sign_file(&configured));
         // Not executable: unusable.
-        std::fs::set_permissions(&in_headers, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(find(None), Some(in_kbuild));
+        std::fs::set_permissions(&in_kbuild, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!is_usable_sign_file(&in_kbuild));
     }
 
     #[test]
@@ -570,8 +627,12 @@ mod tests {
     #[test]
     #[ignore = "tier b: builds a real module against the installed kernel headers; scripts/test runs it"]
     fn sign_file_of_the_installed_headers_is_found_through_the_scripts_symlink() {
+        // On Debian the kbuild package's copy, which the headers' `scripts` links to.
         let found = find_sign_file(headers(), None, release()).unwrap();
-        assert_eq!(found, headers().join("scripts/sign-file"));
+        assert_eq!(
+            found.canonicalize().unwrap(),
+            headers().join("scripts/sign-file").canonicalize().unwrap()
+        );
     }
 
     #[test]
@@ -581,6 +642,7 @@ mod tests {
             key: dir.path().join("state/mok.key"),
             certificate: dir.path().join("state/mok.pub"),
         };
+        std::fs::create_dir(dir.path().join("state")).unwrap();
         assert!(ensure_signing_key(&key).unwrap());
 
         let mode = std::fs::metadata(&key.key).unwrap().permissions().mode();
@@ -662,37 +724,53 @@ mod tests {
     }
 
     #[test]
-    fn half_a_key_pair_is_an_error_naming_the_missing_file() {
+    fn half_a_key_pair_is_regenerated_keeping_the_lone_half_as_old() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey {
             key: dir.path().join("mok.key"),
             certificate: dir.path().join("mok.pub"),
         };
-        std::fs::write(&key.key, "key").unwrap();
-        let err = ensure_signing_key(&key).unwrap_err();
-        assert!(
-            matches!(err, SignError::CertificateMissing { .. }),
-            "{err:?}"
+        std::fs::write(&key.key, "old key").unwrap();
+        assert!(ensure_signing_key(&key).unwrap());
+        assert!(key.certificate.is_file());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("mok.key.old")).unwrap(),
+            "old key"
         );
-        assert!(err.to_string().contains("certificate"), "{err}");
-        assert!(
-            err.to_string()
-                .contains(&key.certificate.display().to_string()),
-            "{err}"
-        );
+        assert!(std::fs::read_to_string(&key.key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
 
         std::fs::remove_file(&key.key).unwrap();
-        std::fs::write(&key.certificate, "cert").unwrap();
+        let cert = std::fs::read(&key.certificate).unwrap();
+        assert!(ensure_signing_key(&key).unwrap());
+        assert_eq!(std::fs::read(dir.path().join("mok.pub.old")).unwrap(), cert);
+        assert!(key.key.is_file());
+    }
+
+    #[test]
+    fn a_key_in_a_missing_directory_is_an_error_and_no_directory_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey {
+            key: dir.path().join("no/such/path.key"),
+            certificate: dir.path().join("mok.pub"),
+        };
         let err = ensure_signing_key(&key).unwrap_err();
-        assert!(matches!(err, SignError::KeyMissing { .. }), "{err:?}");
+        assert!(matches!(err, SignError::KeyNotGenerated { .. }), "{err:?}");
+        assert!(err.to_string().contains("mok_signing_key"), "{err}");
+        assert!(!dir.path().join("no").exists());
+
+        let cert = SigningKey {
+            key: dir.path().join("mok.key"),
+            certificate: dir.path().join("no/such/path.crt"),
+        };
+        let err = ensure_signing_key(&cert).unwrap_err();
         assert!(
-            err.to_string().contains(&key.key.display().to_string()),
-            "{err}"
+            matches!(err, SignError::CertificateNotGenerated { .. }),
+            "{err:?}"
         );
-        assert!(
-            !key.key.exists(),
-            "no key is generated for a lone certificate"
-        );
+        assert!(!dir.path().join("no").exists());
+        assert!(!cert.key.exists(), "no half pair is written");
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct GlobalArgs {
     pub quiet: bool,
     #[arg(long)]
     pub verbose: bool,
+    /// Log every command run and every decision (log level debug); upstream's
+    /// `--debug` traces its bash instead.
+    #[arg(long)]
+    pub debug: bool,
     /// DKMS tree (default /var/lib/dkms).
     #[arg(long = "dkmstree", value_name = "DIR")]
     pub dkms_tree: Option<PathBuf>,
@@ -90,6 +94,10 @@ pub struct GlobalArgs {
     /// Kernel module directories (default /usr/lib/modules).
     #[arg(long = "installtree", value_name = "DIR")]
     pub install_tree: Option<PathBuf>,
+    /// The kernel config to use (signature hash, compression, BUILD_EXCLUSIVE_CONFIG)
+    /// instead of the headers' `include/config/auto.conf` or `.config`.
+    #[arg(long = "config", value_name = "FILE")]
+    pub kernel_config: Option<PathBuf>,
     /// Kernel headers to build against instead of <installtree>/<kernel>/build.
     #[arg(long = "kernelsourcedir", value_name = "DIR")]
     pub kernel_source_dir: Option<PathBuf>,
@@ -174,6 +182,12 @@ pub enum Action {
     /// for it.
     #[value(name = "kernel_prerm")]
     KernelPrerm,
+    /// Make sure the module signing key and certificate exist (mok_signing_key and
+    /// mok_certificate of framework.conf, default /var/lib/dkms/mok.key and mok.pub),
+    /// generating a new pair with openssl when either is missing. Enroll the
+    /// certificate with `mokutil --import`.
+    #[value(name = "generate_mok")]
+    GenerateMok,
     /// (packaging) Print shell completions: `completions bash|zsh|fish`.
     #[value(hide = true)]
     Completions,

@@ -55,7 +55,7 @@ pub fn run(
     };
     match action {
         Action::Add => {
-            let source = add_source(global, targets)?;
+            let source = add_source(global, targets, renderer.face)?;
             let (kernel, arch) = with_default().remove(0);
             let (m, v) = engine::add(host, &source, &kernel, &arch, &options, renderer)?;
             renderer.event(Event::Added {
@@ -271,9 +271,63 @@ pub fn run(
         | Action::Hook
         | Action::Completions
         | Action::Manpage
+        | Action::GenerateMok
         | Action::Cleanup => {
             bail!("{action:?} is not an engine command")
         }
+    }
+}
+
+/// `generate_mok`: makes sure the signing key pair exists, as upstream's (which
+/// names both files first, then generates a pair when either is missing). Exits 1
+/// when no pair could be had, as upstream does.
+pub fn generate_mok(host: &Host, renderer: &Renderer) -> Result<Exit> {
+    use dkms_core::sign::{self, SigningKey};
+    use render::Line;
+    let pair = SigningKey::configured(&host.settings, &host.paths);
+    let dkms = renderer.face == Face::Dkms;
+    if dkms {
+        renderer.print(&Line::Out(format!("Signing key: {}", pair.key.display())));
+        renderer.print(&Line::Out(format!(
+            "Public certificate (MOK): {}",
+            pair.certificate.display()
+        )));
+    }
+    match sign::ensure_signing_key(&pair) {
+        Ok(generated) => {
+            if dkms && generated {
+                renderer.print(&Line::Out(
+                    "Certificate or key are missing, generating self signed certificate for MOK..."
+                        .to_string(),
+                ));
+            } else if !dkms {
+                renderer.print(&Line::Step(format!(
+                    "{} signing key {} and certificate {}{}",
+                    if generated {
+                        "Generated the"
+                    } else {
+                        "Kept the"
+                    },
+                    pair.key.display(),
+                    pair.certificate.display(),
+                    if generated {
+                        " (enroll it with `mokutil --import`)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            Ok(Exit::Success)
+        }
+        Err(error) if dkms => {
+            renderer.print(&Line::Out(render::upstream::no_key_line(
+                &error,
+                &pair.key,
+                &pair.certificate,
+            )));
+            Ok(Exit::Failure)
+        }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -295,11 +349,47 @@ fn match_kernel(
     let Some((kernel, arch)) = kernels.first() else {
         bail!(refuse(Exit::Failure, "match needs -k <kernel>"));
     };
+    let dkms = renderer.face == Face::Dkms;
     if template == kernel {
         bail!(refuse(
             Exit::Usage,
-            format!("The templatekernel and the specified kernel version are the same: {kernel}")
+            if dkms {
+                "The templatekernel and the specified kernel version are the same.".to_string()
+            } else {
+                format!(
+                    "The templatekernel and the specified kernel version are the same: {kernel}"
+                )
+            }
         ));
+    }
+    if dkms {
+        // Upstream's header, and its line when the template kernel has nothing
+        // installed (of the module given with -m, if one is).
+        use render::Line::Out;
+        let module = global
+            .module
+            .as_deref()
+            .map(|m| m.split('/').next().unwrap_or(m));
+        renderer.print(&Out(String::new()));
+        renderer.print(&Out(format!(
+            "Matching modules in kernel: {kernel} ({arch})"
+        )));
+        renderer.print(&Out(format!(
+            "to the configuration of kernel: {template} ({arch})"
+        )));
+        let paths = &host.paths;
+        let anything = dkms_core::tree::module_versions(paths, module, None)
+            .iter()
+            .any(|mv| {
+                dkms_core::tree::is_installed(paths, &mv.module, &mv.version, template, arch)
+            });
+        if !anything {
+            renderer.print(&Out(String::new()));
+            renderer.print(&Out(
+                "There is nothing to be done for this match.".to_string()
+            ));
+            return Ok(Exit::Success);
+        }
     }
     let failed = commands::match_kernel(host, template, kernel, arch, options, renderer);
     for outcome in &failed {
@@ -451,7 +541,7 @@ fn add_first(
     options: &Options,
     renderer: &Renderer,
 ) -> Result<(String, String)> {
-    let source = add_source(global, targets)?;
+    let source = add_source(global, targets, Face::DkmsHook)?;
     if let AddSource::ModuleVersion { module, version } = &source {
         if !dkms_core::tree::module_versions(&host.paths, Some(module), Some(version)).is_empty() {
             return Ok((module.clone(), version.clone()));
@@ -528,15 +618,29 @@ fn require_added(host: &Host, module: &str, version: &str) -> Result<()> {
 }
 
 /// What `add` was given: a path (directory or dkms.conf) or a module/version.
-fn add_source(global: &GlobalArgs, targets: &[String]) -> Result<AddSource> {
+fn add_source(global: &GlobalArgs, targets: &[String], face: Face) -> Result<AddSource> {
     if let Some(first) = targets.first() {
         let path = PathBuf::from(first);
-        if path.exists() {
+        // Upstream takes a directory for a source only when it holds a dkms.conf;
+        // otherwise the word is read as module/version (and is not one).
+        let not_a_source = face == Face::Dkms && path.is_dir() && !path.join("dkms.conf").is_file();
+        if path.exists() && !not_a_source {
             return Ok(AddSource::Path(path));
         }
     }
-    let (module, version) = module_version(global, targets)?;
-    Ok(AddSource::ModuleVersion { module, version })
+    match module_version(global, targets) {
+        Ok((module, version)) => Ok(AddSource::ModuleVersion { module, version }),
+        Err(e) if face == Face::Dkms && e.to_string().starts_with("Arguments <module>") => {
+            bail!(refuse(
+                Exit::Failure,
+                "Arguments <module> and <module-version> are not specified.\n\
+                 Usage: add <module>/<module-version> or\n       \
+                 add -m <module>/<module-version> or\n       \
+                 add -m <module> -v <module-version>"
+            ))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The running kernel's release, as `uname -r` prints it.

@@ -107,9 +107,31 @@ fn main() -> ExitCode {
         ));
         return ExitCode::from(Exit::Usage.code());
     }
-    let cli = Cli::parse();
+    let face = face();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if face == Face::Dkms
+                && e.kind() == clap::error::ErrorKind::MissingRequiredArgument =>
+        {
+            // Upstream without an action: its error, its usage on stdout, and exit 0
+            // (its script ends with the usage's echo).
+            Printer::new(cli::ColorChoice::Never, false)
+                .upstream_error("Unknown action specified: \"\"");
+            print!("{}", render::upstream::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
+    if face == Face::Dkms && cli.global.quiet {
+        // Upstream's -q is `exec >/dev/null 2>&1`: nothing at all is printed, errors
+        // and status included, and the children inherit it.
+        if let Err(e) = silence_stdio() {
+            Printer::new(cli.global.color, false).error(&anyhow::anyhow!("-q: {e}"));
+        }
+    }
     let printer = Printer::new(cli.global.color, cli.global.quiet);
-    let renderer = Renderer::new(&printer, face());
+    let renderer = Renderer::new(&printer, face);
     let exit = match run(cli, &renderer) {
         Ok(exit) => exit,
         Err(err) if is_broken_pipe(&err) => Exit::Success,
@@ -124,9 +146,35 @@ fn main() -> ExitCode {
     ExitCode::from(exit.code())
 }
 
-/// Log level: RUST_LOG, else --verbose, else the settings' log_level, else warn.
+/// Points stdout and stderr at /dev/null, as a shell's `exec >/dev/null 2>&1`.
+/// The null device is opened with open(2) like the dup2 that follows: it is no file
+/// of any tree, so it is not the fs layer's business.
+fn silence_stdio() -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: a NUL-terminated constant path; open touches no memory of ours.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    let null = unsafe { OwnedFd::from_raw_fd(fd) };
+    for stdio in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 on a descriptor we own and the process's stdio; it touches no
+        // memory of ours.
+        if unsafe { libc::dup2(null.as_raw_fd(), stdio) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Log level: RUST_LOG, else --debug, else --verbose, else the settings' log_level,
+/// else warn.
 fn init_logging(global: &GlobalArgs, configured: Option<&str>) {
-    let default = if global.verbose {
+    let default = if global.debug {
+        "debug"
+    } else if global.verbose {
         "info"
     } else {
         configured.unwrap_or("warn")
@@ -148,6 +196,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
     let (face, printer) = (renderer.face, renderer.printer);
     let host = host(&cli.global, face)?;
+    let _ = renderer.pending.paths.set(host.paths.clone());
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
     // Commands that change the trees run one at a time; status and plan never wait.
@@ -190,6 +239,7 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
             "Unknown action specified: \"plan\" (plan is a dkms-hook command; run dkms-hook plan)"
         )),
         Action::Plan => commands::plan(&host, &cli.global, cli.json),
+        Action::GenerateMok => commands::generate_mok(&host, renderer),
         Action::Cleanup => commands::cleanup(&host, cli.global.yes, cli.json, renderer),
         Action::Completions => {
             use clap::CommandFactory;
@@ -270,6 +320,7 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
         paths.install_tree = t.clone();
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
+    paths.kernel_config = global.kernel_config.clone();
     let mut host = Host::new(paths, settings);
     // Upstream passes its caller's environment on to dkms.conf, the scripts and make
     // (a hook's: pacman's); the library never reads the environment itself.
@@ -334,7 +385,12 @@ const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60
 fn changes_trees(action: Action) -> bool {
     !matches!(
         action,
-        Action::Status | Action::Plan | Action::Completions | Action::Manpage | Action::Cleanup
+        Action::Status
+            | Action::Plan
+            | Action::Completions
+            | Action::Manpage
+            | Action::Cleanup
+            | Action::GenerateMok
     )
 }
 

@@ -37,6 +37,7 @@ fn host(root: &Path) -> Host {
         etc_dir: root.join("etc"),
         os_release: Vec::new(),
         kernel_source_dir: None,
+        kernel_config: None,
         temp_dir: root.to_path_buf(),
     };
     // Trust is not what these tests are about, and as a normal user (tier a) the

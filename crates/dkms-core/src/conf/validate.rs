@@ -190,13 +190,10 @@ fn module_specs(
         .filter_map(|name| raw.max_index(name))
         .max()
         .map_or(0, |max| max + 1);
+    // Zero modules is valid, as upstream has it (it warns; a package may ship only
+    // firmware or userspace parts through its scripts): nothing is built or installed.
     if count == 0 {
-        return Err(ConfError::directive(
-            file,
-            "DEST_MODULE_LOCATION",
-            "is missing, so no module is described",
-            "add DEST_MODULE_LOCATION[0]=\"/updates/dkms\" (and BUILT_MODULE_NAME[0] if the module is not named like the package)",
-        ));
+        return Ok(Vec::new());
     }
     // A hole in an optional array means "the default" for that module, as upstream
     // reads it; a hole in a required one is an error here rather than a confusing

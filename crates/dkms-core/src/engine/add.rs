@@ -96,6 +96,7 @@ pub fn add(
         .unwrap_or_else(|| source_dir.join("dkms.conf"));
     let ctx = host.eval_context(&module, &version, kernel, arch);
     let parsed = conf::evaluate(&conf_file, &ctx)?;
+    super::note_no_modules(&parsed, progress);
     for d in &parsed.deprecations {
         progress.event(Event::Deprecated {
             file: &conf_file,

@@ -71,6 +71,8 @@ fn build_target(
     }
     super::prepare_target(host, target)?;
     let conf = read_conf(host, target, options)?;
+    super::note_no_modules(&conf, progress);
+    super::note_deprecations(&conf, progress);
     if let Some(reason) = &conf.excluded {
         return Err(EngineError::Excluded {
             target: Box::new(target.clone()),
@@ -508,14 +510,20 @@ fn stage_modules(
             }
         }
         if let Some((sign_file, hash, key)) = &signing {
+            let built = host
+                .paths
+                .shared_build_dir(&target.module, &target.version)
+                .join(format!("{}{}.ko", spec.built_location, spec.built_name));
             match sign::sign_module(sign_file, hash, key, &staged_ko) {
                 Ok(_) => progress.event(Event::Signed {
                     target,
                     file: &staged_ko,
+                    built: &built,
                 }),
                 Err(e) => progress.event(Event::SigningFailed {
                     target,
                     file: &staged_ko,
+                    built: &built,
                     error: &e,
                 }),
             }
@@ -553,26 +561,19 @@ fn signing_setup(
 ) -> Option<(PathBuf, String, sign::SigningKey)> {
     let hash = kernel_config?.signature_hash()?;
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
-    let Some(sign_file) = sign::find_sign_file(
+    let sign_file = sign::sign_file_for(
         &kernel_source_dir,
         host.settings.sign_file.as_deref(),
         &target.kernel,
-    ) else {
-        progress.event(Event::SignFileMissing { target });
+    );
+    if !sign::is_usable_sign_file(&sign_file) {
+        progress.event(Event::SignFileMissing {
+            target,
+            sign_file: &sign_file,
+        });
         return None;
-    };
-    let key = sign::SigningKey {
-        key: host
-            .settings
-            .signing_key
-            .clone()
-            .unwrap_or_else(|| host.paths.dkms_tree.join("mok.key")),
-        certificate: host
-            .settings
-            .signing_certificate
-            .clone()
-            .unwrap_or_else(|| host.paths.dkms_tree.join("mok.pub")),
-    };
+    }
+    let key = sign::SigningKey::configured(&host.settings, &host.paths);
     // Parallel builds must not each generate a key pair and mix the halves.
     static KEY_GENERATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let generated = {
@@ -586,7 +587,13 @@ fn signing_setup(
         }),
         Ok(false) => {}
         Err(e) => {
-            progress.event(Event::NoSigningKey { target, error: &e });
+            progress.event(Event::NoSigningKey {
+                target,
+                sign_file: &sign_file,
+                key: &key.key,
+                certificate: &key.certificate,
+                error: &e,
+            });
             return None;
         }
     }
@@ -627,7 +634,10 @@ pub(crate) fn run_script(
         });
         return Ok(());
     }
-    progress.event(Event::RunningScript { kind });
+    progress.event(Event::RunningScript {
+        kind,
+        logged: log.is_some(),
+    });
     // dkms exports these four to the build and install children (they reach them as
     // temporary assignments on its function calls), not to POST_ADD or POST_REMOVE.
     let exports = if matches!(kind, "post_add" | "post_remove") {
@@ -681,6 +691,9 @@ pub(crate) fn run_script(
             code: exit_number(&status),
             log: log_path,
         });
+    }
+    if log.is_some() {
+        progress.event(Event::ScriptDone { kind });
     }
     Ok(())
 }

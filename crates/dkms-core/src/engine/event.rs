@@ -23,6 +23,9 @@ pub enum Event<'a> {
         directive: &'a str,
         advice: &'a str,
     },
+    /// A dkms.conf describes no kernel module (valid: nothing is built or
+    /// installed; a warning each time it is read, as upstream warns).
+    NoModules { file: &'a Path },
     /// `<m>/<v>/source` now points at the module source.
     LinkedSource { link: &'a Path, target: &'a Path },
     /// `add` registered a module version.
@@ -53,11 +56,14 @@ pub enum Event<'a> {
         target: &'a Target,
         error: &'a (dyn Error + 'static),
     },
-    /// Signing a module failed; it stays unsigned (a warning).
+    /// Signing a module failed; it stays unsigned (a warning). `file` is the copy
+    /// being signed, `built` the module it is a copy of (`<m>/<v>/build/<name>.ko`,
+    /// the name upstream's message gives).
     SigningFailed {
         target: &'a Target,
         file: &'a Path,
-        error: &'a (dyn Error + 'static),
+        built: &'a Path,
+        error: &'a crate::sign::SignError,
     },
     /// Compressing a module failed; it stays uncompressed (a warning).
     CompressionFailed {
@@ -65,16 +71,25 @@ pub enum Event<'a> {
         file: &'a Path,
         error: &'a (dyn Error + 'static),
     },
-    /// The kernel wants signed modules but there is no sign-file (a warning).
-    SignFileMissing { target: &'a Target },
+    /// The kernel wants signed modules but `sign_file` (the one chosen, as upstream
+    /// chooses) is not an executable file (a warning).
+    SignFileMissing {
+        target: &'a Target,
+        sign_file: &'a Path,
+    },
     /// The modules of a build are signed with this tool, key and certificate.
     SigningWith {
         sign_file: &'a Path,
         key: &'a Path,
         certificate: &'a Path,
     },
-    /// One module file was signed.
-    Signed { target: &'a Target, file: &'a Path },
+    /// One module file was signed: `file`, the staged copy of `built`
+    /// (`<m>/<v>/build/<name>.ko`, the name upstream's line gives).
+    Signed {
+        target: &'a Target,
+        file: &'a Path,
+        built: &'a Path,
+    },
     /// A build succeeded (its modules are in the DKMS tree).
     Built { target: &'a Target },
     /// A module signing key pair was generated.
@@ -82,10 +97,14 @@ pub enum Event<'a> {
         key: &'a Path,
         certificate: &'a Path,
     },
-    /// No signing key could be had; modules are not signed (a warning).
+    /// No signing key could be had; modules are not signed (a warning). The tool,
+    /// key and certificate that were to be used come along: upstream names them first.
     NoSigningKey {
         target: &'a Target,
-        error: &'a (dyn Error + 'static),
+        sign_file: &'a Path,
+        key: &'a Path,
+        certificate: &'a Path,
+        error: &'a crate::sign::SignError,
     },
     /// A dkms.conf script is not executable and is skipped (a warning).
     ScriptNotExecutable {
@@ -94,7 +113,14 @@ pub enum Event<'a> {
         path: &'a Path,
     },
     /// A dkms.conf script (PRE_BUILD, POST_ADD, ...) runs.
-    RunningScript { kind: &'a str },
+    RunningScript {
+        kind: &'a str,
+        /// Whether its output goes to make.log (PRE_BUILD, POST_BUILD); the others
+        /// write to the caller's terminal, as with upstream.
+        logged: bool,
+    },
+    /// A script whose output went to make.log finished successfully.
+    ScriptDone { kind: &'a str },
 
     // install, uninstall, depmod, remove
     /// PRE_INSTALL failed and `--force` installs anyway (a warning).
@@ -228,6 +254,7 @@ impl Event<'_> {
         // No wildcard: a new event must be classified here.
         match self {
             Event::Deprecated { .. }
+            | Event::NoModules { .. }
             | Event::BuildingDespiteMissingDependencies { .. }
             | Event::ModuleExcluded { .. }
             | Event::WaitingForInterruptedBuild { .. }
@@ -269,6 +296,7 @@ impl Event<'_> {
             | Event::RemovingForKernel { .. }
             | Event::TargetDone { .. }
             | Event::RunningScript { .. }
+            | Event::ScriptDone { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }
             | Event::Uninstalling { .. }

@@ -45,6 +45,7 @@ pub fn install(
         build(host, target, options, progress)?;
     }
     let conf = read_conf(host, target, options)?;
+    super::note_no_modules(&conf, progress);
     let source_dir = target.source_link(&host.paths);
     if let Some(script) = &conf.pre_install {
         if let Err(e) = super::build::run_script(

@@ -391,6 +391,25 @@ pub(crate) fn require_added(
     }
 }
 
+/// Says so when a dkms.conf describes no module (upstream warns every time it reads one).
+pub(crate) fn note_no_modules(conf: &crate::conf::DkmsConf, progress: &dyn Progress) {
+    if conf.modules.is_empty() {
+        progress.event(Event::NoModules { file: &conf.file });
+    }
+}
+
+/// Warns about the deprecated directives of a dkms.conf (add does, and each build, as
+/// upstream's strict reading does).
+pub(crate) fn note_deprecations(conf: &crate::conf::DkmsConf, progress: &dyn Progress) {
+    for d in &conf.deprecations {
+        progress.event(Event::Deprecated {
+            file: &conf.file,
+            directive: &d.directive,
+            advice: &d.advice,
+        });
+    }
+}
+
 /// Evaluates the dkms.conf for a target, honouring `-c`.
 pub(crate) fn read_conf(
     host: &crate::Host,

@@ -231,8 +231,12 @@ impl Paths {
             .unwrap_or_else(|| self.kernel_dir(kernel).join("build"))
     }
 
-    /// The kernel config BUILD_EXCLUSIVE_CONFIG reads, preferring `auto.conf` as dkms does.
+    /// The kernel config BUILD_EXCLUSIVE_CONFIG reads, preferring `auto.conf` as dkms does;
+    /// `--config` (`Paths::kernel_config`) wins for every kernel, as with dkms.
     pub fn kernel_config(&self, kernel: &str) -> PathBuf {
+        if let Some(config) = &self.kernel_config {
+            return config.clone();
+        }
         let source = self.kernel_source_dir(kernel);
         let auto = source.join("include/config/auto.conf");
         if auto.exists() {

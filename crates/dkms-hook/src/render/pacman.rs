@@ -21,6 +21,10 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             directive,
             advice,
         } => Warning(format!("{}: {directive} is deprecated: {advice}", file.display())),
+        E::NoModules { file } => Warning(format!(
+            "{}: describes no kernel module (no BUILT_MODULE_NAME or DEST_MODULE_LOCATION); nothing is built or installed",
+            file.display()
+        )),
         E::LinkedSource { link, target } => Step(format!(
             "Creating symlink {} -> {}",
             link.display(),
@@ -55,6 +59,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             target,
             file,
             error,
+            ..
         } => Warning(format!(
             "{target}: signing {} failed: {error}",
             file.display()
@@ -67,7 +72,7 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             "{target}: compressing {} failed, keeping it uncompressed: {error}",
             file.display()
         )),
-        E::SignFileMissing { target } => Warning(format!(
+        E::SignFileMissing { target, .. } => Warning(format!(
             "{target}: the kernel wants signed modules but sign-file was not found; modules are not signed"
         )),
         E::SigningKeyGenerated { key, certificate } => Step(format!(
@@ -75,14 +80,14 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             key.display(),
             certificate.display()
         )),
-        E::NoSigningKey { target, error } => Warning(format!(
+        E::NoSigningKey { target, error, .. } => Warning(format!(
             "{target}: no signing key: {error}; modules are not signed"
         )),
         E::ScriptNotExecutable { target, kind, path } => Warning(format!(
             "{target}: the {kind} script {} is not executable; skipped",
             path.display()
         )),
-        E::RunningScript { kind } => Step(format!("Running the {kind} script")),
+        E::RunningScript { kind, .. } => Step(format!("Running the {kind} script")),
         E::InstallingDespitePreInstall { error } => {
             Warning(format!("{error}; installing anyway (--force)"))
         }
@@ -216,7 +221,8 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         | E::Built { .. }
         | E::Uninstalled { .. }
         | E::DepmodDone { .. }
-        | E::TargetDone { .. } => return None,
+        | E::TargetDone { .. }
+        | E::ScriptDone { .. } => return None,
     })
 }
 

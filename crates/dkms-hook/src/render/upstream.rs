@@ -11,6 +11,7 @@
 use super::{pacman, Line};
 use dkms_core::commands::Outcomes;
 use dkms_core::engine::{EngineError, Event};
+use dkms_core::sign::SignError;
 use dkms_core::tree::Target;
 use std::path::Path;
 use std::sync::Mutex;
@@ -19,13 +20,31 @@ use std::sync::Mutex;
 /// <file>` after `Building module(s)... done.`, we sign before the build is done.
 #[derive(Default)]
 pub struct Pending {
-    signed: Mutex<Vec<String>>,
+    signed: Mutex<Vec<Held>>,
     /// The blank line after an autoinstall job: upstream prints it after the
     /// kernel's depmod, which our scheduler runs once the job has ended.
     blank: Mutex<bool>,
     /// `Autoinstall of module ...`: upstream prints the signing lines before it,
     /// we know them only once the job's build has started.
     job_line: Mutex<Option<String>>,
+    /// The trees, for the paths upstream's messages name (set once the command's host
+    /// is known).
+    pub paths: std::sync::OnceLock<dkms_core::Paths>,
+}
+
+/// A line held back in [`Pending`], for stdout or stderr.
+enum Held {
+    Out(String),
+    Err(String),
+}
+
+impl Held {
+    fn line(self) -> Line<'static> {
+        match self {
+            Held::Out(text) => Line::Out(text),
+            Held::Err(text) => Line::Err(text),
+        }
+    }
 }
 
 impl Pending {
@@ -71,6 +90,37 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         // Upstream copies a source directory into the source tree without a word, and
         // says nothing more once the symlink is made.
         E::CopyingSource { .. } | E::Added { .. } => vec![],
+        // Upstream says `... done.` once a logged script has finished, and names the
+        // others with a colon before their output (which reaches the terminal).
+        E::RunningScript { logged: true, .. } => vec![],
+        E::RunningScript {
+            kind,
+            logged: false,
+        } => one(Out(format!("Running the {kind} script:"))),
+        E::ScriptDone { kind } => one(Out(format!("Running the {kind} script... done."))),
+        // Upstream names a replacement only for OBSOLETE_BY; the others are just named.
+        E::Deprecated {
+            file, directive, ..
+        } if directive != "OBSOLETE_BY" => one(Line::Err(format!(
+            "Deprecated feature: {directive} ({})",
+            file.display()
+        ))),
+        E::Deprecated {
+            file,
+            directive,
+            advice,
+        } => one(Line::Err(format!(
+            "Deprecated feature: {directive} ({}): {advice}",
+            file.display()
+        ))),
+        E::BuildingDespiteMissingDependencies { target, missing } => one(Line::Err(format!(
+            "Warning: Trying to build module {} despite of missing BUILD_DEPENDS: {}.",
+            for_kernel(target),
+            missing.join(" ")
+        ))),
+        E::NoModules { .. } => one(Line::Err(
+            "dkms.conf: Warning! Zero modules specified.".to_string(),
+        )),
         E::LinkedSource { link, target } => one(Out(format!(
             "Creating symlink {} -> {}",
             link.display(),
@@ -82,28 +132,54 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             sign_file,
             key,
             certificate,
-        } => vec![
-            Out(format!("Sign command: {}", sign_file.display())),
-            Out(format!("Signing key: {}", key.display())),
-            Out(format!(
-                "Public certificate (MOK): {}",
-                certificate.display()
-            )),
-            Out(String::new()),
-        ],
-        E::SigningKeyGenerated { .. } => one(Out(
-            "Certificate or key are missing, generating self signed certificate for MOK..."
-                .to_string(),
-        )),
-        E::Signed { file, .. } => {
+        } => {
+            let mut lines = sign_prologue(sign_file, Some((key, certificate)));
+            lines.push(Out(String::new()));
+            lines
+        }
+        E::SignFileMissing { sign_file, .. } => {
+            let mut lines = sign_prologue(sign_file, None);
+            lines.push(Out(format!(
+                "Binary {} not found, modules won't be signed",
+                sign_file.display()
+            )));
+            lines.push(Out(String::new()));
+            lines
+        }
+        E::NoSigningKey {
+            sign_file,
+            key,
+            certificate,
+            error,
+            ..
+        } => {
+            let mut lines = sign_prologue(sign_file, Some((key, certificate)));
+            lines.push(Out(no_key_line(error, key, certificate)));
+            lines.push(Out(String::new()));
+            lines
+        }
+        // Upstream says so between the key lines and the blank line, and its test
+        // suite filters the line out; the key lines are what matters.
+        E::SigningKeyGenerated { .. } => vec![],
+        E::Signed { built, .. } => {
             let mut signed = pending.signed.lock().unwrap_or_else(|p| p.into_inner());
-            signed.push(format!("Signing module {}", file.display()));
+            signed.push(Held::Out(format!("Signing module {}", built.display())));
+            vec![]
+        }
+        E::SigningFailed { built, error, .. } => {
+            let mut signed = pending.signed.lock().unwrap_or_else(|p| p.into_inner());
+            signed.push(Held::Out(format!("Signing module {}", built.display())));
+            signed.push(Held::Err(format!(
+                "Warning: Failed to sign module '{}'!",
+                built.display()
+            )));
+            signed.push(Held::Err(sign_file_output(error)));
             vec![]
         }
         E::Built { .. } => {
             let mut lines = vec![Out("Building module(s)... done.".to_string())];
             let mut signed = pending.signed.lock().unwrap_or_else(|p| p.into_inner());
-            lines.extend(signed.drain(..).map(Out));
+            lines.extend(signed.drain(..).map(Held::line));
             lines
         }
         E::Installed { path, .. } => one(Out(format!("Installing {}", path.display()))),
@@ -137,10 +213,16 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             *pending.job_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
             vec![]
         }
-        E::JobFinished { result, .. } => {
+        E::JobFinished { result, target, .. } => {
             let mut lines: Vec<Line<'a>> = pending.take_job_line().into_iter().collect();
-            if let dkms_core::engine::JobResult::Failed { message, .. } = result {
-                lines.push(Line::UpstreamError(message.clone()));
+            match result {
+                dkms_core::engine::JobResult::Failed { message, .. } => {
+                    lines.push(Line::UpstreamError(message.clone()));
+                }
+                dkms_core::engine::JobResult::Excluded { .. } => {
+                    lines.extend(excluded_lines(target, pending));
+                }
+                _ => {}
             }
             *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
             lines
@@ -152,11 +234,86 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         )),
         E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
-            EngineError::Excluded { .. } => pacman::line(event).into_iter().collect(),
+            EngineError::Excluded { target, .. } => excluded_lines(target, pending),
             _ => one(Line::UpstreamError(error_text(error))),
         },
         _ => pacman::line(event).into_iter().collect(),
     }
+}
+
+/// `Sign command:` and, when the key was looked at, `Signing key:` and `Public
+/// certificate (MOK):`: what upstream prints before it decides whether it can sign.
+fn sign_prologue(sign_file: &Path, key: Option<(&Path, &Path)>) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::Out(format!("Sign command: {}", sign_file.display()))];
+    if let Some((key, certificate)) = key {
+        lines.push(Line::Out(format!("Signing key: {}", key.display())));
+        lines.push(Line::Out(format!(
+            "Public certificate (MOK): {}",
+            certificate.display()
+        )));
+    }
+    lines
+}
+
+/// Upstream's line for a key pair it could not have: which file is missing, or that
+/// openssl is.
+pub fn no_key_line(error: &SignError, key: &Path, certificate: &Path) -> String {
+    use dkms_core::exec::ExecError;
+    match error {
+        SignError::Generate {
+            source: ExecError::NotFound { .. },
+            ..
+        } => "openssl not found, can't generate key and certificate.".to_string(),
+        SignError::CertificateNotGenerated { .. } => format!(
+            "Certificate file {} not found and can't be generated, modules won't be signed",
+            certificate.display()
+        ),
+        SignError::GeneratedNothing { missing, .. } if missing.ends_with("cert.der") => format!(
+            "Certificate file {} not found and can't be generated, modules won't be signed",
+            certificate.display()
+        ),
+        _ => format!(
+            "Key file {} not found and can't be generated, modules won't be signed",
+            key.display()
+        ),
+    }
+}
+
+/// What sign-file printed when it failed (upstream prints its output after the
+/// warning, an empty line when there was none).
+fn sign_file_output(error: &SignError) -> String {
+    match error {
+        SignError::Sign {
+            source: dkms_core::exec::ExecError::Failed { stderr_tail, .. },
+            ..
+        } => stderr_tail.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Upstream's warning for a target BUILD_EXCLUSIVE_* excludes (on stderr), naming
+/// the dkms.conf by upstream's copy of it under `<m>/<v>/<k>/<a>/`.
+fn excluded_lines(target: &Target, pending: &Pending) -> Vec<Line<'static>> {
+    let conf = match pending.paths.get() {
+        Some(paths) => target
+            .build_dir(paths)
+            .join("dkms.conf")
+            .display()
+            .to_string(),
+        None => "dkms.conf".to_string(),
+    };
+    [
+        format!("Warning: The {conf}"),
+        format!(
+            "for module {}/{} includes BUILD_EXCLUSIVE directives",
+            target.module, target.version
+        ),
+        "which do not match this kernel/arch/config for any modules.".to_string(),
+        "This indicates that it should not be built.".to_string(),
+    ]
+    .into_iter()
+    .map(Line::Err)
+    .collect()
 }
 
 /// `module/version for kernel K (arch)`, as upstream names a target.
@@ -215,9 +372,12 @@ pub fn error_text(error: &EngineError) -> String {
             log.display()
         ),
         E::Conf(conf) => match conf_file(conf) {
+            // Upstream names the file by its absolute path.
             Some(file) => format!(
                 "Bad conf file.\nFile: {} does not represent a valid dkms.conf file.",
-                file.display()
+                std::path::absolute(file)
+                    .unwrap_or_else(|_| file.to_path_buf())
+                    .display()
             ),
             None => "Bad conf file.".to_string(),
         },
@@ -274,6 +434,25 @@ pub fn top_error(error: &anyhow::Error) -> String {
         text.push_str(&cause.to_string());
     }
     text
+}
+
+/// The usage text of the `dkms` face, printed (as upstream prints its usage) when no
+/// action is given. Our own words: what matters to scripts is the exit status.
+pub fn usage() -> String {
+    [
+        "Usage: dkms ACTION [OPTIONS] [MODULE/VERSION | SOURCE-DIR | TARBALL]",
+        "Actions: add, remove, build, unbuild, install, uninstall, match, autoinstall,",
+        "         mktarball, ldtarball, status, generate_mok, kernel_preinst,",
+        "         kernel_postinst, kernel_prerm",
+        "Options: -m MODULE[/VERSION] -v VERSION -k KERNEL[/ARCH] -a ARCH -c DKMS.CONF",
+        "         -q --force --all --templatekernel KERNEL --directive NAME=VALUE",
+        "         --config KERNEL-CONFIG --archive TARBALL --kernelsourcedir DIR",
+        "         --dkmstree DIR --sourcetree DIR --installtree DIR --binaries-only",
+        "         --source-only --verbose --debug --no-depmod -j N --version --help",
+        "Run `dkms --help` for what each one does.",
+        "",
+    ]
+    .join("\n")
 }
 
 /// What `build`/`install` say when the module version they add first was added.
