@@ -26,6 +26,7 @@ mod rebuild;
 mod report;
 mod scheduler;
 mod scripts;
+mod semantics;
 mod snapshot;
 mod status;
 mod status_json;

@@ -54,8 +54,55 @@ impl Paths {
         files
     }
 
+    /// The same paths with every relative one taken from `cwd` (the caller's working
+    /// directory, which the library does not read itself). Done once where the paths
+    /// enter: children run elsewhere (bash evaluates a dkms.conf in a scratch
+    /// directory, make in the build directory), so a relative `--dkmstree` or
+    /// `--sourcetree` would point somewhere else for them.
+    pub fn made_absolute(mut self, cwd: &Path) -> Paths {
+        let absolute = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        absolute(&mut self.dkms_tree);
+        absolute(&mut self.source_tree);
+        absolute(&mut self.install_tree);
+        absolute(&mut self.etc_dir);
+        absolute(&mut self.temp_dir);
+        self.os_release.iter_mut().for_each(absolute);
+        if let Some(dir) = &mut self.kernel_source_dir {
+            absolute(dir);
+        }
+        self
+    }
+
     /// Path of `p` relative to `base` when it lies inside it, for messages.
     pub fn display_within(base: &Path, p: &Path) -> String {
         p.strip_prefix(base).unwrap_or(p).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_made_absolute_against_the_callers_directory() {
+        let paths = Paths {
+            dkms_tree: "dkms".into(),
+            source_tree: "./src".into(),
+            kernel_source_dir: Some("../headers".into()),
+            ..Paths::default()
+        }
+        .made_absolute(Path::new("/home/u"));
+        assert_eq!(paths.dkms_tree, Path::new("/home/u/dkms"));
+        assert_eq!(paths.source_tree, Path::new("/home/u/./src"));
+        assert_eq!(
+            paths.kernel_source_dir.as_deref(),
+            Some(Path::new("/home/u/../headers"))
+        );
+        assert_eq!(paths.install_tree, Path::new("/usr/lib/modules"));
+        assert_eq!(paths.etc_dir, Path::new("/etc/dkms"));
     }
 }

@@ -85,20 +85,96 @@ pub enum SettingsError {
     },
 }
 
+/// A key of dkms-hook.toml that is not a setting: a typo or a setting of another
+/// version. Warned about, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    pub file: PathBuf,
+    /// 1-based; 0 when the key cannot be found on a line of its own (a quoted key).
+    pub line: usize,
+    pub key: String,
+}
+
+impl std::fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: unknown setting '{}' ignored; the settings are the fields of `Settings` in crates/dkms-core/src/settings.rs",
+            self.file.display(),
+            self.line,
+            self.key
+        )
+    }
+}
+
+/// The keys dkms-hook.toml may set: the fields of [`Settings`], read from its serde
+/// form so that a new field needs no second list.
+fn known_keys() -> std::collections::BTreeSet<String> {
+    match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => std::collections::BTreeSet::new(),
+    }
+}
+
+/// The line where top-level `key` is assigned (`key = ...`, `"key" = ...`, or the
+/// header `[key]` of a table), for the warning.
+fn line_of_key(text: &str, key: &str) -> usize {
+    let quoted = format!("\"{key}\"");
+    let table = format!("[{key}]");
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.starts_with(&table)
+                || [key, quoted.as_str()].iter().any(|k| {
+                    line.strip_prefix(k)
+                        .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
+                })
+        })
+        .map_or(0, |i| i + 1)
+}
+
 impl Settings {
     /// Reads dkms-hook.toml; a missing file means defaults.
-    pub fn from_toml_file(file: &Path) -> Result<Settings, SettingsError> {
-        match std::fs::read_to_string(file) {
-            Ok(text) => toml::from_str(&text).map_err(|e| SettingsError::Toml {
+    ///
+    /// A key we do not know is not an error, as pacman treats an unrecognized
+    /// directive in pacman.conf: it comes back as an [`UnknownKey`] for the caller to
+    /// warn about and the rest of the file still applies, so one typo cannot disable
+    /// every module build of a kernel upgrade. Fails when the file cannot be read or is
+    /// not TOML, or when a known key has a value of the wrong type.
+    pub fn from_toml_file(file: &Path) -> Result<(Settings, Vec<UnknownKey>), SettingsError> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Settings::default(), Vec::new()))
+            }
+            Err(source) => {
+                return Err(SettingsError::Read {
+                    file: file.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let toml_error = |e: &dyn std::fmt::Display| SettingsError::Toml {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        };
+        let mut table: toml::Table = text.parse().map_err(|e| toml_error(&e))?;
+        let known = known_keys();
+        let mut unknown: Vec<UnknownKey> = table
+            .keys()
+            .filter(|key| !known.contains(key.as_str()))
+            .map(|key| UnknownKey {
                 file: file.to_path_buf(),
-                message: e.to_string().trim_end().replace('\n', " "),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(source) => Err(SettingsError::Read {
-                file: file.to_path_buf(),
-                source,
-            }),
+                line: line_of_key(&text, key),
+                key: key.clone(),
+            })
+            .collect();
+        unknown.sort_by_key(|u| u.line);
+        for u in &unknown {
+            table.remove(&u.key);
         }
+        let settings = table.try_into().map_err(|e| toml_error(&e))?;
+        Ok((settings, unknown))
     }
 
     /// Fills every unset field from `lower` (lower precedence).
@@ -256,7 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dkms-hook.toml");
         std::fs::write(&file, "jobs = 7\nlog_level = \"debug\"\n").unwrap();
-        let toml = Settings::from_toml_file(&file).unwrap();
+        let (toml, _) = Settings::from_toml_file(&file).unwrap();
         let framework = Settings {
             jobs: Some(2),
             compress_xz_opts: Some("-9".into()),
@@ -268,13 +344,33 @@ mod tests {
     }
 
     #[test]
-    fn unknown_toml_keys_are_errors_naming_the_file() {
+    fn an_unknown_toml_key_is_a_warning_naming_file_line_and_key_and_the_rest_applies() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dkms-hook.toml");
-        std::fs::write(&file, "job = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "# jobs\nlog_level = \"debug\"\n  job = 7\n[extra]\nx = 1\n",
+        )
+        .unwrap();
+        let (settings, unknown) = Settings::from_toml_file(&file).unwrap();
+        assert_eq!(settings.log_level.as_deref(), Some("debug"));
+        let lines: Vec<(usize, &str)> = unknown.iter().map(|u| (u.line, u.key.as_str())).collect();
+        assert_eq!(lines, [(3, "job"), (4, "extra")]);
+        let message = unknown[0].to_string();
+        assert!(
+            message.starts_with(&format!("{}:3: unknown setting 'job'", file.display())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_known_toml_key_of_the_wrong_type_is_still_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dkms-hook.toml");
+        std::fs::write(&file, "jobs = \"seven\"\n").unwrap();
         let err = Settings::from_toml_file(&file).unwrap_err().to_string();
         assert!(
-            err.contains("dkms-hook.toml") && err.contains("job"),
+            err.contains("dkms-hook.toml") && err.contains("jobs"),
             "{err}"
         );
     }

@@ -147,7 +147,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
     let (face, printer) = (renderer.face, renderer.printer);
-    let host = host(&cli.global, face)?;
+    let host = host(&cli.global, face, printer)?;
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
     // Commands that change the trees run one at a time; status and plan never wait.
@@ -241,7 +241,7 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
 }
 
 /// Merges settings files and command-line overrides into the host description.
-fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
+fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     let mut paths = Paths::default();
     if face == Face::Dkms {
         // Upstream's default install tree (the same directory where /lib is
@@ -256,7 +256,10 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
         .clone()
         .or_else(|| std::env::var_os("DKMS_HOOK_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/etc/dkms-hook.toml"));
-    let toml = Settings::from_toml_file(&settings_file)?;
+    let (toml, unknown_keys) = Settings::from_toml_file(&settings_file)?;
+    for unknown in &unknown_keys {
+        printer.warning(&unknown.to_string());
+    }
     let framework = read_framework_conf(&paths.framework_conf_files())?;
     let settings = toml.or(framework);
     settings.apply_trees(&mut paths);
@@ -270,6 +273,10 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
         paths.install_tree = t.clone();
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
+    // bash and make run in other directories than ours: relative paths would
+    // point elsewhere for them. (A deleted working directory leaves them as given.)
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let paths = paths.made_absolute(&cwd);
     let mut host = Host::new(paths, settings);
     // Upstream passes its caller's environment on to dkms.conf, the scripts and make
     // (a hook's: pacman's); the library never reads the environment itself.

@@ -1,0 +1,48 @@
+//! Upstream's semantics around the build that real packages and users rely on: paths
+//! given relative to the caller's directory, framework.conf, the build environment,
+//! the override directory `/etc/dkms/<module>/` and the install checks (issue #12).
+
+use crate::support::{run, Output, Sandbox};
+use std::process::Command;
+
+/// Our binary run from the sandbox root `T` with every tree given relative to it.
+fn ours_relative(sb: &Sandbox, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dkms-hook"));
+    cmd.current_dir(sb.path(""))
+        .args(args)
+        .args([
+            "--dkmstree",
+            "dkms",
+            "--sourcetree",
+            "./src",
+            "--installtree",
+            "inst",
+        ])
+        .args(["--etc-dir", "etc"])
+        .env("DKMS_HOOK_CONFIG", sb.path("etc/dkms-hook.toml"))
+        .env_remove("RUST_LOG");
+    run(cmd)
+}
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn relative_trees_still_evaluate_a_dkms_conf_that_needs_bash() {
+    let sb = Sandbox::new();
+    let source = sb.copy_fixture("hello", "1.0");
+    // A command substitution: only bash can read this file, and bash runs in a
+    // scratch directory, where a relative source tree does not exist.
+    let conf = source.join("dkms.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("PACKAGE_NAME=\"hello\"", "PACKAGE_NAME=$(echo hello)"),
+    )
+    .unwrap();
+
+    let added = ours_relative(&sb, &["add", "hello/1.0"]);
+    assert_eq!(added.code, 0, "{added}");
+    let status = ours_relative(&sb, &["status", "--compat"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert_eq!(status.stdout, "hello/1.0: added\n", "{status}");
+    assert!(!status.stderr.contains("missing"), "{status}");
+}
