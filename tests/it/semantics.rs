@@ -2,7 +2,7 @@
 //! given relative to the caller's directory, framework.conf, the build environment,
 //! the override directory `/etc/dkms/<module>/` and the install checks (issue #12).
 
-use crate::support::{run, Output, Sandbox};
+use crate::support::{run, Output, Sandbox, K53};
 use std::process::Command;
 
 /// Our binary run from the sandbox root `T` with every tree given relative to it.
@@ -45,4 +45,24 @@ fn relative_trees_still_evaluate_a_dkms_conf_that_needs_bash() {
     assert_eq!(status.code, 0, "{status}");
     assert_eq!(status.stdout, "hello/1.0: added\n", "{status}");
     assert!(!status.stderr.contains("missing"), "{status}");
+}
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn parallel_jobs_zero_in_framework_conf_builds_with_a_bare_make_j() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    std::fs::write(sb.etc_dir().join("framework.conf"), "parallel_jobs=0\n").unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    sb.ours(&["build", "hello/1.0", "-k", K53]);
+    let log = sb
+        .built_module_dir("hello", "1.0", K53)
+        .parent()
+        .unwrap()
+        .join("log/make.log");
+    let log = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(
+        log.contains(&format!("make -j KERNELRELEASE={K53} ")),
+        "{log}"
+    );
 }

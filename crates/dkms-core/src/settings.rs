@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The variables of framework.conf that dkms honours and so do we.
-pub const FRAMEWORK_VARIABLES: [&str; 11] = [
+pub const FRAMEWORK_VARIABLES: [&str; 17] = [
     "dkms_tree",
     "source_tree",
     "install_tree",
@@ -23,6 +23,12 @@ pub const FRAMEWORK_VARIABLES: [&str; 11] = [
     "compress_xz_opts",
     "compress_zstd_opts",
     "post_transaction",
+    "tmp_location",
+    "verbose",
+    "symlink_modules",
+    "modprobe_on_install",
+    "try_sign_modules",
+    "build_environment",
 ];
 
 /// Everything configurable, after merging the files. Paths live in [`Paths`].
@@ -59,6 +65,23 @@ pub struct Settings {
     pub allow_untrusted_sources: Option<bool>,
     /// Seconds a dkms.conf may take to evaluate before it counts as hung (default 10).
     pub dkms_conf_timeout: Option<u64>,
+    /// framework.conf's `tmp_location`: scratch space (tarball work dirs); default the
+    /// caller's `TMPDIR`, else `/tmp`. Like upstream, never exported as TMPDIR.
+    pub tmp_location: Option<PathBuf>,
+    /// framework.conf's `verbose` (any non-empty value): show the commands run.
+    pub verbose: Option<bool>,
+    /// framework.conf's `symlink_modules` (any non-empty value): install modules as
+    /// absolute symlinks into the DKMS tree instead of copies.
+    pub symlink_modules: Option<bool>,
+    /// framework.conf's `modprobe_on_install` (any non-empty value): after installing
+    /// for the running kernel, load the modules of the devices present.
+    pub modprobe_on_install: Option<bool>,
+    /// framework.conf's `try_sign_modules`: `true` always signs, `false` never, and
+    /// anything else signs unless running in a chroot (upstream's default).
+    pub try_sign_modules: Option<String>,
+    /// framework.conf's `build_environment`: a bash file whose exported variables
+    /// reach the build (PRE_BUILD, make, POST_BUILD).
+    pub build_environment: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +221,12 @@ impl Settings {
                 .allow_untrusted_sources
                 .or(lower.allow_untrusted_sources),
             dkms_conf_timeout: self.dkms_conf_timeout.or(lower.dkms_conf_timeout),
+            tmp_location: self.tmp_location.or(lower.tmp_location),
+            verbose: self.verbose.or(lower.verbose),
+            symlink_modules: self.symlink_modules.or(lower.symlink_modules),
+            modprobe_on_install: self.modprobe_on_install.or(lower.modprobe_on_install),
+            try_sign_modules: self.try_sign_modules.or(lower.try_sign_modules),
+            build_environment: self.build_environment.or(lower.build_environment),
         }
     }
 
@@ -212,41 +241,64 @@ impl Settings {
         if let Some(t) = &self.install_tree {
             paths.install_tree = t.clone();
         }
+        if let Some(t) = &self.tmp_location {
+            paths.temp_dir = t.clone();
+        }
     }
 }
 
 /// Reads the whitelisted variables from framework.conf and its drop-ins.
 ///
-/// The files are bash, so bash reads them; but most systems ship them fully
-/// commented out, and then no shell is started at all (status stays fork-free).
+/// As upstream: the files are sourced in order, each in a subshell of one bash that
+/// carries the recognised variables from file to file (a drop-in can use an earlier
+/// file's `parallel_jobs`), while any other variable a file sets is gone for the
+/// next. Most systems ship the files fully commented out, and then no shell is
+/// started at all (status stays fork-free). Each value is attributed to the last
+/// file that changed it, for the error message when it is bad.
 pub fn read_framework_conf(files: &[PathBuf]) -> Result<Settings, SettingsError> {
     let mut settings = Settings::default();
-    for file in files {
-        let Ok(text) = std::fs::read(file) else {
-            continue;
-        };
-        if !assigns_anything(&text) {
+    let live: Vec<&PathBuf> = files
+        .iter()
+        .filter(|file| std::fs::read(file).is_ok_and(|text| assigns_anything(&text)))
+        .collect();
+    let Some(first) = live.first() else {
+        return Ok(settings);
+    };
+    // Per file: `FILE\0<path>\0` then `NAME\0VALUE\0` for every recognised
+    // variable the file set or changed.
+    let script = format!(
+        r#"vars="{vars}"; declare -A before
+for f in "$@"; do
+  eval "$( (source "$f" >/dev/null 2>&1 </dev/null; for v in $vars; do [[ -v $v ]] && printf '%s=%q\n' "$v" "${{!v}}"; done) )"
+  printf 'FILE\0%s\0' "$f"
+  for v in $vars; do
+    if [[ -v $v && ( ! -v before[$v] || "${{before[$v]}}" != "${{!v}}" ) ]]; then
+      printf '%s\0%s\0' "$v" "${{!v}}"; before[$v]=${{!v}}
+    fi
+  done
+done
+true"#,
+        vars = FRAMEWORK_VARIABLES.join(" ")
+    );
+    let out = Command::new("bash", "read /etc/dkms/framework.conf")
+        .args(["--norc", "--noprofile", "-c", &script, "framework"])
+        .args(live.iter().map(|f| f.as_os_str()))
+        .timeout(Duration::from_secs(10))
+        .read()
+        .map_err(|source| SettingsError::Framework {
+            file: (*first).clone(),
+            source,
+        })?;
+    let mut file: PathBuf = (*first).clone();
+    let mut fields = out.split(|&b| b == 0);
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let value = String::from_utf8_lossy(value).into_owned();
+        if name == "FILE" {
+            file = PathBuf::from(value);
             continue;
         }
-        let script = format!(
-            "source \"$1\" >/dev/null 2>&1; for v in {}; do [[ -v $v ]] && printf '%s\\0%s\\0' \"$v\" \"${{!v}}\"; done; true",
-            FRAMEWORK_VARIABLES.join(" ")
-        );
-        let out = Command::new("bash", "read /etc/dkms/framework.conf")
-            .args(["--norc", "--noprofile", "-c", &script, "framework"])
-            .arg(file.as_os_str())
-            .timeout(Duration::from_secs(10))
-            .read()
-            .map_err(|source| SettingsError::Framework {
-                file: file.clone(),
-                source,
-            })?;
-        let mut fields = out.split(|&b| b == 0);
-        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-            let name = String::from_utf8_lossy(name).into_owned();
-            let value = String::from_utf8_lossy(value).into_owned();
-            set_framework_variable(&mut settings, file, &name, value)?;
-        }
+        set_framework_variable(&mut settings, &file, &name, value)?;
     }
     Ok(settings)
 }
@@ -278,8 +330,17 @@ fn set_framework_variable(
         "compress_xz_opts" => settings.compress_xz_opts = Some(value),
         "compress_zstd_opts" => settings.compress_zstd_opts = Some(value),
         "post_transaction" => settings.post_transaction = Some(value),
+        "tmp_location" => settings.tmp_location = path(),
+        // Upstream tests these with `[[ $x ]]`: any non-empty value is on.
+        "verbose" => settings.verbose = Some(!value.is_empty()),
+        "symlink_modules" => settings.symlink_modules = Some(!value.is_empty()),
+        "modprobe_on_install" => settings.modprobe_on_install = Some(!value.is_empty()),
+        "try_sign_modules" => settings.try_sign_modules = Some(value),
+        "build_environment" => settings.build_environment = path(),
+        // `0` (and empty) is upstream's "no limit" (`make -j`): jobs = 0.
+        "parallel_jobs" if value.trim().is_empty() => settings.jobs = Some(0),
         "parallel_jobs" => {
-            let jobs = value.trim().parse::<usize>().ok().filter(|j| *j > 0);
+            let jobs = value.trim().parse::<usize>().ok();
             settings.jobs = Some(jobs.ok_or_else(|| SettingsError::BadJobs {
                 file: file.to_path_buf(),
                 variable: name.to_string(),
@@ -316,11 +377,42 @@ mod tests {
     }
 
     #[test]
-    fn bad_parallel_jobs_names_the_file_and_variable() {
+    fn a_later_drop_in_sees_earlier_recognised_values_but_not_helper_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("framework.conf");
+        let first = dir.path().join("10-a.conf");
+        let second = dir.path().join("20-b.conf");
+        std::fs::write(&main, "parallel_jobs=3\nhelper=/opt\n").unwrap();
+        std::fs::write(&first, "parallel_jobs=$((parallel_jobs * 2))\n").unwrap();
+        std::fs::write(
+            &second,
+            "tmp_location=\"${helper}/tmp\"\nverbose=1\ntry_sign_modules=false\n",
+        )
+        .unwrap();
+        let settings = read_framework_conf(&[main, first, second]).unwrap();
+        assert_eq!(settings.jobs, Some(6));
+        assert_eq!(settings.tmp_location, Some(PathBuf::from("/tmp")));
+        assert_eq!(settings.verbose, Some(true));
+        assert_eq!(settings.try_sign_modules.as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn parallel_jobs_zero_means_no_limit_as_upstream() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("framework.conf");
+        std::fs::write(&file, "parallel_jobs=0\n").unwrap();
+        let settings = read_framework_conf(&[file]).unwrap();
+        assert_eq!(settings.jobs, Some(0));
+    }
+
+    #[test]
+    fn bad_parallel_jobs_names_the_file_and_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("framework.conf");
+        std::fs::write(&main, "parallel_jobs=2\n").unwrap();
+        let file = dir.path().join("50-bad.conf");
         std::fs::write(&file, "parallel_jobs=many\n").unwrap();
-        let err = read_framework_conf(std::slice::from_ref(&file))
+        let err = read_framework_conf(&[main, file.clone()])
             .unwrap_err()
             .to_string();
         assert!(err.contains(&file.display().to_string()), "{err}");

@@ -262,6 +262,10 @@ fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     }
     let framework = read_framework_conf(&paths.framework_conf_files())?;
     let settings = toml.or(framework);
+    // Upstream's tmp_location defaults to the caller's TMPDIR, else /tmp.
+    if let Some(tmp) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
+        paths.temp_dir = PathBuf::from(tmp);
+    }
     settings.apply_trees(&mut paths);
     if let Some(t) = &global.dkms_tree {
         paths.dkms_tree = t.clone();

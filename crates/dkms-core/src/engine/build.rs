@@ -404,7 +404,16 @@ pub fn make_command(
         &work.display().to_string(),
     );
     if let Some(rest) = command.strip_prefix("make") {
-        let jobs = jobs.map(|j| format!(" -j{j}")).unwrap_or_default();
+        // 0 is `parallel_jobs=0`: upstream's bare `-j`, no limit.
+        let jobs = jobs
+            .map(|j| {
+                if j == 0 {
+                    " -j".to_string()
+                } else {
+                    format!(" -j{j}")
+                }
+            })
+            .unwrap_or_default();
         command = format!("make{jobs} KERNELRELEASE={}{rest}", target.kernel);
     }
     let config = fs::read_to_string(host.paths.kernel_config(&target.kernel)).unwrap_or_default();
@@ -423,7 +432,7 @@ fn run_make(
     (log, log_path): (&File, &Path),
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
-    let jobs = options.jobserver.is_none().then_some(options.jobs.max(1));
+    let jobs = options.jobserver.is_none().then_some(options.jobs);
     let command = make_command(host, target, conf, work, jobs);
     if options.jobserver.is_some() && hard_codes_jobs(&command) {
         progress.event(Event::MakeHardCodesJobs { target });

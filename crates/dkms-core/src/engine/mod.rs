@@ -56,7 +56,7 @@ pub struct Options {
     pub force: bool,
     /// `--no-depmod`.
     pub no_depmod: bool,
-    /// `-j`: make jobs for one build.
+    /// `-j`: make jobs for one build; 0 is `parallel_jobs=0`, no limit (a bare `-j`).
     pub jobs: usize,
     /// `-c FILE`: a dkms.conf to use instead of the module's own.
     pub conf_override: Option<PathBuf>,
