@@ -66,3 +66,55 @@ fn parallel_jobs_zero_in_framework_conf_builds_with_a_bare_make_j() {
         "{log}"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn post_transaction_runs_after_install_and_uninstall_as_upstream_and_not_after_add() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    let dropins = sb.etc_dir().join("framework.conf.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("pt.conf"),
+        "post_transaction=\"echo This is a test message as post transaction. Kernel version is $kernelver\"\n",
+    )
+    .unwrap();
+    let log = sb.dkms_tree().join("post_transaction.log");
+
+    let added = sb.run_ours_as_dkms(&["add", "-m", "hello", "-v", "1.0"]);
+    assert_eq!(added.code, 0, "{added}");
+    assert!(!log.exists(), "post_transaction ran after add\n{added}");
+
+    let installed = sb.run_ours_as_dkms(&["install", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(installed.code, 0, "{installed}");
+    assert!(
+        installed
+            .stdout
+            .ends_with("Executing post-transaction command... done.\n"),
+        "{installed}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let expected = format!(
+        "\nExecuting post-transaction command\n# command: echo This is a test message as post transaction. Kernel version is {K53}\nThis is a test message as post transaction. Kernel version is {K53}\n\n# exit code: 0\n# elapsed time: 00:00:0"
+    );
+    assert!(text.starts_with(&expected), "{text}");
+
+    std::fs::remove_file(&log).unwrap();
+    let uninstalled = sb.run_ours_as_dkms(&["uninstall", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(uninstalled.code, 0, "{uninstalled}");
+    assert!(
+        log.exists(),
+        "post_transaction did not run after uninstall\n{uninstalled}"
+    );
+
+    // A failing post_transaction is reported and ignored.
+    std::fs::write(dropins.join("pt.conf"), "post_transaction='exit 3'\n").unwrap();
+    let failed = sb.run_ours(&["install", "hello/1.0", "-k", K53]);
+    assert_eq!(failed.code, 0, "{failed}");
+    assert!(
+        failed
+            .stderr
+            .contains("post_transaction exited with status 3"),
+        "{failed}"
+    );
+}

@@ -256,6 +256,16 @@ impl Settings {
 /// started at all (status stays fork-free). Each value is attributed to the last
 /// file that changed it, for the error message when it is bad.
 pub fn read_framework_conf(files: &[PathBuf]) -> Result<Settings, SettingsError> {
+    read_framework_conf_for(files, None)
+}
+
+/// [`read_framework_conf`] with `$kernelver` set to `kernelver` while the files are
+/// sourced: upstream re-reads `post_transaction` and the signing variables with the
+/// command's (first) kernel in scope, and run_test.sh's post_transaction names it.
+pub fn read_framework_conf_for(
+    files: &[PathBuf],
+    kernelver: Option<&str>,
+) -> Result<Settings, SettingsError> {
     let mut settings = Settings::default();
     let live: Vec<&PathBuf> = files
         .iter()
@@ -280,9 +290,13 @@ done
 true"#,
         vars = FRAMEWORK_VARIABLES.join(" ")
     );
-    let out = Command::new("bash", "read /etc/dkms/framework.conf")
+    let mut bash = Command::new("bash", "read /etc/dkms/framework.conf")
         .args(["--norc", "--noprofile", "-c", &script, "framework"])
-        .args(live.iter().map(|f| f.as_os_str()))
+        .args(live.iter().map(|f| f.as_os_str()));
+    if let Some(kernelver) = kernelver {
+        bash = bash.env("kernelver", kernelver);
+    }
+    let out = bash
         .timeout(Duration::from_secs(10))
         .read()
         .map_err(|source| SettingsError::Framework {
@@ -394,6 +408,22 @@ mod tests {
         assert_eq!(settings.tmp_location, Some(PathBuf::from("/tmp")));
         assert_eq!(settings.verbose, Some(true));
         assert_eq!(settings.try_sign_modules.as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn post_transaction_sees_the_commands_kernel_as_kernelver() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("framework.conf");
+        std::fs::write(
+            &file,
+            "post_transaction=\"echo Kernel version is $kernelver\"\n",
+        )
+        .unwrap();
+        let settings = read_framework_conf_for(&[file], Some("6.1.0-test")).unwrap();
+        assert_eq!(
+            settings.post_transaction.as_deref(),
+            Some("echo Kernel version is 6.1.0-test")
+        );
     }
 
     #[test]

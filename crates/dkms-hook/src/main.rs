@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{Action, Cli, GlobalArgs};
 use dkms_core::exit::{Exit, HasExitCode};
-use dkms_core::settings::{read_framework_conf, Settings};
+use dkms_core::settings::{read_framework_conf_for, Settings};
 use dkms_core::status::{self, StatusQuery};
 use dkms_core::{Host, Paths};
 use render::{Face, Printer, Renderer};
@@ -236,8 +236,29 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
                 renderer,
             )
         }
-        action => commands::run(action, &host, &cli.global, &cli.targets, renderer),
+        action => {
+            let exit = commands::run(action, &host, &cli.global, &cli.targets, renderer)?;
+            // Upstream runs post_transaction after these commands succeeded.
+            let changes_modules = matches!(
+                action,
+                Action::Install | Action::Uninstall | Action::Unbuild | Action::Remove
+            );
+            if exit == Exit::Success && changes_modules {
+                run_post_transaction(&host, renderer)?;
+            }
+            Ok(exit)
+        }
     }
+}
+
+/// framework.conf's `post_transaction`, when set: its status never fails the command.
+pub(crate) fn run_post_transaction(host: &Host, renderer: &Renderer) -> Result<()> {
+    if let Some(command) = host.settings.post_transaction.as_deref() {
+        if !command.is_empty() {
+            dkms_core::post_transaction::run(host, command, renderer)?;
+        }
+    }
+    Ok(())
 }
 
 /// Merges settings files and command-line overrides into the host description.
@@ -260,7 +281,13 @@ fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     for unknown in &unknown_keys {
         printer.warning(&unknown.to_string());
     }
-    let framework = read_framework_conf(&paths.framework_conf_files())?;
+    // `$kernelver` in framework.conf is the command's first kernel, as upstream has it
+    // when it re-reads post_transaction (and the signing variables).
+    let kernelver = cli::kernels_with_arches(global)
+        .ok()
+        .and_then(|k| k.into_iter().next().map(|(k, _)| k))
+        .unwrap_or_else(commands::running_kernel);
+    let framework = read_framework_conf_for(&paths.framework_conf_files(), Some(&kernelver))?;
     let settings = toml.or(framework);
     // Upstream's tmp_location defaults to the caller's TMPDIR, else /tmp.
     if let Some(tmp) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {

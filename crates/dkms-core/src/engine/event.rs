@@ -212,6 +212,13 @@ pub enum Event<'a> {
     InitramfsNotRegenerated { kernel: &'a str },
     /// The initramfs of a kernel is regenerated with `command`.
     RegeneratingInitramfs { kernel: &'a str, command: &'a str },
+    /// framework.conf's `post_transaction` ran (its status never fails the command;
+    /// a non-zero one is a warning).
+    PostTransactionRan {
+        command: &'a str,
+        status: &'a crate::exec::ExitDescription,
+        log: &'a Path,
+    },
 
     // not yet typed
     /// A step in prose, from code not yet converted to typed events (tarball, until
@@ -255,6 +262,9 @@ impl Event<'_> {
             | Event::KernelCleanupFailed { .. }
             | Event::InitramfsNotRegenerated { .. }
             | Event::TextWarning(_) => true,
+            Event::PostTransactionRan { status, .. } => {
+                **status != crate::exec::ExitDescription::Code(0)
+            }
             Event::CopyingSource { .. }
             | Event::LinkedSource { .. }
             | Event::Added { .. }

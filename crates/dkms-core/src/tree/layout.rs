@@ -183,6 +183,12 @@ impl Paths {
         self.dkms_tree.join(".dkms-hook-transaction")
     }
 
+    /// `<dkms_tree>/post_transaction.log`: what framework.conf's `post_transaction`
+    /// printed the last time it ran (upstream's name; its run_test.sh reads it).
+    pub fn post_transaction_log(&self) -> PathBuf {
+        self.dkms_tree.join("post_transaction.log")
+    }
+
     /// `<source_tree>/<module>-<version>`, where packages put sources.
     pub fn source_dir(&self, module: &str, version: &str) -> PathBuf {
         self.source_tree.join(format!("{module}-{version}"))

@@ -208,6 +208,19 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         E::RegeneratingInitramfs { kernel, command } => {
             Step(format!("Regenerating the initramfs of {kernel}: {command}"))
         }
+        E::PostTransactionRan {
+            command,
+            status,
+            log,
+        } => match status {
+            dkms_core::exec::ExitDescription::Code(0) => {
+                Step(format!("Ran post_transaction: {command}"))
+            }
+            _ => Warning(format!(
+                "post_transaction {status} (ignored): {command}; its output is in {}",
+                log.display()
+            )),
+        },
         E::Text(text) => Step(text.to_string()),
         E::TextWarning(text) => Warning(text.to_string()),
         // Facts this face has always left unsaid.

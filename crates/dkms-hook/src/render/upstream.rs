@@ -145,6 +145,25 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
             lines
         }
+        // invoke_command's line: the description, then " done." or the status.
+        E::PostTransactionRan {
+            status, command, ..
+        } => {
+            let end = match status {
+                dkms_core::exec::ExitDescription::Code(0) => " done.".to_string(),
+                dkms_core::exec::ExitDescription::Code(code) => {
+                    format!("(bad exit status: {code})\nFailed command:\n{command}")
+                }
+                dkms_core::exec::ExitDescription::Signal(signal) => format!(
+                    "(bad exit status: {})\nFailed command:\n{command}",
+                    128 + signal
+                ),
+            };
+            one(Out(format!(
+                "{}...{end}",
+                dkms_core::post_transaction::DESCRIPTION
+            )))
+        }
         // Said in the closing lines, where upstream says it.
         E::Deferred { .. } => vec![],
         E::AutoinstallDisabled => one(Out(
