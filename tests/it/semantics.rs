@@ -118,3 +118,40 @@ fn post_transaction_runs_after_install_and_uninstall_as_upstream_and_not_after_a
         "{failed}"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn try_sign_modules_false_in_framework_conf_leaves_modules_unsigned() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    std::fs::write(
+        sb.etc_dir().join("framework.conf"),
+        "try_sign_modules=false\n",
+    )
+    .unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    let built = sb.run_ours_as_dkms(&["build", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(built.code, 0, "{built}");
+    assert!(
+        built
+            .stdout
+            .contains("Module signing is disabled by policy, modules won't be signed"),
+        "{built}"
+    );
+    let module = sb.built_module_dir("hello", "1.0", K53);
+    let ko = std::fs::read_dir(&module)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("hello.ko"))
+        .expect("hello.ko built");
+    let modinfo = run({
+        let mut cmd = Command::new("modinfo");
+        cmd.args(["-F", "signer"]).arg(&ko);
+        cmd
+    });
+    assert_eq!(modinfo.stdout.trim(), "", "{} is signed", ko.display());
+    assert!(
+        !sb.dkms_tree().join("mok.key").exists(),
+        "a key was generated"
+    );
+}

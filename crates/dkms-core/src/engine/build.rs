@@ -606,6 +606,13 @@ fn signing_setup(
     kernel_config: Option<&KernelConfig>,
     progress: &dyn Progress,
 ) -> Option<(PathBuf, String, sign::SigningKey)> {
+    if let Some(why) = crate::environment::signing_policy(
+        host.settings.try_sign_modules.as_deref(),
+        &host.caller_env,
+    ) {
+        progress.event(Event::SigningSkipped { target, why });
+        return None;
+    }
     let hash = kernel_config?.signature_hash()?;
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
     let Some(sign_file) = sign::find_sign_file(

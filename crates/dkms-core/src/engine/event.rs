@@ -67,6 +67,12 @@ pub enum Event<'a> {
     },
     /// The kernel wants signed modules but there is no sign-file (a warning).
     SignFileMissing { target: &'a Target },
+    /// The modules of a build are not signed on purpose: framework.conf's
+    /// `try_sign_modules`, or running in a chroot (upstream's default policy).
+    SigningSkipped {
+        target: &'a Target,
+        why: crate::environment::NoSigning,
+    },
     /// The modules of a build are signed with this tool, key and certificate.
     SigningWith {
         sign_file: &'a Path,
@@ -271,6 +277,7 @@ impl Event<'_> {
             | Event::Building { .. }
             | Event::SigningKeyGenerated { .. }
             | Event::SigningWith { .. }
+            | Event::SigningSkipped { .. }
             | Event::Signed { .. }
             | Event::Built { .. }
             | Event::Uninstalled { .. }

@@ -67,6 +67,14 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             "{target}: compressing {} failed, keeping it uncompressed: {error}",
             file.display()
         )),
+        E::SigningSkipped { target, why } => Step(match why {
+            dkms_core::environment::NoSigning::Policy => {
+                format!("Not signing {target}: try_sign_modules=false in framework.conf")
+            }
+            dkms_core::environment::NoSigning::Chroot => format!(
+                "Not signing {target}: running in a chroot (try_sign_modules=true in framework.conf signs anyway)"
+            ),
+        }),
         E::SignFileMissing { target } => Warning(format!(
             "{target}: the kernel wants signed modules but sign-file was not found; modules are not signed"
         )),

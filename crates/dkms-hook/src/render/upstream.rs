@@ -145,6 +145,14 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
             lines
         }
+        E::SigningSkipped { why, .. } => one(Out(match why {
+            dkms_core::environment::NoSigning::Policy => {
+                "Module signing is disabled by policy, modules won't be signed".to_string()
+            }
+            dkms_core::environment::NoSigning::Chroot => {
+                "Running in chroot, modules won't be signed".to_string()
+            }
+        })),
         // invoke_command's line: the description, then " done." or the status.
         E::PostTransactionRan {
             status, command, ..
