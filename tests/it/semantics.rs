@@ -155,3 +155,45 @@ fn try_sign_modules_false_in_framework_conf_leaves_modules_unsigned() {
         "a key was generated"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn build_environment_exports_reach_the_build_scripts_and_unexported_ones_do_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let source = sb.copy_fixture("hello", "1.0");
+    let script = source.join("show.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"BENV=[$BENV_SEEN] UNEXPORTED=[$UNEXPORTED] CC=[$CC]\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = source.join("dkms.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("PRE_BUILD=\"show.sh\"\n");
+    std::fs::write(&conf, text).unwrap();
+    let benv = sb.path("benv.sh");
+    std::fs::write(
+        &benv,
+        "export BENV_SEEN=\"for-$kernelver\"\nUNEXPORTED=yes\nexport CC=gcc\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sb.etc_dir().join("framework.conf"),
+        format!("build_environment={}\n", benv.display()),
+    )
+    .unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    sb.ours(&["build", "hello/1.0", "-k", K53]);
+    let log = sb
+        .built_module_dir("hello", "1.0", K53)
+        .parent()
+        .unwrap()
+        .join("log/make.log");
+    let log = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(
+        log.contains(&format!("BENV=[for-{K53}] UNEXPORTED=[] CC=[gcc]")),
+        "{log}"
+    );
+}

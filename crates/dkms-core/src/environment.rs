@@ -67,6 +67,21 @@ pub fn running_in_chroot(caller: &CallerEnv) -> bool {
     }
 }
 
+/// The bash that applies framework.conf's `build_environment` to a build command
+/// (PRE_BUILD, make, POST_BUILD; upstream's do_build, not the install scripts): the
+/// file is sourced in a subshell that sees the build's variables (`$kernelver` ...),
+/// and only what it exports comes back, after the compiler choice, so it can set
+/// `CC`. Empty when it is not set or not a file, as upstream ignores it then.
+pub fn build_environment_prelude(file: Option<&Path>) -> String {
+    match file {
+        Some(file) if file.is_file() => format!(
+            "source <( (source {} &>/dev/null; export -p) ); ",
+            crate::shell::quote(&file.to_string_lossy())
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The caller's variables minus [`UNSET`] (and names that are not UTF-8, which no
 /// shell could name). Empty by default: library users and tests that pass none get
 /// children with only `PATH`, as before.

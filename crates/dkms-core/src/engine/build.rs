@@ -443,14 +443,13 @@ fn run_make(
         "\n# command: cd {} && {command}",
         work.display()
     );
-    let mut make = shell(
-        host,
-        target,
-        "export module module_version kernelver arch; eval \"$1\"",
-        "build kernel modules",
-    )
-    .arg(&command)
-    .dir(work);
+    let script = format!(
+        "{}export module module_version kernelver arch; eval \"$1\"",
+        crate::environment::build_environment_prelude(host.settings.build_environment.as_deref())
+    );
+    let mut make = shell(host, target, &script, "build kernel modules")
+        .arg(&command)
+        .dir(work);
     if let Some(client) = &options.jobserver {
         make = make.jobserver(client);
     }
@@ -702,7 +701,12 @@ pub(crate) fn run_script(
         // script string goes through the shell a third time (quotes, `$x`, `;`, `&&`
         // and redirections all work), with the output in make.log.
         Some((file, path)) => {
-            let body = format!("{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
+            let body = format!(
+                "{}{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"",
+                crate::environment::build_environment_prelude(
+                    host.settings.build_environment.as_deref()
+                )
+            );
             let command = shell(host, target, &body, kind)
                 .arg(dir.as_os_str())
                 .arg(script)
