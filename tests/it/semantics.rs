@@ -197,3 +197,35 @@ fn build_environment_exports_reach_the_build_scripts_and_unexported_ones_do_not(
         "{log}"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn symlink_modules_installs_absolute_links_into_the_dkms_tree_and_uninstall_removes_only_them() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    std::fs::write(sb.etc_dir().join("framework.conf"), "symlink_modules=1\n").unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    sb.ours(&["install", "hello/1.0", "-k", K53]);
+    let dir = sb.installed_module_dir(K53);
+    let installed = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("hello.ko"))
+        .unwrap_or_else(|| panic!("nothing installed in {}", dir.display()));
+    let target = std::fs::read_link(&installed)
+        .unwrap_or_else(|e| panic!("{} is not a symlink: {e}", installed.display()));
+    let built = sb.built_module_dir("hello", "1.0", K53);
+    assert!(
+        target.is_absolute() && target.starts_with(&built),
+        "{}",
+        target.display()
+    );
+    assert!(installed.is_file(), "the link resolves");
+
+    sb.ours(&["uninstall", "hello/1.0", "-k", K53]);
+    assert!(installed.symlink_metadata().is_err(), "the link stays");
+    assert!(
+        target.is_file(),
+        "uninstall removed the built module behind the link"
+    );
+}

@@ -108,7 +108,13 @@ pub fn install(
                 archive_original(host, target, existing, &built)?;
             }
         }
-        install_root.copy(&built, &dest)?;
+        if host.settings.symlink_modules == Some(true) {
+            // framework.conf's symlink_modules: upstream's `cp -f -s`, an absolute
+            // link into the DKMS tree's build, replaced atomically like a copy.
+            install_root.symlink(&built, &dest)?;
+        } else {
+            install_root.copy(&built, &dest)?;
+        }
         for variant in variants.iter().filter(|p| **p != dest) {
             let _ = install_root.remove(variant);
         }
