@@ -229,3 +229,73 @@ fn symlink_modules_installs_absolute_links_into_the_dkms_tree_and_uninstall_remo
         "uninstall removed the built module behind the link"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn a_patch_in_etc_dkms_module_patches_replaces_the_sources_patch_of_that_name() {
+    let sb = Sandbox::new();
+    let source = sb.copy_fixture("patched", "1.0");
+    let patch = std::fs::read_to_string(source.join("patches/fix-syntax-error.patch")).unwrap();
+    let ours = patch.replace(
+        "test fixture patched 1.0, patched\"",
+        "test fixture patched 1.0, patched by the administrator\"",
+    );
+    assert_ne!(ours, patch);
+    let overrides = sb.etc_dir().join("patched/patches");
+    std::fs::create_dir_all(&overrides).unwrap();
+    std::fs::write(overrides.join("fix-syntax-error.patch"), ours).unwrap();
+    sb.ours(&["add", "patched/1.0"]);
+    sb.ours(&["build", "patched/1.0", "-k", K53]);
+    let module = sb.built_module_dir("patched", "1.0", K53);
+    let ko = std::fs::read_dir(&module)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("patched.ko"))
+        .expect("patched.ko built");
+    let modinfo = run({
+        let mut cmd = Command::new("modinfo");
+        cmd.args(["-F", "description"]).arg(&ko);
+        cmd
+    });
+    assert_eq!(
+        modinfo.stdout.trim(),
+        "dkms-hook test fixture patched 1.0, patched by the administrator",
+        "{modinfo}"
+    );
+}
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn a_script_in_etc_dkms_module_replaces_the_sources_and_runs_from_there() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let source = sb.copy_fixture("hello", "1.0");
+    let write_script = |path: &std::path::Path, says: &str| {
+        std::fs::write(path, format!("#!/bin/sh\necho \"{says} in $(pwd)\"\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_script(&source.join("show.sh"), "the source's script");
+    let overrides = sb.etc_dir().join("hello");
+    std::fs::create_dir_all(&overrides).unwrap();
+    write_script(&overrides.join("show.sh"), "the administrator's script");
+    let conf = source.join("dkms.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("PRE_BUILD=\"show.sh\"\n");
+    std::fs::write(&conf, text).unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    sb.ours(&["build", "hello/1.0", "-k", K53]);
+    let log = sb
+        .built_module_dir("hello", "1.0", K53)
+        .parent()
+        .unwrap()
+        .join("log/make.log");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "the administrator's script in {}",
+            overrides.display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("the source's script"), "{log}");
+}

@@ -7,6 +7,7 @@
 use super::{io_err, read_conf, require_added, EngineError, Event, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
+use crate::environment::build_environment_prelude;
 use crate::exec::{Command, ExitDescription};
 use crate::exit::Exit;
 use crate::host::Host;
@@ -329,7 +330,9 @@ fn apply_patches(
     log_path: &Path,
 ) -> Result<(), EngineError> {
     for patch in &conf.patches {
-        let file = work.join("patches").join(patch);
+        // /etc/dkms/<m>/patches/<patch> wins (only PATCH[] entries are applied).
+        let file = (host.module_override(&target.module, &format!("patches/{patch}"))?)
+            .unwrap_or_else(|| work.join("patches").join(patch));
         let bytes = fs::read(&file).map_err(|_| EngineError::Patch {
             target: Box::new(target.clone()),
             patch: patch.clone(),
@@ -443,10 +446,8 @@ fn run_make(
         "\n# command: cd {} && {command}",
         work.display()
     );
-    let script = format!(
-        "{}export module module_version kernelver arch; eval \"$1\"",
-        crate::environment::build_environment_prelude(host.settings.build_environment.as_deref())
-    );
+    let benv = build_environment_prelude(host.settings.build_environment.as_deref());
+    let script = format!("{benv}export module module_version kernelver arch; eval \"$1\"");
     let mut make = shell(host, target, &script, "build kernel modules")
         .arg(&command)
         .dir(work);
@@ -675,6 +676,14 @@ pub(crate) fn run_script(
     // Scripts run as root from the source (or our copy of it): never an untrusted one.
     host.check_added_source(&target.module, &target.version)?;
     let program = script.split_whitespace().next().unwrap_or_default();
+    // /etc/dkms/<m>/<script> replaces the source's and runs from there.
+    let override_dir = host.paths.module_override_dir(&target.module);
+    let overridden = host.module_override(&target.module, program)?.is_some();
+    let dir = if overridden {
+        override_dir.as_path()
+    } else {
+        dir
+    };
     let path = dir.join(program);
     let executable = fs::metadata(&path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
@@ -701,12 +710,8 @@ pub(crate) fn run_script(
         // script string goes through the shell a third time (quotes, `$x`, `;`, `&&`
         // and redirections all work), with the output in make.log.
         Some((file, path)) => {
-            let body = format!(
-                "{}{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"",
-                crate::environment::build_environment_prelude(
-                    host.settings.build_environment.as_deref()
-                )
-            );
+            let benv = build_environment_prelude(host.settings.build_environment.as_deref());
+            let body = format!("{benv}{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
             let command = shell(host, target, &body, kind)
                 .arg(dir.as_os_str())
                 .arg(script)

@@ -146,6 +146,12 @@ impl Paths {
         self.version_dir(module, version).join(SOURCE)
     }
 
+    /// `<etc_dir>/<m>`: the administrator's overrides of a module's scripts (a file
+    /// named as the script's first word) and, in `patches/`, of its PATCH[] files.
+    pub fn module_override_dir(&self, module: &str) -> PathBuf {
+        self.etc_dir.join(module)
+    }
+
     /// `<dkms_tree>/<m>/<v>/build`: upstream's shared build directory.
     pub fn shared_build_dir(&self, module: &str, version: &str) -> PathBuf {
         self.version_dir(module, version).join(SHARED_BUILD)
