@@ -299,3 +299,40 @@ fn a_script_in_etc_dkms_module_replaces_the_sources_and_runs_from_there() {
     );
     assert!(!log.contains("the source's script"), "{log}");
 }
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn depmod_gets_the_kernels_system_map_when_there_is_one() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    let tree = sb.rooted_install_tree();
+    std::fs::write(tree.join(K53).join("modules.dep"), "").unwrap();
+    let boot = sb.path("root/boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    let map = boot.join(format!("System.map-{K53}"));
+    std::fs::write(&map, "").unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dkms-hook"));
+    cmd.args(["install", "hello/1.0", "-k", K53])
+        .arg("--dkmstree")
+        .arg(sb.dkms_tree())
+        .arg("--sourcetree")
+        .arg(sb.source_tree())
+        .arg("--installtree")
+        .arg(&tree)
+        .arg("--etc-dir")
+        .arg(sb.etc_dir())
+        .env("DKMS_HOOK_CONFIG", sb.etc_dir().join("dkms-hook.toml"))
+        .env("RUST_LOG", "debug");
+    let out = run(cmd);
+    assert_eq!(out.code, 0, "{out}");
+    let depmod = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("running depmod"))
+        .unwrap_or_else(|| panic!("depmod did not run\n{out}"));
+    assert!(
+        depmod.contains(&format!("-F {}", map.display())),
+        "{depmod}"
+    );
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The variables of framework.conf that dkms honours and so do we.
-pub const FRAMEWORK_VARIABLES: [&str; 17] = [
+pub const FRAMEWORK_VARIABLES: [&str; 15] = [
     "dkms_tree",
     "source_tree",
     "install_tree",
@@ -24,9 +24,7 @@ pub const FRAMEWORK_VARIABLES: [&str; 17] = [
     "compress_zstd_opts",
     "post_transaction",
     "tmp_location",
-    "verbose",
     "symlink_modules",
-    "modprobe_on_install",
     "try_sign_modules",
     "build_environment",
 ];
@@ -68,14 +66,9 @@ pub struct Settings {
     /// framework.conf's `tmp_location`: scratch space (tarball work dirs); default the
     /// caller's `TMPDIR`, else `/tmp`. Like upstream, never exported as TMPDIR.
     pub tmp_location: Option<PathBuf>,
-    /// framework.conf's `verbose` (any non-empty value): show the commands run.
-    pub verbose: Option<bool>,
     /// framework.conf's `symlink_modules` (any non-empty value): install modules as
     /// absolute symlinks into the DKMS tree instead of copies.
     pub symlink_modules: Option<bool>,
-    /// framework.conf's `modprobe_on_install` (any non-empty value): after installing
-    /// for the running kernel, load the modules of the devices present.
-    pub modprobe_on_install: Option<bool>,
     /// framework.conf's `try_sign_modules`: `true` always signs, `false` never, and
     /// anything else signs unless running in a chroot (upstream's default).
     pub try_sign_modules: Option<String>,
@@ -222,9 +215,7 @@ impl Settings {
                 .or(lower.allow_untrusted_sources),
             dkms_conf_timeout: self.dkms_conf_timeout.or(lower.dkms_conf_timeout),
             tmp_location: self.tmp_location.or(lower.tmp_location),
-            verbose: self.verbose.or(lower.verbose),
             symlink_modules: self.symlink_modules.or(lower.symlink_modules),
-            modprobe_on_install: self.modprobe_on_install.or(lower.modprobe_on_install),
             try_sign_modules: self.try_sign_modules.or(lower.try_sign_modules),
             build_environment: self.build_environment.or(lower.build_environment),
         }
@@ -345,10 +336,8 @@ fn set_framework_variable(
         "compress_zstd_opts" => settings.compress_zstd_opts = Some(value),
         "post_transaction" => settings.post_transaction = Some(value),
         "tmp_location" => settings.tmp_location = path(),
-        // Upstream tests these with `[[ $x ]]`: any non-empty value is on.
-        "verbose" => settings.verbose = Some(!value.is_empty()),
+        // Upstream tests it with `[[ $x ]]`: any non-empty value is on.
         "symlink_modules" => settings.symlink_modules = Some(!value.is_empty()),
-        "modprobe_on_install" => settings.modprobe_on_install = Some(!value.is_empty()),
         "try_sign_modules" => settings.try_sign_modules = Some(value),
         "build_environment" => settings.build_environment = path(),
         // `0` (and empty) is upstream's "no limit" (`make -j`): jobs = 0.
@@ -406,7 +395,6 @@ mod tests {
         let settings = read_framework_conf(&[main, first, second]).unwrap();
         assert_eq!(settings.jobs, Some(6));
         assert_eq!(settings.tmp_location, Some(PathBuf::from("/tmp")));
-        assert_eq!(settings.verbose, Some(true));
         assert_eq!(settings.try_sign_modules.as_deref(), Some("false"));
     }
 

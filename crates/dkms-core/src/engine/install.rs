@@ -358,6 +358,7 @@ pub fn depmod(
     }
     let tree = &host.paths.install_tree;
     let mut command = Command::new("depmod", "update module dependency lists (kmod)");
+    let mut root = Path::new("/");
     if tree != Path::new("/lib/modules") && tree != Path::new("/usr/lib/modules") {
         // depmod -b ROOT works on ROOT/lib/modules/<k>: only possible when the install
         // tree has that shape.
@@ -377,6 +378,11 @@ pub fn depmod(
             return Ok(false);
         };
         command = command.arg("-b").arg(base.as_os_str());
+        root = base;
+    }
+    let system_map = tree::layout::system_map(root, kernel);
+    if system_map.is_file() {
+        command = command.arg("-F").arg(system_map.as_os_str());
     }
     progress.event(Event::RunningDepmod { kernel });
     command.arg("-a").arg(kernel).read()?;

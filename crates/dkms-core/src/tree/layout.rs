@@ -116,6 +116,12 @@ pub fn modules_of(build_dir: &Path) -> PathBuf {
     build_dir.join(MODULE)
 }
 
+/// `<root>/boot/System.map-<k>`: the kernel's symbol map, which upstream gives depmod
+/// (`-F`) when it exists; `root` is `/`, or depmod's `-b` base for a relocated tree.
+pub fn system_map(root: &Path, kernel: &str) -> PathBuf {
+    root.join("boot").join(format!("System.map-{kernel}"))
+}
+
 /// `<build>/log`: the log directory of a finished (or staged) build.
 pub fn log_dir_of(build_dir: &Path) -> PathBuf {
     build_dir.join(LOG)
