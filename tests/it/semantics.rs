@@ -336,3 +336,75 @@ fn depmod_gets_the_kernels_system_map_when_there_is_one() {
         "{depmod}"
     );
 }
+
+/// hello/1.0 built for K53, and `module` (a built hello.ko) planted in the kernel's
+/// `kernel/drivers/misc/` as if the kernel shipped it.
+fn hello_built_with_a_kernel_module(
+    sb: &Sandbox,
+    module: &str,
+    version: &str,
+) -> std::path::PathBuf {
+    sb.copy_fixture(module, version);
+    sb.ours(&["add", &format!("{module}/{version}")]);
+    sb.ours(&["build", &format!("{module}/{version}"), "-k", K53]);
+    let built = sb.built_module_dir(module, version, K53);
+    let ko = std::fs::read_dir(&built)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("hello.ko"))
+        .expect("hello.ko built");
+    let planted = sb
+        .install_tree()
+        .join(K53)
+        .join("kernel/drivers/misc")
+        .join(ko.file_name().unwrap());
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::copy(&ko, &planted).unwrap();
+    sb.ours(&["remove", &format!("{module}/{version}"), "--all"]);
+    planted
+}
+
+#[test]
+#[ignore = "tier b: needs root and the headers of two installed kernels; scripts/test runs it"]
+fn install_refuses_to_replace_a_newer_module_of_the_kernel_with_exit_6_unless_forced() {
+    let sb = Sandbox::new();
+    let planted = hello_built_with_a_kernel_module(&sb, "hello", "2.0");
+    let kernels_bytes = std::fs::read(&planted).unwrap();
+    sb.copy_fixture("hello", "1.0");
+    sb.ours(&["add", "hello/1.0"]);
+
+    let refused = sb.run_ours_as_dkms(&["install", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(refused.code, 6, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("is not newer than what is already found in kernel")
+            || refused
+                .stdout
+                .contains("is not newer than what is already found in kernel"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read(&planted).unwrap(),
+        kernels_bytes,
+        "the kernel's module changed"
+    );
+    assert!(
+        !sb.installed_module_dir(K53).exists(),
+        "something was installed"
+    );
+
+    let forced = sb.run_ours(&["install", "hello/1.0", "-k", K53, "--force"]);
+    assert_eq!(forced.code, 0, "{forced}");
+    assert!(!planted.exists(), "the kernel's module was not archived");
+    let archived = sb.original_module_dir("hello", K53);
+    assert!(archived.exists(), "{forced}");
+
+    // Uninstall puts the kernel's own module back where it was.
+    sb.ours(&["uninstall", "hello/1.0", "-k", K53]);
+    assert_eq!(
+        std::fs::read(&planted).unwrap(),
+        kernels_bytes,
+        "not restored"
+    );
+}

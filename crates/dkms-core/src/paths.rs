@@ -19,6 +19,9 @@ pub struct Paths {
     pub os_release: Vec<PathBuf>,
     /// `--kernelsourcedir`: headers to use instead of `<install_tree>/<k>/build`.
     pub kernel_source_dir: Option<PathBuf>,
+    /// `/usr/share/dkms/modules_to_force_install`: files of module names to install
+    /// with `--force` (and `<module>_version-override` tokens), as upstream.
+    pub force_install_dir: PathBuf,
     /// Scratch space (`/tmp`): a dkms.conf is evaluated in a fresh empty directory
     /// here, so what it writes to relative paths is thrown away.
     pub temp_dir: PathBuf,
@@ -34,6 +37,7 @@ impl Default for Paths {
             os_release: vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
             kernel_source_dir: None,
             temp_dir: "/tmp".into(),
+            force_install_dir: "/usr/share/dkms/modules_to_force_install".into(),
         }
     }
 }
@@ -70,6 +74,7 @@ impl Paths {
         absolute(&mut self.install_tree);
         absolute(&mut self.etc_dir);
         absolute(&mut self.temp_dir);
+        absolute(&mut self.force_install_dir);
         self.os_release.iter_mut().for_each(absolute);
         if let Some(dir) = &mut self.kernel_source_dir {
             absolute(dir);

@@ -20,6 +20,7 @@ pub fn options(host: &Host, global: &GlobalArgs) -> Options {
     Options {
         force: global.force,
         no_depmod: global.no_depmod,
+        force_version_override: global.force_version_override,
         jobs: global.jobs.or(host.settings.jobs).unwrap_or_else(num_cpus),
         conf_override: global.conf.clone(),
         jobserver: None,

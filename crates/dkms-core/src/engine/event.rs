@@ -218,6 +218,18 @@ pub enum Event<'a> {
     InitramfsNotRegenerated { kernel: &'a str },
     /// The initramfs of a kernel is regenerated with `command`.
     RegeneratingInitramfs { kernel: &'a str, command: &'a str },
+    /// One module of a version is not installed on a kernel: the kernel's tree has
+    /// it already, as new or newer (a warning; `--force` installs it).
+    ModuleNotReplaced {
+        target: &'a Target,
+        module: &'a str,
+        refusal: &'a super::version_check::Refusal,
+    },
+    /// `--force` or `--force-version-override` came from the force-install list.
+    ForcedByList {
+        target: &'a Target,
+        version_override: bool,
+    },
     /// framework.conf's `post_transaction` ran (its status never fails the command;
     /// a non-zero one is a warning).
     PostTransactionRan {
@@ -267,6 +279,7 @@ impl Event<'_> {
             | Event::KeptInstalled { .. }
             | Event::KernelCleanupFailed { .. }
             | Event::InitramfsNotRegenerated { .. }
+            | Event::ModuleNotReplaced { .. }
             | Event::TextWarning(_) => true,
             Event::PostTransactionRan { status, .. } => {
                 **status != crate::exec::ExitDescription::Code(0)
@@ -278,6 +291,7 @@ impl Event<'_> {
             | Event::SigningKeyGenerated { .. }
             | Event::SigningWith { .. }
             | Event::SigningSkipped { .. }
+            | Event::ForcedByList { .. }
             | Event::Signed { .. }
             | Event::Built { .. }
             | Event::Uninstalled { .. }

@@ -67,6 +67,28 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             "{target}: compressing {} failed, keeping it uncompressed: {error}",
             file.display()
         )),
+        E::ModuleNotReplaced {
+            target,
+            module,
+            refusal,
+        } => Warning(match refusal {
+            dkms_core::engine::version_check::Refusal::Newer { found, version } => format!(
+                "{target}: {module}.ko is not installed: {} is newer (version {version}); pass --force to replace it",
+                found.display()
+            ),
+            dkms_core::engine::version_check::Refusal::Same { found, version } => format!(
+                "{target}: {module}.ko is not installed: {} is the same module (version {version}); pass --force to replace it",
+                found.display()
+            ),
+        }),
+        E::ForcedByList {
+            target,
+            version_override,
+        } => Step(if version_override {
+            format!("Forcing version override of {target} (modules_to_force_install)")
+        } else {
+            format!("Forcing installation of {target} (modules_to_force_install)")
+        }),
         E::SigningSkipped { target, why } => Step(match why {
             dkms_core::environment::NoSigning::Policy => {
                 format!("Not signing {target}: try_sign_modules=false in framework.conf")
