@@ -593,7 +593,8 @@ fn a_kill_during_autoinstall_of_two_modules_on_two_kernels_loses_nothing() {
 
 /// hello/1.0 added and built for K53, and a module of the same name already in K53's
 /// `updates/dkms` (a module of the kernel that ours replaces; its bytes are hello's
-/// build for the other kernel). Returns its path relative to the install tree.
+/// build for the other kernel, the same version and srcversion, so installing over it
+/// needs `--force-version-override`, as with upstream). Returns its path relative to the install tree.
 fn hello_1_built_over_an_original(sb: &Sandbox) -> String {
     sb.copy_fixture("hello", "1.0");
     sb.ours(&["add", "hello/1.0"]);
@@ -618,7 +619,13 @@ fn a_kill_during_a_first_install_over_a_kernel_module_keeps_that_module_or_ours_
         &sb,
         &Scenario {
             name: "first install of hello/1.0 over a module of the kernel",
-            args: &["install", "hello/1.0", "-k", K53],
+            args: &[
+                "install",
+                "hello/1.0",
+                "-k",
+                K53,
+                "--force-version-override",
+            ],
             kept: &[],
             kept_files: &[&original],
             threaded: false,
@@ -634,7 +641,13 @@ fn a_kill_during_uninstall_puts_the_kernels_own_module_back_exactly_once() {
     let sb = Sandbox::new();
     let original = hello_1_built_over_an_original(&sb);
     let bytes = fs::read(sb.install_tree().join(&original)).unwrap();
-    sb.ours(&["install", "hello/1.0", "-k", K53]);
+    sb.ours(&[
+        "install",
+        "hello/1.0",
+        "-k",
+        K53,
+        "--force-version-override",
+    ]);
     kill_everywhere(
         &sb,
         &Scenario {

@@ -27,6 +27,7 @@ mod report;
 mod scheduler;
 mod scripts;
 mod shipped;
+mod semantics;
 mod snapshot;
 mod status;
 mod status_json;

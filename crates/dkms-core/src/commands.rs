@@ -139,6 +139,40 @@ pub fn autoinstall(
     Autoinstall::Ran(outcomes)
 }
 
+/// `autoinstall`'s plan as `dkms-hook plan` shows it: what the run would really do.
+/// A target whose failure is remembered (same source, same headers) is not rebuilt
+/// by autoinstall or the hook unless `retry_failed`, so it is shown as failed with
+/// the remembered failure's message, and so is everything that waits for it.
+pub fn autoinstall_preview(host: &Host, kernels: &[(String, String)], retry_failed: bool) -> Plan {
+    let mut plan = plan::autoinstall(host, kernels);
+    if retry_failed {
+        return plan;
+    }
+    let mut failed: BTreeSet<Target> = BTreeSet::new();
+    for decision in &mut plan.decisions {
+        if decision.left.is_some() {
+            continue;
+        }
+        let target = &decision.target;
+        if let Some(known) = crate::failure::still_failing(&host.paths, target) {
+            let error = EngineError::KnownFailure {
+                target: Box::new(target.clone()),
+                exit_code: known.exit_code,
+                log: known.log.unwrap_or_default(),
+            };
+            decision.left = Some(Left::Failed(error.to_string()));
+            failed.insert(target.clone());
+        } else if let Some(dependency) = decision.after.iter().find(|a| failed.contains(*a)) {
+            decision.left = Some(Left::Failed(format!(
+                "it waits for {}/{}, which failed before and is not retried (pass --retry-failed)",
+                dependency.module, dependency.version
+            )));
+            failed.insert(target.clone());
+        }
+    }
+    plan
+}
+
 /// The per-kernel commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PerKernel {
@@ -467,6 +501,7 @@ mod tests {
     use super::*;
     use crate::engine::Outcome;
     use crate::plan::Decision;
+    use std::path::Path;
 
     fn target(m: &str, k: &str) -> Target {
         Target::new(m, "1.0", k, "x86_64")
@@ -532,5 +567,88 @@ mod tests {
         assert_eq!(Autoinstall::Ran(outcomes).exit(), Exit::AutoinstallFailed);
         assert_eq!(Autoinstall::Disabled.exit(), Exit::Success);
         assert_eq!(Autoinstall::Ran(Outcomes::default()).exit(), Exit::Success);
+    }
+
+    /// A source `name-1.0` added to a relocated tree with one kernel that has headers.
+    fn add_module(host: &Host, name: &str, extra: &str) {
+        let dir = host.paths.source_tree.join(format!("{name}-1.0"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("dkms.conf"),
+            format!("PACKAGE_NAME=\"{name}\"\nPACKAGE_VERSION=\"1.0\"\nBUILT_MODULE_NAME[0]=\"{name}\"\nDEST_MODULE_LOCATION[0]=\"/updates/dkms\"\nAUTOINSTALL=\"yes\"\n{extra}"),
+        )
+        .unwrap();
+        let source = engine::AddSource::ModuleVersion {
+            module: name.into(),
+            version: "1.0".into(),
+        };
+        let options = Options::default();
+        engine::add(
+            host,
+            &source,
+            "6.1",
+            "x86_64",
+            &options,
+            &crate::event::Recorder::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_plan_shows_a_remembered_failure_and_its_dependents_as_not_built() {
+        let root = tempfile::tempdir().unwrap();
+        let at = |p: &str| root.path().join(p);
+        let paths = crate::Paths {
+            dkms_tree: at("var/lib/dkms"),
+            source_tree: at("usr/src"),
+            install_tree: at("usr/lib/modules"),
+            etc_dir: at("etc/dkms"),
+            temp_dir: at("tmp"),
+            ..crate::Paths::default()
+        };
+        std::fs::create_dir_all(paths.install_tree.join("6.1/build/include")).unwrap();
+        for dir in [&paths.dkms_tree, &paths.temp_dir] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let mut host = Host::new(paths, crate::Settings::default());
+        host.trust = None;
+        add_module(&host, "base", "");
+        add_module(&host, "user", "BUILD_DEPENDS=(\"base\")\n");
+        add_module(&host, "other", "");
+        let kernels = [("6.1".to_string(), "x86_64".to_string())];
+        let failed = target("base", "6.1");
+        crate::failure::record(
+            &host,
+            &failed,
+            10,
+            "make failed",
+            Some(Path::new("/x/make.log")),
+        );
+
+        let left = |plan: &Plan, m: &str| {
+            plan.decisions
+                .iter()
+                .find(|d| d.target.module == m)
+                .map(|d| d.left.clone())
+                .unwrap()
+        };
+        let plan = autoinstall_preview(&host, &kernels, false);
+        let Some(Left::Failed(why)) = left(&plan, "base") else {
+            panic!("{plan:?}");
+        };
+        assert!(
+            why.contains("--retry-failed") && why.contains("/x/make.log"),
+            "{why}"
+        );
+        let Some(Left::Failed(why)) = left(&plan, "user") else {
+            panic!("{plan:?}");
+        };
+        assert!(why.contains("base/1.0"), "{why}");
+        assert_eq!(left(&plan, "other"), None);
+
+        // --retry-failed builds it again, as autoinstall would.
+        let plan = autoinstall_preview(&host, &kernels, true);
+        assert_eq!(left(&plan, "base"), None);
+        assert_eq!(left(&plan, "user"), None);
     }
 }

@@ -17,6 +17,71 @@ pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 /// LDFLAGS`): a user's CFLAGS must not leak into a kernel module build.
 pub const UNSET: [&str; 5] = ["CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS"];
 
+/// Why a build's modules are deliberately left unsigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSigning {
+    /// framework.conf says `try_sign_modules=false`.
+    Policy,
+    /// `try_sign_modules` is not `true` and we run in a chroot: the key there is not
+    /// the one the machine's firmware knows.
+    Chroot,
+}
+
+/// Whether modules are signed at all, by `try_sign_modules` (upstream's
+/// `prepare_signing`): `false` never, `true` always, anything else (unset,
+/// `not_in_chroot`) unless [`running_in_chroot`].
+pub fn signing_policy(try_sign_modules: Option<&str>, caller: &CallerEnv) -> Option<NoSigning> {
+    match try_sign_modules {
+        Some("false") => Some(NoSigning::Policy),
+        Some("true") => None,
+        _ if running_in_chroot(caller) => Some(NoSigning::Chroot),
+        _ => None,
+    }
+}
+
+/// Upstream's `running_in_chroot`: fakechroot in the caller's environment, or a
+/// mount table that differs from init's (a chroot or a private mount namespace), or
+/// a root directory that is not init's. What cannot be read counts as no chroot
+/// (upstream takes an unreadable `/proc/1/root` as a chroot, which would stop
+/// signing in containers that hide it).
+pub fn running_in_chroot(caller: &CallerEnv) -> bool {
+    let var = |name: &str| caller.get(name).map(|v| v.to_string_lossy().into_owned());
+    if var("FAKECHROOT").as_deref() == Some("true")
+        && var("FAKECHROOT_BASE").is_some()
+        && var("LD_PRELOAD").is_some_and(|p| p.contains("libfakechroot.so"))
+    {
+        return true;
+    }
+    if let (Ok(init), Ok(ours)) = (
+        std::fs::read("/proc/1/mountinfo"),
+        std::fs::read("/proc/self/mountinfo"),
+    ) {
+        if init != ours {
+            return true;
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/proc/1/root"), std::fs::metadata("/")) {
+        (Ok(init), Ok(ours)) => (init.dev(), init.ino()) != (ours.dev(), ours.ino()),
+        _ => false,
+    }
+}
+
+/// The bash that applies framework.conf's `build_environment` to a build command
+/// (PRE_BUILD, make, POST_BUILD; upstream's do_build, not the install scripts): the
+/// file is sourced in a subshell that sees the build's variables (`$kernelver` ...),
+/// and only what it exports comes back, after the compiler choice, so it can set
+/// `CC`. Empty when it is not set or not a file, as upstream ignores it then.
+pub fn build_environment_prelude(file: Option<&Path>) -> String {
+    match file {
+        Some(file) if file.is_file() => format!(
+            "source <( (source {} &>/dev/null; export -p) ); ",
+            crate::shell::quote(&file.to_string_lossy())
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The caller's variables minus [`UNSET`] (and names that are not UTF-8, which no
 /// shell could name). Empty by default: library users and tests that pass none get
 /// children with only `PATH`, as before.
@@ -99,6 +164,26 @@ impl CallerEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_sign_modules_false_never_signs_true_always_and_fakechroot_is_a_chroot() {
+        let none = CallerEnv::default();
+        assert_eq!(
+            signing_policy(Some("false"), &none),
+            Some(NoSigning::Policy)
+        );
+        let fake = CallerEnv::new([
+            ("FAKECHROOT".into(), "true".into()),
+            ("FAKECHROOT_BASE".into(), "/x".into()),
+            ("LD_PRELOAD".into(), "/usr/lib/libfakechroot.so".into()),
+        ]);
+        assert_eq!(signing_policy(None, &fake), Some(NoSigning::Chroot));
+        assert_eq!(
+            signing_policy(Some("not_in_chroot"), &fake),
+            Some(NoSigning::Chroot)
+        );
+        assert_eq!(signing_policy(Some("true"), &fake), None);
+    }
 
     fn env(vars: &[(&str, &str)]) -> CallerEnv {
         CallerEnv::new(vars.iter().map(|(n, v)| (n.into(), v.into())))

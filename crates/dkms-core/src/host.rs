@@ -112,6 +112,25 @@ impl Host {
         self.check_source(&self.paths.source_link(module, version))
     }
 
+    /// The administrator's override of `file` (a script's first word, or
+    /// `patches/<name>`) in `/etc/dkms/<module>/`, when there is one, checked by the
+    /// trust gate like the other files under /etc/dkms that we run. Upstream copies
+    /// the override patches over the source's and runs an override script from there.
+    pub fn module_override(
+        &self,
+        module: &str,
+        file: &str,
+    ) -> Result<Option<PathBuf>, crate::trust::TrustError> {
+        let path = self.paths.module_override_dir(module).join(file);
+        if file.is_empty() || !path.is_file() {
+            return Ok(None);
+        }
+        if let Some(gate) = &self.trust {
+            gate.check_conf_files(std::slice::from_ref(&path))?;
+        }
+        Ok(Some(path))
+    }
+
     fn etc_entries(&self) -> Arc<HashSet<OsString>> {
         self.etc_entries
             .get_or_init(|| {

@@ -29,6 +29,7 @@ pub mod name;
 pub mod paths;
 pub mod pkgdb;
 pub mod plan;
+pub mod post_transaction;
 pub mod settings;
 pub mod shell;
 pub mod sign;

@@ -22,6 +22,9 @@ pub struct Paths {
     /// `--config`: the kernel config to read (signature hash, compression,
     /// BUILD_EXCLUSIVE_CONFIG) instead of the headers' own, for every kernel.
     pub kernel_config: Option<PathBuf>,
+    /// `/usr/share/dkms/modules_to_force_install`: files of module names to install
+    /// with `--force` (and `<module>_version-override` tokens), as upstream.
+    pub force_install_dir: PathBuf,
     /// Scratch space (`/tmp`): a dkms.conf is evaluated in a fresh empty directory
     /// here, so what it writes to relative paths is thrown away.
     pub temp_dir: PathBuf,
@@ -38,6 +41,7 @@ impl Default for Paths {
             kernel_source_dir: None,
             kernel_config: None,
             temp_dir: "/tmp".into(),
+            force_install_dir: "/usr/share/dkms/modules_to_force_install".into(),
         }
     }
 }
@@ -58,8 +62,59 @@ impl Paths {
         files
     }
 
+    /// The same paths with every relative one taken from `cwd` (the caller's working
+    /// directory, which the library does not read itself). Done once where the paths
+    /// enter: children run elsewhere (bash evaluates a dkms.conf in a scratch
+    /// directory, make in the build directory), so a relative `--dkmstree` or
+    /// `--sourcetree` would point somewhere else for them.
+    pub fn made_absolute(mut self, cwd: &Path) -> Paths {
+        let absolute = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        absolute(&mut self.dkms_tree);
+        absolute(&mut self.source_tree);
+        absolute(&mut self.install_tree);
+        absolute(&mut self.etc_dir);
+        absolute(&mut self.temp_dir);
+        absolute(&mut self.force_install_dir);
+        self.os_release.iter_mut().for_each(absolute);
+        if let Some(dir) = &mut self.kernel_source_dir {
+            absolute(dir);
+        }
+        if let Some(file) = &mut self.kernel_config {
+            absolute(file);
+        }
+        self
+    }
+
     /// Path of `p` relative to `base` when it lies inside it, for messages.
     pub fn display_within(base: &Path, p: &Path) -> String {
         p.strip_prefix(base).unwrap_or(p).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_made_absolute_against_the_callers_directory() {
+        let paths = Paths {
+            dkms_tree: "dkms".into(),
+            source_tree: "./src".into(),
+            kernel_source_dir: Some("../headers".into()),
+            ..Paths::default()
+        }
+        .made_absolute(Path::new("/home/u"));
+        assert_eq!(paths.dkms_tree, Path::new("/home/u/dkms"));
+        assert_eq!(paths.source_tree, Path::new("/home/u/./src"));
+        assert_eq!(
+            paths.kernel_source_dir.as_deref(),
+            Some(Path::new("/home/u/../headers"))
+        );
+        assert_eq!(paths.install_tree, Path::new("/usr/lib/modules"));
+        assert_eq!(paths.etc_dir, Path::new("/etc/dkms"));
     }
 }

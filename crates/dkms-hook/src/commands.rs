@@ -12,7 +12,6 @@ use dkms_core::commands::{self, Autoinstall, KernelHook, PerKernel, WhenDone};
 use dkms_core::engine::{self, AddSource, Event, Options, Progress};
 use dkms_core::exit::Exit;
 use dkms_core::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
-use dkms_core::plan;
 use dkms_core::Host;
 use std::path::PathBuf;
 
@@ -21,6 +20,7 @@ pub fn options(host: &Host, global: &GlobalArgs) -> Options {
     Options {
         force: global.force,
         no_depmod: global.no_depmod,
+        force_version_override: global.force_version_override,
         jobs: global.jobs.or(host.settings.jobs).unwrap_or_else(num_cpus),
         conf_override: global.conf.clone(),
         jobserver: None,
@@ -460,7 +460,7 @@ pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<Exit> {
     } else {
         kernels
     };
-    let plan = plan::autoinstall(host, &kernels);
+    let plan = dkms_core::commands::autoinstall_preview(host, &kernels, global.retry_failed);
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

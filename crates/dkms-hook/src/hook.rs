@@ -53,5 +53,17 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, renderer: &Renderer) 
     for problem in &report.problems {
         renderer.printer.error_text(&pacman::hook_problem(problem));
     }
+    // Once per transaction, after all work, when modules were installed or removed:
+    // what framework.conf's post_transaction is documented for. Like its status, a
+    // failure to run it never fails the transaction's hook.
+    let changed =
+        !(report.installed.is_empty() && report.unbuilt.is_empty() && report.retired.is_empty());
+    if kind == HookKind::Install && changed {
+        if let Err(error) = crate::run_post_transaction(host, renderer) {
+            renderer
+                .printer
+                .warning(&format!("post_transaction: {error:#}"));
+        }
+    }
     Ok(report.exit())
 }

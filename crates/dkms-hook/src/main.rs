@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cli::{Action, Cli, GlobalArgs};
 use dkms_core::exit::{Exit, HasExitCode};
-use dkms_core::settings::{read_framework_conf, Settings};
+use dkms_core::settings::{read_framework_conf_for, Settings};
 use dkms_core::status::{self, StatusQuery};
 use dkms_core::{Host, Paths};
 use render::{Face, Printer, Renderer};
@@ -195,7 +195,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
     let (face, printer) = (renderer.face, renderer.printer);
-    let host = host(&cli.global, face)?;
+    let host = host(&cli.global, face, printer)?;
     let _ = renderer.pending.paths.set(host.paths.clone());
     init_logging(&cli.global, host.settings.log_level.as_deref());
     let target = cli.targets.first().map(String::as_str);
@@ -286,12 +286,33 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
                 renderer,
             )
         }
-        action => commands::run(action, &host, &cli.global, &cli.targets, renderer),
+        action => {
+            let exit = commands::run(action, &host, &cli.global, &cli.targets, renderer)?;
+            // Upstream runs post_transaction after these commands succeeded.
+            let changes_modules = matches!(
+                action,
+                Action::Install | Action::Uninstall | Action::Unbuild | Action::Remove
+            );
+            if exit == Exit::Success && changes_modules {
+                run_post_transaction(&host, renderer)?;
+            }
+            Ok(exit)
+        }
     }
 }
 
+/// framework.conf's `post_transaction`, when set: its status never fails the command.
+pub(crate) fn run_post_transaction(host: &Host, renderer: &Renderer) -> Result<()> {
+    if let Some(command) = host.settings.post_transaction.as_deref() {
+        if !command.is_empty() {
+            dkms_core::post_transaction::run(host, command, renderer)?;
+        }
+    }
+    Ok(())
+}
+
 /// Merges settings files and command-line overrides into the host description.
-fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
+fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     let mut paths = Paths::default();
     if face == Face::Dkms {
         // Upstream's default install tree (the same directory where /lib is
@@ -306,9 +327,22 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
         .clone()
         .or_else(|| std::env::var_os("DKMS_HOOK_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/etc/dkms-hook.toml"));
-    let toml = Settings::from_toml_file(&settings_file)?;
-    let framework = read_framework_conf(&paths.framework_conf_files())?;
+    let (toml, unknown_keys) = Settings::from_toml_file(&settings_file)?;
+    for unknown in &unknown_keys {
+        printer.warning(&unknown.to_string());
+    }
+    // `$kernelver` in framework.conf is the command's first kernel, as upstream has it
+    // when it re-reads post_transaction (and the signing variables).
+    let kernelver = cli::kernels_with_arches(global)
+        .ok()
+        .and_then(|k| k.into_iter().next().map(|(k, _)| k))
+        .unwrap_or_else(commands::running_kernel);
+    let framework = read_framework_conf_for(&paths.framework_conf_files(), Some(&kernelver))?;
     let settings = toml.or(framework);
+    // Upstream's tmp_location defaults to the caller's TMPDIR, else /tmp.
+    if let Some(tmp) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
+        paths.temp_dir = PathBuf::from(tmp);
+    }
     settings.apply_trees(&mut paths);
     if let Some(t) = &global.dkms_tree {
         paths.dkms_tree = t.clone();
@@ -321,6 +355,10 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
     }
     paths.kernel_source_dir = global.kernel_source_dir.clone();
     paths.kernel_config = global.kernel_config.clone();
+    // bash and make run in other directories than ours: relative paths would
+    // point elsewhere for them. (A deleted working directory leaves them as given.)
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let paths = paths.made_absolute(&cwd);
     let mut host = Host::new(paths, settings);
     // Upstream passes its caller's environment on to dkms.conf, the scripts and make
     // (a hook's: pacman's); the library never reads the environment itself.

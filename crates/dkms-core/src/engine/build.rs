@@ -9,6 +9,7 @@ use super::{
 };
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
+use crate::environment::build_environment_prelude;
 use crate::exec::{Command, ExitDescription};
 use crate::exit::Exit;
 use crate::host::Host;
@@ -285,7 +286,9 @@ fn apply_patches(
     log_path: &Path,
 ) -> Result<(), EngineError> {
     for patch in &conf.patches {
-        let file = work.join("patches").join(patch);
+        // /etc/dkms/<m>/patches/<patch> wins (only PATCH[] entries are applied).
+        let file = (host.module_override(&target.module, &format!("patches/{patch}"))?)
+            .unwrap_or_else(|| work.join("patches").join(patch));
         let bytes = fs::read(&file).map_err(|_| EngineError::Patch {
             target: Box::new(target.clone()),
             patch: patch.clone(),
@@ -360,7 +363,16 @@ pub fn make_command(
         &work.display().to_string(),
     );
     if let Some(rest) = command.strip_prefix("make") {
-        let jobs = jobs.map(|j| format!(" -j{j}")).unwrap_or_default();
+        // 0 is `parallel_jobs=0`: upstream's bare `-j`, no limit.
+        let jobs = jobs
+            .map(|j| {
+                if j == 0 {
+                    " -j".to_string()
+                } else {
+                    format!(" -j{j}")
+                }
+            })
+            .unwrap_or_default();
         command = format!("make{jobs} KERNELRELEASE={}{rest}", target.kernel);
     }
     let config = fs::read_to_string(host.paths.kernel_config(&target.kernel)).unwrap_or_default();
@@ -379,7 +391,7 @@ fn run_make(
     (log, log_path): (&File, &Path),
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
-    let jobs = options.jobserver.is_none().then_some(options.jobs.max(1));
+    let jobs = options.jobserver.is_none().then_some(options.jobs);
     let command = make_command(host, target, conf, work, jobs);
     if options.jobserver.is_some() && hard_codes_jobs(&command) {
         progress.event(Event::MakeHardCodesJobs { target });
@@ -390,14 +402,11 @@ fn run_make(
         "\n# command: cd {} && {command}",
         work.display()
     );
-    let mut make = shell(
-        host,
-        target,
-        "export module module_version kernelver arch; eval \"$1\"",
-        "build kernel modules",
-    )
-    .arg(&command)
-    .dir(work);
+    let benv = build_environment_prelude(host.settings.build_environment.as_deref());
+    let script = format!("{benv}export module module_version kernelver arch; eval \"$1\"");
+    let mut make = shell(host, target, &script, "build kernel modules")
+        .arg(&command)
+        .dir(work);
     if let Some(client) = &options.jobserver {
         make = make.jobserver(client);
     }
@@ -559,6 +568,13 @@ fn signing_setup(
     kernel_config: Option<&KernelConfig>,
     progress: &dyn Progress,
 ) -> Option<(PathBuf, String, sign::SigningKey)> {
+    if let Some(why) = crate::environment::signing_policy(
+        host.settings.try_sign_modules.as_deref(),
+        &host.caller_env,
+    ) {
+        progress.event(Event::SigningSkipped { target, why });
+        return None;
+    }
     let hash = kernel_config?.signature_hash()?;
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
     let sign_file = sign::sign_file_for(
@@ -621,6 +637,14 @@ pub(crate) fn run_script(
     // Scripts run as root from the source (or our copy of it): never an untrusted one.
     host.check_added_source(&target.module, &target.version)?;
     let program = script.split_whitespace().next().unwrap_or_default();
+    // /etc/dkms/<m>/<script> replaces the source's and runs from there.
+    let override_dir = host.paths.module_override_dir(&target.module);
+    let overridden = host.module_override(&target.module, program)?.is_some();
+    let dir = if overridden {
+        override_dir.as_path()
+    } else {
+        dir
+    };
     let path = dir.join(program);
     let executable = fs::metadata(&path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
@@ -650,7 +674,8 @@ pub(crate) fn run_script(
         // script string goes through the shell a third time (quotes, `$x`, `;`, `&&`
         // and redirections all work), with the output in make.log.
         Some((file, path)) => {
-            let body = format!("{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
+            let benv = build_environment_prelude(host.settings.build_environment.as_deref());
+            let body = format!("{benv}{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
             let command = shell(host, target, &body, kind)
                 .arg(dir.as_os_str())
                 .arg(script)

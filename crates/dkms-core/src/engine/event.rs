@@ -77,6 +77,12 @@ pub enum Event<'a> {
         target: &'a Target,
         sign_file: &'a Path,
     },
+    /// The modules of a build are not signed on purpose: framework.conf's
+    /// `try_sign_modules`, or running in a chroot (upstream's default policy).
+    SigningSkipped {
+        target: &'a Target,
+        why: crate::environment::NoSigning,
+    },
     /// The modules of a build are signed with this tool, key and certificate.
     SigningWith {
         sign_file: &'a Path,
@@ -238,6 +244,25 @@ pub enum Event<'a> {
     InitramfsNotRegenerated { kernel: &'a str },
     /// The initramfs of a kernel is regenerated with `command`.
     RegeneratingInitramfs { kernel: &'a str, command: &'a str },
+    /// One module of a version is not installed on a kernel: the kernel's tree has
+    /// it already, as new or newer (a warning; `--force` installs it).
+    ModuleNotReplaced {
+        target: &'a Target,
+        module: &'a str,
+        refusal: &'a super::version_check::Refusal,
+    },
+    /// `--force` or `--force-version-override` came from the force-install list.
+    ForcedByList {
+        target: &'a Target,
+        version_override: bool,
+    },
+    /// framework.conf's `post_transaction` ran (its status never fails the command;
+    /// a non-zero one is a warning).
+    PostTransactionRan {
+        command: &'a str,
+        status: &'a crate::exec::ExitDescription,
+        log: &'a Path,
+    },
 
     // not yet typed
     /// A step in prose, from code not yet converted to typed events (tarball, until
@@ -281,13 +306,19 @@ impl Event<'_> {
             | Event::KeptInstalled { .. }
             | Event::KernelCleanupFailed { .. }
             | Event::InitramfsNotRegenerated { .. }
+            | Event::ModuleNotReplaced { .. }
             | Event::TextWarning(_) => true,
+            Event::PostTransactionRan { status, .. } => {
+                **status != crate::exec::ExitDescription::Code(0)
+            }
             Event::CopyingSource { .. }
             | Event::LinkedSource { .. }
             | Event::Added { .. }
             | Event::Building { .. }
             | Event::SigningKeyGenerated { .. }
             | Event::SigningWith { .. }
+            | Event::SigningSkipped { .. }
+            | Event::ForcedByList { .. }
             | Event::Signed { .. }
             | Event::Built { .. }
             | Event::Uninstalled { .. }

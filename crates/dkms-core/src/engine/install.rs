@@ -77,6 +77,19 @@ pub fn install(
         .unwrap_or_default();
     let first_install = target.install_link(&host.paths).symlink_metadata().is_err();
 
+    // The force-install list (upstream's force_installation), per module name.
+    let tokens = super::version_check::force_list(&host.paths.force_install_dir);
+    let listed_force = tokens.contains(&target.module);
+    let listed_override = tokens.contains(&format!("{}_version-override", target.module));
+    if listed_force || listed_override {
+        let version_override = listed_override;
+        progress.event(Event::ForcedByList {
+            target,
+            version_override,
+        });
+    }
+    let force = options.force || listed_force;
+    let compare = !(options.force_version_override || listed_override);
     let install_root = host.install_root()?;
     progress.event(Event::Installing { target });
     let module_dir = target.modules_dir(&host.paths);
@@ -97,6 +110,22 @@ pub fn install(
         install_root.check(&dest_dir)?;
         install_root.sweep_dir(&dest_dir)?;
         let dest = dest_dir.join(&file_name);
+        if compare && !force {
+            let mut ours = old_files.clone();
+            if !first_install {
+                ours.extend(installed_files(host, target, options));
+            }
+            let found = super::version_check::find_module(&kernel_dir, &spec.dest_name, &ours);
+            if let Some(refusal) = found.and_then(|f| super::version_check::check(&f, &built)) {
+                let module = spec.dest_name.as_str();
+                progress.event(Event::ModuleNotReplaced {
+                    target,
+                    module,
+                    refusal: &refusal,
+                });
+                continue;
+            }
+        }
         // Any variant of the same module in that directory (other compression) goes
         // too, or modprobe would see two.
         let variants: Vec<PathBuf> = MODULE_SUFFIXES
@@ -104,20 +133,47 @@ pub fn install(
             .map(|s| dest_dir.join(format!("{}{s}", spec.dest_name)))
             .filter(|p| p.exists())
             .collect();
+        // A same-named module elsewhere in the kernel's tree (upstream's find_module)
+        // is archived and moved away once ours is in place, or modprobe could load it.
+        let mut moved_away = None;
         if first_install {
             for existing in variants.iter().filter(|p| !old_files.contains(p)) {
                 archive_original(host, target, existing, &built)?;
             }
+            if variants.iter().all(|p| old_files.contains(p)) {
+                let elsewhere =
+                    super::version_check::find_module(&kernel_dir, &spec.dest_name, &old_files);
+                if let Some(elsewhere) =
+                    elsewhere.filter(|e| e.parent() != Some(dest_dir.as_path()))
+                {
+                    archive_original(host, target, &elsewhere, &built)?;
+                    moved_away = Some(elsewhere);
+                }
+            }
         }
-        install_root.copy(&built, &dest)?;
+        if host.settings.symlink_modules == Some(true) {
+            // framework.conf's symlink_modules: upstream's `cp -f -s`, an absolute
+            // link into the DKMS tree's build, replaced atomically like a copy.
+            install_root.symlink(&built, &dest)?;
+        } else {
+            install_root.copy(&built, &dest)?;
+        }
         for variant in variants.iter().filter(|p| **p != dest) {
             let _ = install_root.remove(variant);
+        }
+        if let Some(original) = moved_away {
+            install_root.remove(&original)?;
         }
         progress.event(Event::Installed {
             target,
             path: &dest,
         });
         written.push(dest);
+    }
+    if written.is_empty() && conf.modules.iter().any(|m| m.excluded.is_none()) {
+        return Err(EngineError::NothingInstalled {
+            target: Box::new(target.clone()),
+        });
     }
     dkms_root.symlink(
         &target.install_link_target(),
@@ -353,6 +409,7 @@ pub fn depmod(
     }
     let tree = &host.paths.install_tree;
     let mut command = Command::new("depmod", "update module dependency lists (kmod)");
+    let mut root = Path::new("/");
     if tree != Path::new("/lib/modules") && tree != Path::new("/usr/lib/modules") {
         // depmod -b ROOT works on ROOT/lib/modules/<k>: only possible when the install
         // tree has that shape.
@@ -372,6 +429,11 @@ pub fn depmod(
             return Ok(false);
         };
         command = command.arg("-b").arg(base.as_os_str());
+        root = base;
+    }
+    let system_map = tree::layout::system_map(root, kernel);
+    if system_map.is_file() {
+        command = command.arg("-F").arg(system_map.as_os_str());
     }
     progress.event(Event::RunningDepmod { kernel });
     command.arg("-a").arg(kernel).read()?;

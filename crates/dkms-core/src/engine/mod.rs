@@ -17,6 +17,7 @@ mod install;
 mod remove;
 mod run;
 mod shared_build;
+pub mod version_check;
 
 pub use add::{add, AddSource};
 pub use build::build;
@@ -57,7 +58,10 @@ pub struct Options {
     pub force: bool,
     /// `--no-depmod`.
     pub no_depmod: bool,
-    /// `-j`: make jobs for one build.
+    /// `--force-version-override`: install without comparing with the same-named
+    /// module already in the kernel's tree.
+    pub force_version_override: bool,
+    /// `-j`: make jobs for one build; 0 is `parallel_jobs=0`, no limit (a bare `-j`).
     pub jobs: usize,
     /// `-c FILE`: a dkms.conf to use instead of the module's own.
     pub conf_override: Option<PathBuf>,
@@ -139,6 +143,8 @@ pub enum EngineError {
     NoKernelToBuild(crate::kernel::NotInstalled),
     #[error("{target}: the pre_install script failed ({status}); pass --force to install anyway")]
     PreInstallFailed { target: Box<Target>, status: String },
+    #[error("{target}: no module was installed (each was refused: the kernel already has it, as new or newer); pass --force to install anyway")]
+    NothingInstalled { target: Box<Target> },
     #[error("{target} is not built")]
     NotBuilt { target: Box<Target> },
     #[error("{target} failed before with this same source and kernel headers; not retried (pass --retry-failed); see {}", .log.display())]
@@ -285,6 +291,7 @@ impl crate::exit::HasExitCode for EngineError {
                 .filter(|&c| c != 0)
                 .map_or(Exit::Failure, Exit::from_code),
             EngineError::ModulesMissing { .. } => Exit::ModulesMissing,
+            EngineError::NothingInstalled { .. } => Exit::InstallFailed,
             EngineError::NoKernel(_) => Exit::InstallFailed,
             EngineError::PreInstallFailed { .. } => Exit::PreInstallFailed,
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => Exit::WrongState,

@@ -93,9 +93,16 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 .collect()
         })
         .collect();
-    let slots = options.jobs.max(1);
+    // `jobs` 0 is framework.conf's `parallel_jobs=0`: no limit, so every job may run
+    // at once and each make gets a bare `-j` instead of a jobserver's tokens.
+    let unlimited = options.jobs == 0;
+    let slots = if unlimited {
+        jobs.len().max(1)
+    } else {
+        options.jobs
+    };
     let mut options = options.clone();
-    if options.jobserver.is_none() {
+    if options.jobserver.is_none() && !unlimited {
         match jobserver::Client::new(slots) {
             Ok(client) => options.jobserver = Some(client),
             Err(e) => progress.event(Event::NoJobserver { slots, error: &e }),

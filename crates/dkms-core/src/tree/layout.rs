@@ -127,6 +127,12 @@ pub fn modules_of(build_dir: &Path) -> PathBuf {
     build_dir.join(MODULE)
 }
 
+/// `<root>/boot/System.map-<k>`: the kernel's symbol map, which upstream gives depmod
+/// (`-F`) when it exists; `root` is `/`, or depmod's `-b` base for a relocated tree.
+pub fn system_map(root: &Path, kernel: &str) -> PathBuf {
+    root.join("boot").join(format!("System.map-{kernel}"))
+}
+
 /// `<build>/log`: the log directory of a finished (or staged) build.
 pub fn log_dir_of(build_dir: &Path) -> PathBuf {
     build_dir.join(LOG)
@@ -155,6 +161,12 @@ impl Paths {
     /// `<dkms_tree>/<m>/<v>/source`: the link to the module's source.
     pub fn source_link(&self, module: &str, version: &str) -> PathBuf {
         self.version_dir(module, version).join(SOURCE)
+    }
+
+    /// `<etc_dir>/<m>`: the administrator's overrides of a module's scripts (a file
+    /// named as the script's first word) and, in `patches/`, of its PATCH[] files.
+    pub fn module_override_dir(&self, module: &str) -> PathBuf {
+        self.etc_dir.join(module)
     }
 
     /// `<dkms_tree>/<m>/<v>/build`: upstream's shared build directory.
@@ -192,6 +204,12 @@ impl Paths {
     /// `<dkms_tree>/.dkms-hook-transaction`: the hook's transaction note.
     pub fn transaction_note(&self) -> PathBuf {
         self.dkms_tree.join(".dkms-hook-transaction")
+    }
+
+    /// `<dkms_tree>/post_transaction.log`: what framework.conf's `post_transaction`
+    /// printed the last time it ran (upstream's name; its run_test.sh reads it).
+    pub fn post_transaction_log(&self) -> PathBuf {
+        self.dkms_tree.join("post_transaction.log")
     }
 
     /// `<source_tree>/<module>-<version>`, where packages put sources.

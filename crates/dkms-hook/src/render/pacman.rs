@@ -72,6 +72,36 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             "{target}: compressing {} failed, keeping it uncompressed: {error}",
             file.display()
         )),
+        E::ModuleNotReplaced {
+            target,
+            module,
+            refusal,
+        } => Warning(match refusal {
+            dkms_core::engine::version_check::Refusal::Newer { found, version } => format!(
+                "{target}: {module}.ko is not installed: {} is newer (version {version}); pass --force to replace it",
+                found.display()
+            ),
+            dkms_core::engine::version_check::Refusal::Same { found, version } => format!(
+                "{target}: {module}.ko is not installed: {} is the same module (version {version}); pass --force to replace it",
+                found.display()
+            ),
+        }),
+        E::ForcedByList {
+            target,
+            version_override,
+        } => Step(if version_override {
+            format!("Forcing version override of {target} (modules_to_force_install)")
+        } else {
+            format!("Forcing installation of {target} (modules_to_force_install)")
+        }),
+        E::SigningSkipped { target, why } => Step(match why {
+            dkms_core::environment::NoSigning::Policy => {
+                format!("Not signing {target}: try_sign_modules=false in framework.conf")
+            }
+            dkms_core::environment::NoSigning::Chroot => format!(
+                "Not signing {target}: running in a chroot (try_sign_modules=true in framework.conf signs anyway)"
+            ),
+        }),
         E::SignFileMissing { target, .. } => Warning(format!(
             "{target}: the kernel wants signed modules but sign-file was not found; modules are not signed"
         )),
@@ -213,6 +243,19 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         E::RegeneratingInitramfs { kernel, command } => {
             Step(format!("Regenerating the initramfs of {kernel}: {command}"))
         }
+        E::PostTransactionRan {
+            command,
+            status,
+            log,
+        } => match status {
+            dkms_core::exec::ExitDescription::Code(0) => {
+                Step(format!("Ran post_transaction: {command}"))
+            }
+            _ => Warning(format!(
+                "post_transaction {status} (ignored): {command}; its output is in {}",
+                log.display()
+            )),
+        },
         E::Text(text) => Step(text.to_string()),
         E::TextWarning(text) => Warning(text.to_string()),
         // Facts this face has always left unsaid.

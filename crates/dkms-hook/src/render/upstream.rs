@@ -227,6 +227,57 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             *pending.blank.lock().unwrap_or_else(|p| p.into_inner()) = true;
             lines
         }
+        E::ModuleNotReplaced {
+            target,
+            module,
+            refusal,
+        } => match refusal {
+            dkms_core::engine::version_check::Refusal::Newer { version, .. } => {
+                one(Line::UpstreamError(format!(
+                    "Module version {} for {module}.ko\nis not newer than what is already found in kernel {} ({version}).\nYou may override by specifying --force.",
+                    target.version, target.kernel
+                )))
+            }
+            dkms_core::engine::version_check::Refusal::Same { found, version } => one(Out(format!(
+                "Module {} already installed at version {version}, override by specifying --force",
+                found.display()
+            ))),
+        },
+        E::ForcedByList {
+            target,
+            version_override,
+        } => one(Out(if version_override {
+            format!("Forcing version override of {}", target.module)
+        } else {
+            format!("Forcing installation of {}", target.module)
+        })),
+        E::SigningSkipped { why, .. } => one(Out(match why {
+            dkms_core::environment::NoSigning::Policy => {
+                "Module signing is disabled by policy, modules won't be signed".to_string()
+            }
+            dkms_core::environment::NoSigning::Chroot => {
+                "Running in chroot, modules won't be signed".to_string()
+            }
+        })),
+        // invoke_command's line: the description, then " done." or the status.
+        E::PostTransactionRan {
+            status, command, ..
+        } => {
+            let end = match status {
+                dkms_core::exec::ExitDescription::Code(0) => " done.".to_string(),
+                dkms_core::exec::ExitDescription::Code(code) => {
+                    format!("(bad exit status: {code})\nFailed command:\n{command}")
+                }
+                dkms_core::exec::ExitDescription::Signal(signal) => format!(
+                    "(bad exit status: {})\nFailed command:\n{command}",
+                    128 + signal
+                ),
+            };
+            one(Out(format!(
+                "{}...{end}",
+                dkms_core::post_transaction::DESCRIPTION
+            )))
+        }
         // Said in the closing lines, where upstream says it.
         E::Deferred { .. } => vec![],
         E::AutoinstallDisabled => one(Out(
@@ -355,6 +406,7 @@ pub fn error_text(error: &EngineError) -> String {
         E::NotAdded { module, version } => format!(
             "The module/version combo: {module}/{version} is not located in the DKMS tree."
         ),
+        E::NothingInstalled { .. } => "Installation aborted.".to_string(),
         E::Broken { module, version } => format!(
             "{module}/{version} is broken!\nMissing the source directory or the symbolic link pointing to it.\nManual intervention is required!"
         ),
