@@ -138,6 +138,29 @@ where
         .iter()
         .flat_map(|&(k, a)| versions.iter().map(move |mv| (k, a, mv)))
         .collect();
+    // Every build's dkms.conf is read for the notes: those that need bash are
+    // evaluated first, all in one bash process, instead of one each.
+    let builds: Vec<(&ModuleVersion, String, String)> = work
+        .iter()
+        .filter(|(_, _, mv)| mv.source == SourceState::Added)
+        .flat_map(|&(k, a, mv)| {
+            tree::built_for(&host.paths, &mv.module, &mv.version, k, a)
+                .into_iter()
+                .map(move |(k, a)| (mv, k, a))
+        })
+        .collect();
+    let prepare: Vec<(&str, &str, &str, &str)> = builds
+        .iter()
+        .map(|(mv, k, a)| {
+            (
+                mv.module.as_str(),
+                mv.version.as_str(),
+                k.as_str(),
+                a.as_str(),
+            )
+        })
+        .collect();
+    host.prepare_confs(&prepare);
     let compression = Mutex::new(HashMap::new());
     let lines_of = |&(kernel, arch, mv): &(Option<&str>, Option<&str>, &ModuleVersion)| {
         version_entries(host, mv, kernel, arch, &read_conf, &compression)

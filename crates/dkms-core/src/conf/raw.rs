@@ -25,11 +25,38 @@ pub struct RawConf {
 /// Parses `eval.sh` output. Malformed records (which bash never prints) are ignored
 /// rather than trusted.
 pub fn parse_dump(bytes: &[u8]) -> RawConf {
+    parse_records(bytes)
+        .into_iter()
+        .next()
+        .map(|(_, raw)| raw)
+        .unwrap_or_default()
+}
+
+/// Parses the output of one batch (see `batch`): each request's dump follows a
+/// `B <request number>` record. Request numbers that do not parse are dropped.
+pub(super) fn parse_batch(bytes: &[u8]) -> Vec<(usize, RawConf)> {
+    parse_records(bytes)
+        .into_iter()
+        .filter_map(|(number, raw)| Some((number?, raw)))
+        .collect()
+}
+
+/// The dumps in `bytes`, each under the request number its `B` record gave (`None`
+/// for records before any `B`: a single evaluation's whole output).
+fn parse_records(bytes: &[u8]) -> Vec<(Option<usize>, RawConf)> {
     use std::os::unix::ffi::OsStrExt;
-    let mut raw = RawConf::default();
+    let mut dumps = vec![(None, RawConf::default())];
     let mut fields = bytes.split(|&b| b == 0);
     let path = |f: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(f));
     while let Some(tag) = fields.next() {
+        if tag == b"B" {
+            let Some(number) = fields.next() else { break };
+            dumps.push((parse_index(number), RawConf::default()));
+            continue;
+        }
+        let Some((_, raw)) = dumps.last_mut() else {
+            break;
+        };
         match tag {
             b"V" => {
                 let (Some(name), Some(index), Some(value)) =
@@ -74,7 +101,7 @@ pub fn parse_dump(bytes: &[u8]) -> RawConf {
             _ => {}
         }
     }
-    raw
+    dumps
 }
 
 fn parse_index(bytes: &[u8]) -> Option<usize> {
