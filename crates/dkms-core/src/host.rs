@@ -188,10 +188,15 @@ impl Host {
 
     /// Evaluates ahead, in one bash process, the dkms.conf files of these builds
     /// (module, version, kernel, arch) that need bash, so that the
-    /// [`Host::read_conf`] calls that follow start none. A command that reads many
-    /// confs (`status`) calls it first; what it could not evaluate is evaluated
-    /// alone later, with the same result and error as without it.
+    /// [`Host::read_conf`] calls that follow start none, using and filling the conf
+    /// cache in the DKMS tree (see `conf::cache`: for status notes only, so only
+    /// status calls this). What it could not evaluate is evaluated alone later, with
+    /// the same result and error as without it.
     pub fn prepare_confs(&self, builds: &[(&str, &str, &str, &str)]) {
+        if builds.is_empty() {
+            // Nothing to read, and no reason to make the DKMS tree for the cache.
+            return;
+        }
         let requests: Vec<_> = builds
             .iter()
             .map(|&(module, version, kernel, arch)| {
@@ -201,7 +206,7 @@ impl Host {
                 )
             })
             .collect();
-        self.prepared.evaluate(&requests);
+        self.prepared.evaluate(&requests, self.dkms_root().ok());
     }
 
     fn conf_path(&self, module: &str, version: &str) -> PathBuf {

@@ -11,12 +11,14 @@
 //! asks before starting a bash of its own. Anything the batch could not answer (the
 //! trust gate refused a file, the batch hung or could not start) is simply not
 //! prepared, so that evaluation takes the per-conf path and reports its own error,
-//! naming its file, exactly as before.
+//! naming its file, exactly as before. Across commands, `cache` remembers the
+//! dumps, so an unchanged tree starts no bash at all.
 
 use super::eval::{checked, marker, script_args, EVAL_SCRIPT};
 use super::raw::{parse_batch, RawConf};
-use super::{fast, ConfError, EvalContext};
+use super::{cache, fast, ConfError, EvalContext};
 use crate::exec::Command;
+use crate::fs::Root;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -83,12 +85,14 @@ impl Prepared {
 
     /// Evaluates, in as few bash processes as the argument limit allows, every
     /// request that needs bash and passes the trust gate, and keeps the results.
+    /// With `cache` (the DKMS tree's root handle), results come from the conf cache
+    /// when their key is unchanged, and new ones are stored there (see `cache`).
     /// The requests share the first one's caller environment, scratch dir and
     /// timeout: they come from one `Host`. Never fails: what is not prepared is
     /// evaluated on its own later, and reports its own error then.
-    pub fn evaluate(&self, requests: &[(PathBuf, EvalContext)]) {
+    pub fn evaluate(&self, requests: &[(PathBuf, EvalContext)], cache: Option<&Root>) {
         let marker = marker();
-        let mut pending: Vec<(Key, Vec<std::ffi::OsString>)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         for (conf, ctx) in requests {
             let files = ctx.conf_files(conf);
             let needs_bash = std::fs::read(conf)
@@ -99,15 +103,30 @@ impl Prepared {
                 .as_ref()
                 .is_none_or(|gate| gate.check_conf_files(&files).is_ok());
             let key = key(conf, ctx);
-            let known = pending.iter().any(|(k, _)| *k == key)
+            let known = pending.iter().any(|p| p.key == key)
                 || self
                     .dumps
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .contains_key(&key);
-            if needs_bash && trusted && !known {
-                pending.push((key, script_args(&marker, &files, ctx)));
+            if !needs_bash || !trusted || known {
+                continue;
             }
+            let cache_key = cache.and_then(|_| cache::key(&files, ctx));
+            if let Some(mut raw) = cache_key.as_ref().and_then(|k| cache::load(ctx, k)) {
+                raw.file = conf.clone();
+                self.dumps
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, raw);
+                continue;
+            }
+            pending.push(Pending {
+                key,
+                args: script_args(&marker, &files, ctx),
+                ctx,
+                cache_key,
+            });
         }
         let Some((_, first)) = requests.first() else {
             return;
@@ -117,16 +136,16 @@ impl Prepared {
             let mut end = start;
             let mut bytes = 0;
             while end < pending.len() && (end == start || bytes < ARGUMENT_BYTES_PER_BATCH) {
-                bytes += pending[end].1.iter().map(|a| a.len() + 1).sum::<usize>();
+                bytes += pending[end].args.iter().map(|a| a.len() + 1).sum::<usize>();
                 end += 1;
             }
-            self.run(first, &pending[start..end]);
+            self.run(first, &pending[start..end], cache);
             start = end;
         }
     }
 
     /// One bash process for `requests`, in a fresh scratch directory.
-    fn run(&self, ctx: &EvalContext, requests: &[(Key, Vec<std::ffi::OsString>)]) {
+    fn run(&self, ctx: &EvalContext, requests: &[Pending], cache: Option<&Root>) {
         let Ok(scratch) = tempfile::Builder::new()
             .prefix("dkms-hook-eval.")
             .tempdir_in(&ctx.scratch_dir)
@@ -143,8 +162,10 @@ impl Prepared {
                 "dkms-eval",
                 EVAL_SCRIPT,
             ]);
-        for (_, args) in requests {
-            command = command.arg(args.len().to_string()).args(args);
+        for request in requests {
+            command = command
+                .arg(request.args.len().to_string())
+                .args(&request.args);
         }
         let timeout = ctx.timeout + TIME_PER_REQUEST * requests.len() as u32;
         let Ok(output) = command
@@ -156,10 +177,23 @@ impl Prepared {
         };
         let mut dumps = self.dumps.lock().unwrap_or_else(|p| p.into_inner());
         for (number, mut raw) in parse_batch(&output.stdout) {
-            if let Some((key, _)) = requests.get(number) {
-                raw.file = key.0.clone();
-                dumps.insert(key.clone(), raw);
+            let Some(request) = requests.get(number) else {
+                continue;
+            };
+            raw.file = request.key.0.clone();
+            if let (Some(root), Some(cache_key)) = (cache, &request.cache_key) {
+                cache::store(root, request.ctx, cache_key, &raw);
             }
+            dumps.insert(request.key.clone(), raw);
         }
     }
+}
+
+/// A request the batch still has to evaluate.
+struct Pending<'a> {
+    key: Key,
+    args: Vec<std::ffi::OsString>,
+    ctx: &'a EvalContext,
+    /// Its conf cache key, when there is a cache to store the result in.
+    cache_key: Option<String>,
 }

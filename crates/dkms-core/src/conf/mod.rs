@@ -10,6 +10,7 @@
 //! read back, and values are bytes until a directive is known to need text.
 
 mod batch;
+mod cache;
 mod eval;
 mod fast;
 mod raw;

@@ -127,6 +127,39 @@ fn replace_fd_paths(text: &str, file: &std::path::Path) -> String {
 }
 
 impl RawConf {
+    /// The dump eval.sh would print for this (what [`parse_dump`] reads back), for
+    /// the conf cache.
+    pub(super) fn to_dump(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        let mut record = |fields: &[&[u8]]| {
+            for field in fields {
+                out.extend_from_slice(field);
+                out.push(0);
+            }
+        };
+        let mut names: Vec<&String> = self.values.keys().collect();
+        names.sort();
+        for name in names {
+            for (index, value) in &self.values[name] {
+                record(&[b"V", name.as_bytes(), index.to_string().as_bytes(), value]);
+            }
+        }
+        let mut matches: Vec<_> = self.matches.iter().collect();
+        matches.sort();
+        for ((name, index), rc) in matches {
+            let (index, rc) = (index.to_string(), rc.to_string());
+            record(&[b"M", name.as_bytes(), index.as_bytes(), rc.as_bytes()]);
+        }
+        for (file, text) in &self.stderr {
+            record(&[b"E", file.as_os_str().as_bytes(), text.as_bytes()]);
+        }
+        for file in &self.exited {
+            record(&[b"X", file.as_os_str().as_bytes()]);
+        }
+        out
+    }
+
     /// The elements of a directive in index order.
     pub fn elements(&self, name: &str) -> impl Iterator<Item = (usize, &[u8])> {
         self.values

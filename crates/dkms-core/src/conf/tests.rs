@@ -899,7 +899,7 @@ fn a_batch_evaluates_each_conf_as_its_own_bash_would() {
     std::fs::write(cases[0].dir.path().join("headers/.config"), "CONFIG_X=y\n").unwrap();
     let requests: Vec<_> = cases.iter().map(|c| (c.conf_path(), c.context())).collect();
     let prepared = std::sync::Arc::new(Prepared::default());
-    prepared.evaluate(&requests);
+    prepared.evaluate(&requests, None);
     for (case, text) in cases.iter().zip(&texts) {
         let alone = evaluate_with_bash(&case.conf_path(), &case.context());
         let batched = prepared
@@ -968,11 +968,75 @@ fn a_batch_leaves_plain_and_untrusted_confs_to_their_own_paths() {
         (untrusted.conf_path(), untrusted.context()),
     ];
     let prepared = Prepared::default();
-    prepared.evaluate(&requests);
+    prepared.evaluate(&requests, None);
     assert!(prepared.get(&plain.conf_path(), &plain.context()).is_none());
     assert!(prepared
         .get(&untrusted.conf_path(), &untrusted.context())
         .is_none());
     let refused = evaluate_raw(&untrusted.conf_path(), &untrusted.context()).unwrap_err();
     assert!(refused.to_string().contains("not evaluated"), "{refused}");
+}
+
+/// The conf cache answers an unchanged evaluation without bash (`$RANDOM` would
+/// differ), and anything its key covers changing (content, caller environment, a
+/// file in the etc dir) evaluates anew.
+#[test]
+fn the_conf_cache_answers_only_unchanged_evaluations() {
+    let case = Case::new(&format!("{SINGLE}CLEAN=\"$RANDOM$RANDOM$RANDOM\"\n"));
+    std::fs::create_dir_all(case.dir.path().join("dkms")).unwrap();
+    let root = crate::fs::Root::open(case.dir.path().join("dkms")).unwrap();
+    let clean = |case: &Case| {
+        let prepared = Prepared::default();
+        prepared.evaluate(&[(case.conf_path(), case.context())], Some(&root));
+        let raw = prepared
+            .get(&case.conf_path(), &case.context())
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.file, case.conf_path());
+        raw.values["CLEAN"][&0].clone()
+    };
+    let first = clean(&case);
+    let entry = cache::entry_file(&case.context());
+    assert!(entry.is_file(), "no cache entry at {}", entry.display());
+    assert_eq!(
+        clean(&case),
+        first,
+        "an unchanged evaluation ran bash again"
+    );
+    let case = case.caller_env(&[("CROSS_COMPILE", "x-")]);
+    let with_env = clean(&case);
+    assert_ne!(
+        with_env, first,
+        "the caller's environment is not in the key"
+    );
+    std::fs::write(case.dir.path().join("etc/zfs.conf"), "X=1\n").unwrap();
+    assert_ne!(
+        clean(&case),
+        with_env,
+        "the etc dir's files are not in the key"
+    );
+    std::fs::write(
+        case.conf_path(),
+        format!("{SINGLE}CLEAN=\"$RANDOM$RANDOM$RANDOM\" \n"),
+    )
+    .unwrap();
+    let changed = clean(&case);
+    assert_ne!(changed, with_env, "the conf's content is not in the key");
+    // A cache entry another user could have written is not believed.
+    std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    assert_ne!(clean(&case), changed, "a world-writable entry was read");
+}
+
+#[test]
+fn a_dump_written_back_reads_the_same() {
+    let case = Case::new(&format!(
+        "{SINGLE}MAKE_MATCH[0]='^6'\nBUILD_EXCLUSIVE_ARCH='['\nnosuchcommand\nPOST_BUILD=$'a\\tb'\n"
+    ));
+    let raw = case.bash();
+    let again = parse_dump(&raw.to_dump());
+    assert_eq!(again.values, raw.values);
+    assert_eq!(again.matches, raw.matches);
+    assert_eq!(again.stderr, raw.stderr);
+    assert_eq!(again.exited, raw.exited);
+    assert!(!raw.matches.is_empty() && !raw.stderr.is_empty(), "{raw:?}");
 }
