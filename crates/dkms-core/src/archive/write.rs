@@ -5,7 +5,7 @@
 use super::{write_file, TarballMode};
 use crate::compress::{Compression, Encoder};
 use crate::engine::{self, io_err, EngineError, Progress, Silent};
-use crate::fs::TEMP_PREFIX;
+use crate::fs::{FsError, TEMP_PREFIX};
 use crate::host::Host;
 use crate::tree;
 use std::ffi::OsStr;
@@ -151,7 +151,7 @@ pub fn make_tarball_with(
     })()
     .map_err(write_error)?;
     write_file(&paths.dkms_tree, &dest, &bytes).map_err(|e| match e {
-        EngineError::Io { source, .. } | EngineError::NoSpace { source, .. } => {
+        EngineError::Fs(FsError::Io { source, .. } | FsError::NoSpace { source, .. }) => {
             if matches!(
                 source.kind(),
                 io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
