@@ -4,11 +4,11 @@
 use super::*;
 use crate::engine::{EngineError, Silent};
 use crate::host::Host;
-use crate::paths::Paths;
-use crate::settings::Settings;
+use crate::tests::{scratch_host, scratch_paths, write};
 use crate::tree;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -30,27 +30,7 @@ fn hello_ko() -> &'static [u8] {
 }
 
 fn host(root: &Path) -> Host {
-    let paths = Paths {
-        dkms_tree: root.join("dkms"),
-        source_tree: root.join("src"),
-        install_tree: root.join("inst"),
-        etc_dir: root.join("etc"),
-        os_release: Vec::new(),
-        kernel_source_dir: None,
-        temp_dir: root.to_path_buf(),
-    };
-    // Trust is not what these tests are about, and as a normal user (tier a) the
-    // tempdir is not root's.
-    let settings = Settings {
-        allow_untrusted_sources: Some(true),
-        ..Settings::default()
-    };
-    Host::new(paths, settings)
-}
-
-fn write(path: &Path, data: &[u8]) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, data).unwrap();
+    scratch_host(scratch_paths(root, ["dkms", "src", "inst", "etc", "tmp"]))
 }
 
 /// A tree where hello/1.0 is added (with a few awkward source files) and built for K.
