@@ -24,7 +24,7 @@ mod load;
 mod write;
 
 pub use load::{load_tarball, load_tarball_with};
-pub use write::{make_tarball, make_tarball_with};
+pub use write::make_tarball_with;
 
 use crate::engine::{copy_tree, EngineError};
 use crate::fs::{staging_path, Root};

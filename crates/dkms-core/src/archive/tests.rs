@@ -113,13 +113,14 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
 fn full_tarball_has_upstreams_layout_and_default_place() {
     let a = tempfile::tempdir().unwrap();
     let host = built_tree(a.path());
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     assert_eq!(
@@ -161,13 +162,14 @@ fn full_tarball_has_upstreams_layout_and_default_place() {
 fn full_tarball_round_trips_into_a_fresh_tree() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let host_a = built_tree(a.path());
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     let host_b = host(b.path());
@@ -239,13 +241,14 @@ fn source_is_copied_when_the_source_tree_is_on_another_file_system() {
         "this test needs /dev/shm on its own file system"
     );
     let host_a = built_tree(a.path());
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     let mut host_b = host(b.path());
@@ -268,13 +271,14 @@ fn source_is_copied_when_the_source_tree_is_on_another_file_system() {
 fn source_only_and_binaries_only_tarballs() {
     let a = tempfile::tempdir().unwrap();
     let host_a = built_tree(a.path());
-    let source_only = make_tarball(
+    let source_only = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::SourceOnly,
         None,
+        &Silent,
     )
     .unwrap();
     assert_eq!(
@@ -286,13 +290,14 @@ fn source_only_and_binaries_only_tarballs() {
     assert!(!listed.iter().any(|m| m.starts_with("dkms_main_tree/6")));
     assert!(listed.contains(&"dkms_source_tree/dkms.conf".to_string()));
 
-    let binaries = make_tarball(
+    let binaries = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::BinariesOnly,
         Some(&a.path().join("bin.tgz")),
+        &Silent,
     )
     .unwrap();
     assert_eq!(binaries, a.path().join("bin.tgz"));
@@ -352,13 +357,14 @@ fn archive_names_pick_place_and_compression() {
     let a = tempfile::tempdir().unwrap();
     let host_a = built_tree(a.path());
     let make = |archive: &Path| {
-        make_tarball(
+        make_tarball_with(
             &host_a,
             "hello",
             "1.0",
             &kernels(&[K]),
             TarballMode::Full,
             Some(archive),
+            &Silent,
         )
     };
     // No directory part: upstream keeps the default directory.
@@ -400,35 +406,64 @@ fn making_needs_an_added_and_built_version() {
     let a = tempfile::tempdir().unwrap();
     let host_a = built_tree(a.path());
     let other = "6.1.0-53-amd64";
-    let err = make_tarball(
+    let err = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K, other]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap_err();
     assert!(err.to_string().contains(other), "{err}");
     assert_eq!(err.exit_code(), 6);
     assert!(!a.path().join("dkms/hello/1.0/tarball").exists());
     // Source only needs no build.
-    make_tarball(
+    make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[other]),
         TarballMode::SourceOnly,
         None,
+        &Silent,
     )
     .unwrap();
 
-    let err = make_tarball(&host_a, "hello", "2.0", &[], TarballMode::Full, None).unwrap_err();
+    let err = make_tarball_with(
+        &host_a,
+        "hello",
+        "2.0",
+        &[],
+        TarballMode::Full,
+        None,
+        &Silent,
+    )
+    .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
-    let err = make_tarball(&host_a, "../x", "1.0", &[], TarballMode::Full, None).unwrap_err();
+    let err = make_tarball_with(
+        &host_a,
+        "../x",
+        "1.0",
+        &[],
+        TarballMode::Full,
+        None,
+        &Silent,
+    )
+    .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
     fs::rename(a.path().join("src/hello-1.0"), a.path().join("src/moved")).unwrap();
-    let err = make_tarball(&host_a, "hello", "1.0", &[], TarballMode::Full, None).unwrap_err();
+    let err = make_tarball_with(
+        &host_a,
+        "hello",
+        "1.0",
+        &[],
+        TarballMode::Full,
+        None,
+        &Silent,
+    )
+    .unwrap_err();
     assert!(matches!(err, EngineError::Broken { .. }), "{err}");
     assert_eq!(err.exit_code(), 4);
 }
@@ -442,13 +477,14 @@ fn many_kernels_make_a_short_name() {
         add_build(&host_a, kernel);
     }
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&many),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     assert_eq!(
