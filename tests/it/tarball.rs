@@ -98,13 +98,14 @@ fn our_tarball_loads_with_upstream_ldtarball() {
     let made = upstream_built();
     let host_made = host(&made);
     let kernels = [(K54.to_string(), ARCH.to_string())];
-    let full = tarball::make_tarball(
+    let full = tarball::make_tarball_with(
         &host_made,
         "hello",
         "1.0",
         &kernels,
         TarballMode::Full,
         None,
+        &dkms_core::engine::Silent,
     )
     .unwrap();
     assert_eq!(
@@ -135,13 +136,14 @@ fn our_source_only_and_binaries_only_tarballs_load_with_upstream() {
     let host_made = host(&made);
     let kernels = [(K54.to_string(), ARCH.to_string())];
     let make = |mode, name: &str| -> PathBuf {
-        tarball::make_tarball(
+        tarball::make_tarball_with(
             &host_made,
             "hello",
             "1.0",
             &kernels,
             mode,
             Some(&made.path(name)),
+            &dkms_core::engine::Silent,
         )
         .unwrap()
     };

@@ -41,6 +41,8 @@ pub struct Host {
     dkms_root: OnceLock<Root>,
     install_root: OnceLock<Root>,
     source_root: OnceLock<Root>,
+    /// dkms.conf dumps evaluated ahead in one bash by [`Host::prepare_confs`].
+    prepared: Arc<conf::Prepared>,
 }
 
 impl Host {
@@ -62,6 +64,7 @@ impl Host {
             dkms_root: OnceLock::new(),
             install_root: OnceLock::new(),
             source_root: OnceLock::new(),
+            prepared: Arc::default(),
         }
     }
 
@@ -190,6 +193,7 @@ impl Host {
             caller_env: self.caller_env.clone(),
             scratch_dir: self.paths.temp_dir.clone(),
             trust: self.trust.clone(),
+            prepared: Some(self.prepared.clone()),
         }
     }
 
@@ -201,6 +205,35 @@ impl Host {
             .unwrap_or_else(|| crate::pkgdb::DEFAULT_DBPATH.into())
     }
 
+    /// Evaluates ahead, in one bash process, the dkms.conf files of these builds
+    /// (module, version, kernel, arch) that need bash, so that the
+    /// [`Host::read_conf`] calls that follow start none, using and filling the conf
+    /// cache in the DKMS tree (see `conf::cache`: for status notes only, so only
+    /// status calls this). What it could not evaluate is evaluated alone later, with
+    /// the same result and error as without it.
+    pub fn prepare_confs(&self, builds: &[(&str, &str, &str, &str)]) {
+        if builds.is_empty() {
+            // Nothing to read, and no reason to make the DKMS tree for the cache.
+            return;
+        }
+        let requests: Vec<_> = builds
+            .iter()
+            .map(|&(module, version, kernel, arch)| {
+                (
+                    self.conf_path(module, version),
+                    self.eval_context(module, version, kernel, arch),
+                )
+            })
+            .collect();
+        self.prepared.evaluate(&requests, self.dkms_root().ok());
+    }
+
+    fn conf_path(&self, module: &str, version: &str) -> PathBuf {
+        self.paths
+            .version_dir(module, version)
+            .join("source/dkms.conf")
+    }
+
     /// Evaluates the dkms.conf of an added module version for one kernel.
     pub fn read_conf(
         &self,
@@ -209,10 +242,7 @@ impl Host {
         kernel: &str,
         arch: &str,
     ) -> Result<DkmsConf, ConfError> {
-        let file = self
-            .paths
-            .version_dir(module, version)
-            .join("source/dkms.conf");
+        let file = self.conf_path(module, version);
         conf::evaluate(&file, &self.eval_context(module, version, kernel, arch))
     }
 }

@@ -34,6 +34,8 @@ pub mod settings;
 pub mod shell;
 pub mod sign;
 pub mod status;
+#[cfg(test)]
+mod tests;
 pub mod tree;
 pub mod trust;
 pub mod version;

@@ -138,6 +138,29 @@ where
         .iter()
         .flat_map(|&(k, a)| versions.iter().map(move |mv| (k, a, mv)))
         .collect();
+    // Every build's dkms.conf is read for the notes: those that need bash are
+    // evaluated first, all in one bash process, instead of one each.
+    let builds: Vec<(&ModuleVersion, String, String)> = work
+        .iter()
+        .filter(|(_, _, mv)| mv.source == SourceState::Added)
+        .flat_map(|&(k, a, mv)| {
+            tree::built_for(&host.paths, &mv.module, &mv.version, k, a)
+                .into_iter()
+                .map(move |(k, a)| (mv, k, a))
+        })
+        .collect();
+    let prepare: Vec<(&str, &str, &str, &str)> = builds
+        .iter()
+        .map(|(mv, k, a)| {
+            (
+                mv.module.as_str(),
+                mv.version.as_str(),
+                k.as_str(),
+                a.as_str(),
+            )
+        })
+        .collect();
+    host.prepare_confs(&prepare);
     let compression = Mutex::new(HashMap::new());
     let lines_of = |&(kernel, arch, mv): &(Option<&str>, Option<&str>, &ModuleVersion)| {
         version_entries(host, mv, kernel, arch, &read_conf, &compression)
@@ -440,6 +463,15 @@ pub fn matrix(host: &Host) -> Matrix {
         .map(|mv| (mv.module.as_str(), mv.version.as_str()))
         .collect();
     let owners = owners(host, &sources, &kernels);
+    // The cells the tree does not decide read their dkms.conf: those that need bash
+    // are evaluated first, all in one bash process.
+    let undecided: Vec<(&str, &str, &str, &str)> = versions
+        .iter()
+        .flat_map(|mv| kernels.iter().map(move |k| (mv, k.release.as_str())))
+        .filter(|(mv, k)| tree_cell(host, mv, k, arch).is_none())
+        .map(|(mv, k)| (mv.module.as_str(), mv.version.as_str(), k, arch))
+        .collect();
+    host.prepare_confs(&undecided);
     let rows = versions
         .iter()
         .zip(owners.sources.into_iter().zip(owners.orphans))
@@ -567,6 +599,27 @@ pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::K
     }
 }
 
+/// The cell when the tree alone decides it (broken, installed, built, failed); `None`
+/// when it takes the dkms.conf.
+fn tree_cell(host: &Host, mv: &ModuleVersion, kernel: &str, arch: &str) -> Option<Cell> {
+    let target = tree::Target::new(&mv.module, &mv.version, kernel, arch);
+    if mv.source == SourceState::Broken {
+        return Some(Cell::Broken);
+    }
+    if target.is_installed(&host.paths) {
+        return Some(Cell::Installed);
+    }
+    if target.is_built(&host.paths) {
+        return Some(Cell::Built);
+    }
+    let failure = crate::failure::still_failing(&host.paths, &target)?;
+    Some(Cell::Failed {
+        log: failure.log,
+        time: failure.time,
+        message: failure.message,
+    })
+}
+
 /// One cell; `headers_package` is what installs the kernel's headers, as the pacman
 /// database (or the kernel's pkgbase file) names it.
 fn cell(
@@ -577,22 +630,8 @@ fn cell(
     arch: &str,
     newest: Option<&str>,
 ) -> Cell {
-    let target = tree::Target::new(&mv.module, &mv.version, &kernel.release, arch);
-    if mv.source == SourceState::Broken {
-        return Cell::Broken;
-    }
-    if target.is_installed(&host.paths) {
-        return Cell::Installed;
-    }
-    if target.is_built(&host.paths) {
-        return Cell::Built;
-    }
-    if let Some(failure) = crate::failure::still_failing(&host.paths, &target) {
-        return Cell::Failed {
-            log: failure.log,
-            time: failure.time,
-            message: failure.message,
-        };
+    if let Some(cell) = tree_cell(host, mv, &kernel.release, arch) {
+        return cell;
     }
     let conf = match host.read_conf(&mv.module, &mv.version, &kernel.release, arch) {
         Ok(conf) => conf,

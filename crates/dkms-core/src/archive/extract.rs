@@ -121,12 +121,11 @@ pub(super) fn extract(archive: &Path, root: &Path) -> Result<(), EngineError> {
             Ok(true) => {}
             Ok(false) => return Err(refuse("its path leads out of the archive".into())),
             Err(e) if matches!(e.kind(), io::ErrorKind::StorageFull) => {
-                let (what, path) = ("cannot extract into", root.into());
-                return Err(EngineError::NoSpace {
-                    what,
-                    path,
+                return Err(EngineError::Fs(crate::fs::FsError::NoSpace {
+                    what: "cannot extract into",
+                    path: root.into(),
                     source: e,
-                });
+                }));
             }
             Err(e) => return Err(corrupt(e)),
         }

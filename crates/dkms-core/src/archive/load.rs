@@ -7,7 +7,7 @@ use super::{
     write_file, Loaded, LoadedSource,
 };
 use crate::conf;
-use crate::engine::{self, io_err, AddSource, EngineError, Progress, Silent};
+use crate::engine::{self, io_err, AddSource, EngineError, Event, Progress, Silent};
 use crate::fs::TEMP_PREFIX;
 use crate::host::Host;
 use crate::tree;
@@ -115,7 +115,10 @@ pub fn load_tarball_with(
         )
     };
     let (module, version) = (parsed.package_name, parsed.package_version);
-    progress.step(&format!("Loading tarball for {module}/{version}"));
+    progress.event(Event::LoadingTarball {
+        module: &module,
+        version: &version,
+    });
 
     let link = paths.source_link(&module, &version);
     // A link to a directory (added), or a real directory (a binaries-only load, which
@@ -144,7 +147,7 @@ pub fn load_tarball_with(
         let dest = tree::build_dir(paths, &module, &version, &kernel, &arch);
         check_within(&paths.dkms_tree, &dest)?;
         if dest.symlink_metadata().is_ok() && !force {
-            progress.warn(&format!("{} already exists. Skipping...", dest.display()));
+            progress.event(Event::BuildExistsSkipped { dest: &dest });
             skipped.push((kernel, arch));
             continue;
         }
@@ -154,19 +157,16 @@ pub fn load_tarball_with(
     }
 
     let source = if place_source {
-        progress.step(&format!("Copying the source to {}", source_dir.display()));
+        progress.event(Event::CopyingTarballSource { to: &source_dir });
         place_dir(&paths.source_tree, &payload, &source_dir)?;
         LoadedSource::Copied(source_dir.clone())
     } else if !binaries_only {
-        progress.step(&format!(
-            "{} already exists; keeping it",
-            source_dir.display()
-        ));
+        progress.event(Event::KeepingExistingSource { dir: &source_dir });
         LoadedSource::KeptExisting(source_dir.clone())
     } else if source_dir.is_dir() {
         LoadedSource::KeptExisting(source_dir.clone())
     } else {
-        progress.step(&format!("Creating {}", link.display()));
+        progress.event(Event::CreatingSourceDir { dir: &link });
         if link.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
             remove_within(&paths.dkms_tree, &link)?;
         }
@@ -178,7 +178,7 @@ pub fn load_tarball_with(
 
     let mut loaded = Vec::new();
     for (kernel, arch, from, dest) in to_load {
-        progress.step(&format!("Loading {}...", dest.display()));
+        progress.event(Event::LoadingBuild { dest: &dest });
         place_dir(&paths.dkms_tree, &from, &dest)?;
         loaded.push((kernel, arch));
     }
@@ -225,8 +225,7 @@ fn list_builds(main_tree: &Path, progress: &dyn Progress) -> Vec<(String, String
             .filter_map(|e| {
                 let name = e.file_name().into_string();
                 let shown = dir.join(e.file_name());
-                let warn =
-                    |_| progress.warn(&format!("ignoring {}: not a UTF-8 name", shown.display()));
+                let warn = |_| progress.event(Event::IgnoredNonUtf8Name { path: &shown });
                 name.map_err(warn).ok()
             })
             .filter(|n| !n.starts_with('.'))

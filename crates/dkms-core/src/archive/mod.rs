@@ -24,7 +24,7 @@ mod load;
 mod write;
 
 pub use load::{load_tarball, load_tarball_with};
-pub use write::{make_tarball, make_tarball_with};
+pub use write::make_tarball_with;
 
 use crate::engine::{copy_tree, EngineError};
 use crate::fs::{staging_path, Root};
@@ -102,12 +102,12 @@ fn remove_within(root: &Path, path: &Path) -> Result<(), EngineError> {
 
 /// Writes `bytes` to `dest` atomically with mode 0644: through the tree's handle when
 /// `dest` is inside the tree `root`, else through a handle on its own directory (a
-/// tarball the user asked for elsewhere).
+/// tarball the user asked for elsewhere), made when missing as upstream's `mkdir -p`.
 fn write_file(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let handle = if dest.starts_with(root) {
         tree(root)?
     } else {
-        Root::open(dest.parent().unwrap_or(Path::new(".")))?
+        Root::open_or_create(dest.parent().unwrap_or(Path::new(".")))?
     };
     Ok(handle.write(dest, bytes, 0o644)?)
 }
@@ -139,3 +139,6 @@ fn place_dir(root: &Path, from: &Path, dest: &Path) -> Result<(), EngineError> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,11 +4,11 @@
 use super::*;
 use crate::engine::{EngineError, Silent};
 use crate::host::Host;
-use crate::paths::Paths;
-use crate::settings::Settings;
+use crate::tests::{scratch_host, scratch_paths, write};
 use crate::tree;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -30,28 +30,7 @@ fn hello_ko() -> &'static [u8] {
 }
 
 fn host(root: &Path) -> Host {
-    let paths = Paths {
-        dkms_tree: root.join("dkms"),
-        source_tree: root.join("src"),
-        install_tree: root.join("inst"),
-        etc_dir: root.join("etc"),
-        os_release: Vec::new(),
-        kernel_source_dir: None,
-        kernel_config: None,
-        temp_dir: root.to_path_buf(),
-    };
-    // Trust is not what these tests are about, and as a normal user (tier a) the
-    // tempdir is not root's.
-    let settings = Settings {
-        allow_untrusted_sources: Some(true),
-        ..Settings::default()
-    };
-    Host::new(paths, settings)
-}
-
-fn write(path: &Path, data: &[u8]) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, data).unwrap();
+    scratch_host(scratch_paths(root, ["dkms", "src", "inst", "etc", "tmp"]))
 }
 
 /// A tree where hello/1.0 is added (with a few awkward source files) and built for K.
@@ -134,13 +113,14 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
 fn full_tarball_has_upstreams_layout_and_default_place() {
     let a = tempfile::tempdir().unwrap();
     let host = built_tree(a.path());
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     assert_eq!(
@@ -182,13 +162,14 @@ fn full_tarball_has_upstreams_layout_and_default_place() {
 fn full_tarball_round_trips_into_a_fresh_tree() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let host_a = built_tree(a.path());
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     let host_b = host(b.path());
@@ -260,13 +241,14 @@ fn source_is_copied_when_the_source_tree_is_on_another_file_system() {
         "this test needs /dev/shm on its own file system"
     );
     let host_a = built_tree(a.path());
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     let mut host_b = host(b.path());
@@ -289,13 +271,14 @@ fn source_is_copied_when_the_source_tree_is_on_another_file_system() {
 fn source_only_and_binaries_only_tarballs() {
     let a = tempfile::tempdir().unwrap();
     let host_a = built_tree(a.path());
-    let source_only = make_tarball(
+    let source_only = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::SourceOnly,
         None,
+        &Silent,
     )
     .unwrap();
     assert_eq!(
@@ -307,13 +290,14 @@ fn source_only_and_binaries_only_tarballs() {
     assert!(!listed.iter().any(|m| m.starts_with("dkms_main_tree/6")));
     assert!(listed.contains(&"dkms_source_tree/dkms.conf".to_string()));
 
-    let binaries = make_tarball(
+    let binaries = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K]),
         TarballMode::BinariesOnly,
         Some(&a.path().join("bin.tgz")),
+        &Silent,
     )
     .unwrap();
     assert_eq!(binaries, a.path().join("bin.tgz"));
@@ -373,13 +357,14 @@ fn archive_names_pick_place_and_compression() {
     let a = tempfile::tempdir().unwrap();
     let host_a = built_tree(a.path());
     let make = |archive: &Path| {
-        make_tarball(
+        make_tarball_with(
             &host_a,
             "hello",
             "1.0",
             &kernels(&[K]),
             TarballMode::Full,
             Some(archive),
+            &Silent,
         )
     };
     // No directory part: upstream keeps the default directory.
@@ -421,35 +406,64 @@ fn making_needs_an_added_and_built_version() {
     let a = tempfile::tempdir().unwrap();
     let host_a = built_tree(a.path());
     let other = "6.1.0-53-amd64";
-    let err = make_tarball(
+    let err = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[K, other]),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap_err();
     assert!(err.to_string().contains(other), "{err}");
     assert_eq!(err.exit_code(), 6);
     assert!(!a.path().join("dkms/hello/1.0/tarball").exists());
     // Source only needs no build.
-    make_tarball(
+    make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&[other]),
         TarballMode::SourceOnly,
         None,
+        &Silent,
     )
     .unwrap();
 
-    let err = make_tarball(&host_a, "hello", "2.0", &[], TarballMode::Full, None).unwrap_err();
+    let err = make_tarball_with(
+        &host_a,
+        "hello",
+        "2.0",
+        &[],
+        TarballMode::Full,
+        None,
+        &Silent,
+    )
+    .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
-    let err = make_tarball(&host_a, "../x", "1.0", &[], TarballMode::Full, None).unwrap_err();
+    let err = make_tarball_with(
+        &host_a,
+        "../x",
+        "1.0",
+        &[],
+        TarballMode::Full,
+        None,
+        &Silent,
+    )
+    .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
     fs::rename(a.path().join("src/hello-1.0"), a.path().join("src/moved")).unwrap();
-    let err = make_tarball(&host_a, "hello", "1.0", &[], TarballMode::Full, None).unwrap_err();
+    let err = make_tarball_with(
+        &host_a,
+        "hello",
+        "1.0",
+        &[],
+        TarballMode::Full,
+        None,
+        &Silent,
+    )
+    .unwrap_err();
     assert!(matches!(err, EngineError::Broken { .. }), "{err}");
     assert_eq!(err.exit_code(), 4);
 }
@@ -463,13 +477,14 @@ fn many_kernels_make_a_short_name() {
         add_build(&host_a, kernel);
     }
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    let made = make_tarball(
+    let made = make_tarball_with(
         &host_a,
         "hello",
         "1.0",
         &kernels(&many),
         TarballMode::Full,
         None,
+        &Silent,
     )
     .unwrap();
     assert_eq!(

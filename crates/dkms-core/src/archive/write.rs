@@ -4,8 +4,8 @@
 
 use super::{write_file, TarballMode};
 use crate::compress::{Compression, Encoder};
-use crate::engine::{self, io_err, EngineError, Progress, Silent};
-use crate::fs::TEMP_PREFIX;
+use crate::engine::{self, io_err, EngineError, Event, Progress};
+use crate::fs::{FsError, TEMP_PREFIX};
 use crate::host::Host;
 use crate::tree;
 use std::ffi::OsStr;
@@ -27,19 +27,8 @@ const MAX_KERNEL_LIST: usize = 200;
 ///
 /// Fails when the version is not added (exit 3) or broken (4), its dkms.conf is bad
 /// (8), a kernel has no build (6, naming the kernel), the directory cannot be written
-/// (9) or writing fails (6).
-pub fn make_tarball(
-    host: &Host,
-    module: &str,
-    version: &str,
-    kernels: &[(String, String)],
-    mode: TarballMode,
-    archive: Option<&Path>,
-) -> Result<PathBuf, EngineError> {
-    make_tarball_with(host, module, version, kernels, mode, archive, &Silent)
-}
-
-/// [`make_tarball`], telling `progress` what it archives and where the tarball goes.
+/// (9) or writing fails (6). `progress` hears what is archived and where the tarball
+/// goes.
 pub fn make_tarball_with(
     host: &Host,
     module: &str,
@@ -68,9 +57,7 @@ pub fn make_tarball_with(
                 arch,
             });
         }
-        progress.step(&format!(
-            "Marking modules for {kernel} ({arch}) for archiving..."
-        ));
+        progress.event(Event::ArchivingBuild { kernel, arch });
         names.push(format!("kernel{kernel}-{arch}"));
         if !builds.iter().any(|(k, a, _)| k == kernel && a == arch) {
             builds.push((kernel, arch, dir));
@@ -105,11 +92,11 @@ pub fn make_tarball_with(
     let conf_meta = fs::metadata(&conf_file).map_err(io_err("cannot read", &conf_file))?;
     let source_meta = fs::metadata(&source).map_err(io_err("cannot read", &source))?;
     if mode == TarballMode::BinariesOnly {
-        progress.step("Creating tarball structure to specifically accommodate binaries.");
+        progress.event(Event::ArchivingBinariesOnly);
     } else {
-        progress.step(&format!("Marking {} for archiving...", source.display()));
+        progress.event(Event::ArchivingSource { source: &source });
     }
-    progress.step(&format!("Tarball location: {}", dest.display()));
+    progress.event(Event::TarballLocation { path: &dest });
 
     let write_error = |source| EngineError::ArchiveWrite {
         archive: dest.clone(),
@@ -151,7 +138,7 @@ pub fn make_tarball_with(
     })()
     .map_err(write_error)?;
     write_file(&paths.dkms_tree, &dest, &bytes).map_err(|e| match e {
-        EngineError::Io { source, .. } | EngineError::NoSpace { source, .. } => {
+        EngineError::Fs(FsError::Io { source, .. } | FsError::NoSpace { source, .. }) => {
             if matches!(
                 source.kind(),
                 io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
@@ -234,10 +221,7 @@ fn append_tree(
             header.set_size(0);
             tar.append_link(&mut header, &name, fs::read_link(&path)?)?;
         } else {
-            let path = path.display();
-            progress.warn(&format!(
-                "{path}: not a file, directory or symlink; left out of the tarball"
-            ));
+            progress.event(Event::LeftOutOfTarball { path: &path });
         }
     }
     Ok(())

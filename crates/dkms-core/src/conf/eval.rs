@@ -1,11 +1,13 @@
 //! Evaluating a dkms.conf and its override files into a [`RawConf`]: without a shell
-//! when the files are plain assignments (`fast`), else one bash child running eval.sh,
-//! in a fresh scratch directory and only after the trust gate passed every file.
+//! when the files are plain assignments (`fast`), else from the command's batch when
+//! `batch` already evaluated it, else one bash child running eval.sh, in a fresh
+//! scratch directory and only after the trust gate passed every file.
 
 use super::fast;
 use super::{parse_dump, ConfError, EvalContext, RawConf};
 use crate::exec::{Command, ExecError};
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 pub(super) const EVAL_SCRIPT: &str = include_str!("eval.sh");
 
@@ -18,7 +20,10 @@ pub fn evaluate_raw(conf: &Path, ctx: &EvalContext) -> Result<RawConf, ConfError
     })?;
     let mut raw = match fast::evaluate(conf, &text, ctx) {
         Some(raw) => raw,
-        None => evaluate_with_bash(conf, ctx)?,
+        None => match ctx.prepared.as_ref().and_then(|p| p.get(conf, ctx)) {
+            Some(prepared) => prepared?,
+            None => evaluate_with_bash(conf, ctx)?,
+        },
     };
     apply_directives(&mut raw, ctx);
     Ok(raw)
@@ -70,18 +75,7 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
     let command = Command::new("bash", "evaluate dkms.conf files")
         .caller_env(&ctx.caller_env)
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
-        .arg(&marker)
-        .arg(&ctx.kernelver)
-        .arg(&ctx.arch)
-        .arg(ctx.kernel_source_dir.as_os_str())
-        .arg(ctx.kernel_config.as_os_str())
-        .arg(ctx.dkms_tree.as_os_str())
-        .arg(ctx.source_tree.as_os_str())
-        .arg(ctx.install_tree.as_os_str())
-        .arg(&ctx.module)
-        .arg(&ctx.module_version)
-        .arg("--")
-        .args(&files)
+        .args(script_args(&marker, &files, ctx))
         .dir(cwd)
         .timeout(ctx.timeout);
     let output = command
@@ -98,6 +92,32 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
         })?;
     let mut raw = parse_dump(&output.stdout);
     raw.file = conf.to_path_buf();
+    checked(raw)
+}
+
+/// eval.sh's arguments after `$0`: the marker, the context dkms.conf sees, `--` and
+/// the files to source.
+pub(super) fn script_args(marker: &str, files: &[PathBuf], ctx: &EvalContext) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        marker.into(),
+        ctx.kernelver.clone().into(),
+        ctx.arch.clone().into(),
+        ctx.kernel_source_dir.clone().into(),
+        ctx.kernel_config.clone().into(),
+        ctx.dkms_tree.clone().into(),
+        ctx.source_tree.clone().into(),
+        ctx.install_tree.clone().into(),
+        ctx.module.clone().into(),
+        ctx.module_version.clone().into(),
+        "--".into(),
+    ];
+    args.extend(files.iter().map(|f| f.clone().into_os_string()));
+    args
+}
+
+/// What bash's dump says about the files as an error: one exited the shell, or bash
+/// could not parse one.
+pub(super) fn checked(raw: RawConf) -> Result<RawConf, ConfError> {
     if let Some(file) = raw.exited.first() {
         return Err(ConfError::Exited { file: file.clone() });
     }
@@ -113,7 +133,7 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
 }
 
 /// A marker that a dkms.conf will not print by accident.
-fn marker() -> String {
+pub(super) fn marker() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

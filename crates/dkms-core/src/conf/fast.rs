@@ -47,18 +47,29 @@ pub fn evaluate(file: &Path, text: &[u8], ctx: &EvalContext) -> Option<RawConf> 
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, index, value) = assignment(line, &vars)?;
-        if !survives_round_trip(&value) {
+        let (name, target, values) = assignment(line, &vars)?;
+        if !values.iter().all(|value| survives_round_trip(value)) {
             return None;
         }
-        if index == 0 {
-            vars.insert(name.clone(), value.clone());
-        }
-        if super::DIRECTIVES.contains(&name.as_str()) {
-            raw.values
-                .entry(name)
-                .or_default()
-                .insert(index, value.into_bytes());
+        let elements: Vec<(usize, String)> = match target {
+            Target::Element(index) => vec![(index, values.into_iter().next()?)],
+            // `NAME=(a b)` replaces the whole array with elements 0, 1, ...
+            Target::Whole => {
+                vars.remove(&name);
+                raw.values.remove(&name);
+                values.into_iter().enumerate().collect()
+            }
+        };
+        for (index, value) in elements {
+            if index == 0 {
+                vars.insert(name.clone(), value.clone());
+            }
+            if super::DIRECTIVES.contains(&name.as_str()) {
+                raw.values
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(index, value.into_bytes());
+            }
         }
     }
     for (name, subject) in [
@@ -107,8 +118,17 @@ fn survives_round_trip(value: &str) -> bool {
     !changes
 }
 
-/// Parses `NAME=value` or `NAME[digits]=value` (and a trailing comment).
-fn assignment(line: &str, vars: &HashMap<String, String>) -> Option<(String, usize, String)> {
+/// What an assignment sets: one element (`NAME=v`, `NAME[i]=v`), or the whole array
+/// (`NAME=(a b)`, which first unsets every element).
+enum Target {
+    Element(usize),
+    Whole,
+}
+
+/// Parses `NAME=value`, `NAME[digits]=value` or a one-line array literal
+/// `NAME=(word ...)` (and a trailing comment). `BUILD_DEPENDS=("spl")` is the common
+/// array literal; literals with `[i]=` keys or spanning lines go to bash.
+fn assignment(line: &str, vars: &HashMap<String, String>) -> Option<(String, Target, Vec<String>)> {
     let name_len = line
         .bytes()
         .enumerate()
@@ -130,13 +150,39 @@ fn assignment(line: &str, vars: &HashMap<String, String>) -> Option<(String, usi
         rest = &after[close + 1..];
     }
     let value_text = rest.strip_prefix('=')?;
-    let (value, tail) = word(value_text, vars)?;
+    let (target, values, tail) = match value_text.strip_prefix('(') {
+        // `NAME[i]=(...)` is an error in bash.
+        Some(_) if rest.len() != line.len() - name_len => return None,
+        Some(mut list) => {
+            let mut values = Vec::new();
+            loop {
+                list = list.trim_start_matches([' ', '\t']);
+                if let Some(after) = list.strip_prefix(')') {
+                    break (Target::Whole, values, after);
+                }
+                if list.is_empty() || list.starts_with('#') {
+                    // The literal goes on on the next line.
+                    return None;
+                }
+                let (value, after) = word(list, vars)?;
+                if after.len() == list.len() {
+                    return None;
+                }
+                values.push(value);
+                list = after;
+            }
+        }
+        None => {
+            let (value, tail) = word(value_text, vars)?;
+            (Target::Element(index), vec![value], tail)
+        }
+    };
     let tail = tail.trim_start_matches([' ', '\t']);
     if !(tail.is_empty() || tail.starts_with('#')) {
         // `A=1 B=2` or `A=1 command`: valid bash, not our subset.
         return None;
     }
-    Some((name.to_string(), index, value))
+    Some((name.to_string(), target, values))
 }
 
 /// One shell word of an assignment value: quoted and unquoted parts up to unquoted
@@ -146,7 +192,9 @@ fn word<'a>(text: &'a str, vars: &HashMap<String, String>) -> Option<(String, &'
     let mut chars = text.char_indices().peekable();
     while let Some(&(i, c)) = chars.peek() {
         match c {
-            ' ' | '\t' => return Some((out, &text[i..])),
+            // `)` ends an array literal's last word (after a plain value the caller
+            // rejects what is left).
+            ' ' | '\t' | ')' => return Some((out, &text[i..])),
             '\'' => {
                 chars.next();
                 loop {

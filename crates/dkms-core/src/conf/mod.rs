@@ -4,15 +4,19 @@
 //! A dkms.conf is a bash script (loops fill arrays, `if` picks flags per kernel), so
 //! only bash can evaluate it faithfully. [`evaluate`] runs one bash child that sources
 //! the file and its override files under `/etc/dkms` and prints every directive back
-//! NUL-separated; everything after that is pure Rust ([`parse_dump`], [`validate`]),
+//! NUL-separated (or takes that dump from a batch that evaluated many files in one
+//! bash, see [`Prepared`]); everything after that is pure Rust ([`parse_dump`], [`validate`]),
 //! which is what the unit tests exercise. Functions defined by a dkms.conf are never
 //! read back, and values are bytes until a directive is known to need text.
 
+mod batch;
+mod cache;
 mod eval;
 mod fast;
 mod raw;
 mod validate;
 
+pub use batch::Prepared;
 pub use eval::{evaluate_raw, evaluate_with_bash};
 pub use raw::{parse_dump, RawConf};
 pub use validate::validate;
@@ -100,6 +104,9 @@ pub struct EvalContext {
     /// When set, bash sources nothing this gate refuses (files a user other than root
     /// could change). The bash-free path only parses, so it needs no gate.
     pub trust: Option<crate::trust::Gate>,
+    /// Results of the command's batch evaluation (see [`Prepared`]), asked before a
+    /// bash is started for this file alone.
+    pub prepared: Option<std::sync::Arc<Prepared>>,
 }
 
 impl EvalContext {

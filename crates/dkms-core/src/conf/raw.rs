@@ -29,11 +29,38 @@ pub struct RawConf {
 /// Parses `eval.sh` output. Malformed records (which bash never prints) are ignored
 /// rather than trusted.
 pub fn parse_dump(bytes: &[u8]) -> RawConf {
+    parse_records(bytes)
+        .into_iter()
+        .next()
+        .map(|(_, raw)| raw)
+        .unwrap_or_default()
+}
+
+/// Parses the output of one batch (see `batch`): each request's dump follows a
+/// `B <request number>` record. Request numbers that do not parse are dropped.
+pub(super) fn parse_batch(bytes: &[u8]) -> Vec<(usize, RawConf)> {
+    parse_records(bytes)
+        .into_iter()
+        .filter_map(|(number, raw)| Some((number?, raw)))
+        .collect()
+}
+
+/// The dumps in `bytes`, each under the request number its `B` record gave (`None`
+/// for records before any `B`: a single evaluation's whole output).
+fn parse_records(bytes: &[u8]) -> Vec<(Option<usize>, RawConf)> {
     use std::os::unix::ffi::OsStrExt;
-    let mut raw = RawConf::default();
+    let mut dumps = vec![(None, RawConf::default())];
     let mut fields = bytes.split(|&b| b == 0);
     let path = |f: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(f));
     while let Some(tag) = fields.next() {
+        if tag == b"B" {
+            let Some(number) = fields.next() else { break };
+            dumps.push((parse_index(number), RawConf::default()));
+            continue;
+        }
+        let Some((_, raw)) = dumps.last_mut() else {
+            break;
+        };
         match tag {
             b"V" => {
                 let (Some(name), Some(index), Some(value)) =
@@ -85,7 +112,7 @@ pub fn parse_dump(bytes: &[u8]) -> RawConf {
             _ => {}
         }
     }
-    raw
+    dumps
 }
 
 fn parse_index(bytes: &[u8]) -> Option<usize> {
@@ -111,6 +138,39 @@ fn replace_fd_paths(text: &str, file: &std::path::Path) -> String {
 }
 
 impl RawConf {
+    /// The dump eval.sh would print for this (what [`parse_dump`] reads back), for
+    /// the conf cache.
+    pub(super) fn to_dump(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        let mut record = |fields: &[&[u8]]| {
+            for field in fields {
+                out.extend_from_slice(field);
+                out.push(0);
+            }
+        };
+        let mut names: Vec<&String> = self.values.keys().collect();
+        names.sort();
+        for name in names {
+            for (index, value) in &self.values[name] {
+                record(&[b"V", name.as_bytes(), index.to_string().as_bytes(), value]);
+            }
+        }
+        let mut matches: Vec<_> = self.matches.iter().collect();
+        matches.sort();
+        for ((name, index), rc) in matches {
+            let (index, rc) = (index.to_string(), rc.to_string());
+            record(&[b"M", name.as_bytes(), index.as_bytes(), rc.as_bytes()]);
+        }
+        for (file, text) in &self.stderr {
+            record(&[b"E", file.as_os_str().as_bytes(), text.as_bytes()]);
+        }
+        for file in &self.exited {
+            record(&[b"X", file.as_os_str().as_bytes()]);
+        }
+        out
+    }
+
     /// The elements of a directive in index order.
     pub fn elements(&self, name: &str) -> impl Iterator<Item = (usize, &[u8])> {
         self.values

@@ -674,6 +674,7 @@ impl Case {
             trust: self.gated.then(|| {
                 crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))
             }),
+            prepared: None,
         }
     }
 
@@ -713,6 +714,12 @@ POST_INSTALL="echo done \\x 'single'"
 STRIP[0]=n
 "#
         .to_string(),
+        // Array literals, the way BUILD_DEPENDS is usually written.
+        format!(
+            "{SINGLE}BUILD_DEPENDS=(\"spl\")\nBUILT_MODULE_NAME=(a 'b' \"c-$kernelver\")  # three\n\
+             DEST_MODULE_LOCATION[5]=/x\nDEST_MODULE_LOCATION=(/extra)\nPATCH=()\nMAKE=( )\n\
+             X=(first second)\nCLEAN=\"$X\"\n"
+        ),
     ];
     for text in cases {
         let case = Case::new(&text);
@@ -733,7 +740,12 @@ fn anything_beyond_plain_assignments_goes_to_bash() {
     for text in [
         "PACKAGE_NAME=$(echo foo)\n",
         "PACKAGE_NAME=`echo foo`\n",
-        "BUILT_MODULE_NAME=(a b)\n",
+        "BUILT_MODULE_NAME=(a\nb)\n",
+        "BUILT_MODULE_NAME=([1]=a)\n",
+        "BUILT_MODULE_NAME[0]=(a)\n",
+        "BUILT_MODULE_NAME=(a*)\n",
+        "BUILT_MODULE_NAME=(a) b\n",
+        "BUILT_MODULE_NAME=(a)b\n",
         "for m in a; do BUILT_MODULE_NAME[0]=$m; done\n",
         "PACKAGE_NAME=${UNKNOWN:-x}\n",
         "PACKAGE_NAME=$HOME\n",
@@ -855,4 +867,176 @@ fn what_a_dkms_conf_writes_to_relative_paths_is_thrown_away() {
         })
         .collect();
     assert!(scratch.is_empty(), "the scratch directory is removed");
+}
+
+/// Confs that need bash, each a different way of reading or breaking: evaluated in
+/// one batch they give what each gives evaluated alone, errors (naming the file)
+/// included.
+#[test]
+fn a_batch_evaluates_each_conf_as_its_own_bash_would() {
+    let zfs_like = format!(
+        "{SINGLE}if [ -f $kernel_source_dir/.config ]; then . $kernel_source_dir/.config; fi\n\
+         PRE_BUILD=\"configure --with-linux=$(echo \"${{kernel_source_dir}}\")\n  $( [[ -n \\\"${{CROSS_COMPILE}}\\\" ]] && echo --host=\\\"${{CROSS_COMPILE%-}}\\\" )\"\n\
+         BUILD_EXCLUSIVE_KERNEL=\"${{CONFIG_X:+NOT}}^6\"\nSTRIP[0]=\"$(echo -n no)\"\nSTRIP[1]=\"${{STRIP[0]}}\"\n"
+    );
+    let texts = [
+        zfs_like,
+        // What one conf leaves in its working directory or its shell is not seen by
+        // the next, nor are the batch driver's own variables.
+        format!(
+            "{SINGLE}: >leftover; X=(*); MAKE[0]=\"make ${{X[*]}} $__batch_n $__batch_script\"\n"
+        ),
+        format!("{SINGLE}X=(*); MAKE[0]=\"make ${{X[*]}} $__batch_n\"; f() {{ :; }}\n"),
+        format!("{SINGLE}exit 3\n"),
+        "PACKAGE_NAME=foo\nPACKAGE_VERSION=1\nif then fi\n".to_string(),
+        format!("{SINGLE}read -r line; CLEAN=\"$line\"; nosuchcommand\n"),
+        format!(
+            "{SINGLE}for m in a b; do BUILT_MODULE_NAME[${{#BUILT_MODULE_NAME[@]}}]=$m; done\n"
+        ),
+    ];
+    let cases: Vec<Case> = texts.iter().map(|t| Case::new(t)).collect();
+    std::fs::create_dir_all(cases[0].dir.path().join("headers")).unwrap();
+    std::fs::write(cases[0].dir.path().join("headers/.config"), "CONFIG_X=y\n").unwrap();
+    let requests: Vec<_> = cases.iter().map(|c| (c.conf_path(), c.context())).collect();
+    let prepared = std::sync::Arc::new(Prepared::default());
+    prepared.evaluate(&requests, None);
+    for (case, text) in cases.iter().zip(&texts) {
+        let alone = evaluate_with_bash(&case.conf_path(), &case.context());
+        let batched = prepared
+            .get(&case.conf_path(), &case.context())
+            .unwrap_or_else(|| panic!("the batch did not evaluate:\n{text}"));
+        match (alone, batched) {
+            (Ok(alone), Ok(batched)) => {
+                assert_eq!(alone.values, batched.values, "values differ for:\n{text}");
+                assert_eq!(
+                    alone.matches, batched.matches,
+                    "matches differ for:\n{text}"
+                );
+                assert_eq!(alone.stderr, batched.stderr, "stderr differs for:\n{text}");
+                assert_eq!(alone.file, batched.file);
+            }
+            (Err(alone), Err(batched)) => {
+                assert_eq!(alone.to_string(), batched.to_string(), "for:\n{text}");
+                assert!(
+                    batched
+                        .to_string()
+                        .contains(&case.conf_path().display().to_string()),
+                    "the error does not name the file: {batched}"
+                );
+            }
+            (alone, batched) => panic!("alone {alone:?}, batched {batched:?}, for:\n{text}"),
+        }
+        // evaluate_raw takes the batch's answer, with the same result as without it.
+        let mut ctx = case.context();
+        ctx.prepared = Some(prepared.clone());
+        let sorted = |r: RawConf| {
+            r.values
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let through = evaluate_raw(&case.conf_path(), &ctx).map(sorted);
+        let without = evaluate_raw(&case.conf_path(), &case.context()).map(sorted);
+        assert_eq!(
+            format!("{through:?}"),
+            format!("{without:?}"),
+            "for:\n{text}"
+        );
+    }
+    let produced = &prepared
+        .get(&cases[1].conf_path(), &cases[1].context())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        produced.values["MAKE"][&0],
+        b"make leftover ".to_vec(),
+        "the driver's variables leaked"
+    );
+}
+
+#[test]
+fn a_batch_leaves_plain_and_untrusted_confs_to_their_own_paths() {
+    let plain = Case::new(SINGLE);
+    let untrusted = Case::new(&format!("{SINGLE}X=$(echo)\n")).gated();
+    // World-writable: refused whoever owns it.
+    std::fs::set_permissions(
+        untrusted.conf_path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let requests = [
+        (plain.conf_path(), plain.context()),
+        (untrusted.conf_path(), untrusted.context()),
+    ];
+    let prepared = Prepared::default();
+    prepared.evaluate(&requests, None);
+    assert!(prepared.get(&plain.conf_path(), &plain.context()).is_none());
+    assert!(prepared
+        .get(&untrusted.conf_path(), &untrusted.context())
+        .is_none());
+    let refused = evaluate_raw(&untrusted.conf_path(), &untrusted.context()).unwrap_err();
+    assert!(refused.to_string().contains("not evaluated"), "{refused}");
+}
+
+/// The conf cache answers an unchanged evaluation without bash (`$RANDOM` would
+/// differ), and anything its key covers changing (content, caller environment, a
+/// file in the etc dir) evaluates anew.
+#[test]
+fn the_conf_cache_answers_only_unchanged_evaluations() {
+    let case = Case::new(&format!("{SINGLE}CLEAN=\"$RANDOM$RANDOM$RANDOM\"\n"));
+    std::fs::create_dir_all(case.dir.path().join("dkms")).unwrap();
+    let root = crate::fs::Root::open(case.dir.path().join("dkms")).unwrap();
+    let clean = |case: &Case| {
+        let prepared = Prepared::default();
+        prepared.evaluate(&[(case.conf_path(), case.context())], Some(&root));
+        let raw = prepared
+            .get(&case.conf_path(), &case.context())
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.file, case.conf_path());
+        raw.values["CLEAN"][&0].clone()
+    };
+    let first = clean(&case);
+    let entry = cache::entry_file(&case.context());
+    assert!(entry.is_file(), "no cache entry at {}", entry.display());
+    assert_eq!(
+        clean(&case),
+        first,
+        "an unchanged evaluation ran bash again"
+    );
+    let case = case.caller_env(&[("CROSS_COMPILE", "x-")]);
+    let with_env = clean(&case);
+    assert_ne!(
+        with_env, first,
+        "the caller's environment is not in the key"
+    );
+    std::fs::write(case.dir.path().join("etc/zfs.conf"), "X=1\n").unwrap();
+    assert_ne!(
+        clean(&case),
+        with_env,
+        "the etc dir's files are not in the key"
+    );
+    std::fs::write(
+        case.conf_path(),
+        format!("{SINGLE}CLEAN=\"$RANDOM$RANDOM$RANDOM\" \n"),
+    )
+    .unwrap();
+    let changed = clean(&case);
+    assert_ne!(changed, with_env, "the conf's content is not in the key");
+    // A cache entry another user could have written is not believed.
+    std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    assert_ne!(clean(&case), changed, "a world-writable entry was read");
+}
+
+#[test]
+fn a_dump_written_back_reads_the_same() {
+    let case = Case::new(&format!(
+        "{SINGLE}MAKE_MATCH[0]='^6'\nBUILD_EXCLUSIVE_ARCH='['\nnosuchcommand\nPOST_BUILD=$'a\\tb'\n"
+    ));
+    let raw = case.bash();
+    let again = parse_dump(&raw.to_dump());
+    assert_eq!(again.values, raw.values);
+    assert_eq!(again.matches, raw.matches);
+    assert_eq!(again.stderr, raw.stderr);
+    assert_eq!(again.exited, raw.exited);
+    assert!(!raw.matches.is_empty() && !raw.stderr.is_empty(), "{raw:?}");
 }

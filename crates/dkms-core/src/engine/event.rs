@@ -264,12 +264,33 @@ pub enum Event<'a> {
         log: &'a Path,
     },
 
-    // not yet typed
-    /// A step in prose, from code not yet converted to typed events (tarball, until
-    /// the `archive` rewrite).
-    Text(&'a str),
-    /// A warning in prose, from the same code.
-    TextWarning(&'a str),
+    // mktarball
+    /// The builds for this kernel go into the tarball.
+    ArchivingBuild { kernel: &'a str, arch: &'a str },
+    /// A `--binaries-only` tarball is made (no source, the dkms.conf alone).
+    ArchivingBinariesOnly,
+    /// The module source goes into the tarball.
+    ArchivingSource { source: &'a Path },
+    /// Where the tarball is written.
+    TarballLocation { path: &'a Path },
+    /// A member that is no file, directory or symlink is left out (a warning).
+    LeftOutOfTarball { path: &'a Path },
+
+    // ldtarball
+    /// A tarball of this module version is loaded.
+    LoadingTarball { module: &'a str, version: &'a str },
+    /// The DKMS tree already has this build, and no --force: kept (a warning).
+    BuildExistsSkipped { dest: &'a Path },
+    /// The tarball's source is copied into the source tree.
+    CopyingTarballSource { to: &'a Path },
+    /// The source tree already has the source: kept.
+    KeepingExistingSource { dir: &'a Path },
+    /// A binaries-only tarball's dkms.conf goes into a real `source` directory.
+    CreatingSourceDir { dir: &'a Path },
+    /// One build of the tarball is placed into the DKMS tree.
+    LoadingBuild { dest: &'a Path },
+    /// A directory name in the tarball is not UTF-8: ignored (a warning).
+    IgnoredNonUtf8Name { path: &'a Path },
 }
 
 impl Event<'_> {
@@ -307,7 +328,9 @@ impl Event<'_> {
             | Event::KernelCleanupFailed { .. }
             | Event::InitramfsNotRegenerated { .. }
             | Event::ModuleNotReplaced { .. }
-            | Event::TextWarning(_) => true,
+            | Event::LeftOutOfTarball { .. }
+            | Event::BuildExistsSkipped { .. }
+            | Event::IgnoredNonUtf8Name { .. } => true,
             Event::PostTransactionRan { status, .. } => {
                 **status != crate::exec::ExitDescription::Code(0)
             }
@@ -342,7 +365,15 @@ impl Event<'_> {
             | Event::AutoinstallDisabled
             | Event::Retiring { .. }
             | Event::RegeneratingInitramfs { .. }
-            | Event::Text(_) => false,
+            | Event::ArchivingBuild { .. }
+            | Event::ArchivingBinariesOnly
+            | Event::ArchivingSource { .. }
+            | Event::TarballLocation { .. }
+            | Event::LoadingTarball { .. }
+            | Event::CopyingTarballSource { .. }
+            | Event::KeepingExistingSource { .. }
+            | Event::CreatingSourceDir { .. }
+            | Event::LoadingBuild { .. } => false,
         }
     }
 }
@@ -351,16 +382,6 @@ impl Event<'_> {
 pub trait Progress: Sync {
     /// One event, to be rendered (or dropped) at once.
     fn event(&self, event: Event<'_>);
-
-    /// A step in prose: only for code not yet converted to typed events.
-    fn step(&self, message: &str) {
-        self.event(Event::Text(message));
-    }
-
-    /// A warning in prose: only for code not yet converted to typed events.
-    fn warn(&self, message: &str) {
-        self.event(Event::TextWarning(message));
-    }
 }
 
 /// A [`Progress`] that drops everything, for callers that only want the result.

@@ -157,30 +157,13 @@ pub enum EngineError {
     AlreadyInstalled { target: Box<Target> },
     #[error("{target} is already built; run `dkms unbuild` first, or pass --force to rebuild")]
     AlreadyBuilt { target: Box<Target> },
-    #[error("{what} {}: the disk is full; free some space there and run again", .path.display())]
-    NoSpace {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {}: {source}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation failed or was refused (a full disk, a symlink on the path,
+    /// a path outside the tree): the fs layer's error, in its words. Engine code
+    /// that does its own I/O makes one with [`io_err`].
+    #[error(transparent)]
+    Fs(#[from] crate::fs::FsError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error("refusing to delete or write {}: {} is a symbolic link (to {}), and going through it would change things outside the tree; remove that link or put a real directory in its place, then run again", .path.display(), .link.display(), .target.display())]
-    SymlinkOnPath {
-        path: PathBuf,
-        link: PathBuf,
-        target: PathBuf,
-    },
-    #[error("refusing to delete {}: it is not inside {}", .path.display(), .root.display())]
-    OutsideTree { path: PathBuf, root: PathBuf },
     /// A module source a user other than root could change, refused as root.
     #[error(transparent)]
     Untrusted(Box<crate::trust::TrustError>),
@@ -251,20 +234,6 @@ pub enum EngineError {
     },
 }
 
-impl From<crate::fs::FsError> for EngineError {
-    fn from(e: crate::fs::FsError) -> Self {
-        use crate::fs::FsError;
-        match e {
-            FsError::NoSpace { what, path, source } => EngineError::NoSpace { what, path, source },
-            FsError::Io { what, path, source } => EngineError::Io { what, path, source },
-            FsError::SymlinkOnPath { path, link, target } => {
-                EngineError::SymlinkOnPath { path, link, target }
-            }
-            FsError::OutsideTree { path, root } => EngineError::OutsideTree { path, root },
-        }
-    }
-}
-
 impl From<crate::trust::TrustError> for EngineError {
     fn from(e: crate::trust::TrustError) -> Self {
         EngineError::Untrusted(Box::new(e))
@@ -297,12 +266,7 @@ impl crate::exit::HasExitCode for EngineError {
             EngineError::NotBuilt { .. } | EngineError::AlreadyBuilt { .. } => Exit::WrongState,
             EngineError::AlreadyInstalled { .. } => Exit::AlreadyInstalled,
             EngineError::KnownFailure { exit_code, .. } => Exit::from_code(*exit_code),
-            EngineError::Io { .. }
-            | EngineError::NoSpace { .. }
-            | EngineError::Exec(_)
-            | EngineError::Untrusted(_)
-            | EngineError::SymlinkOnPath { .. }
-            | EngineError::OutsideTree { .. } => Exit::Failure,
+            EngineError::Fs(_) | EngineError::Exec(_) | EngineError::Untrusted(_) => Exit::Failure,
             EngineError::NotBuiltForArchive { .. }
             | EngineError::ArchiveWrite { .. }
             | EngineError::ArchiveCompression { .. } => Exit::InstallFailed,
@@ -347,20 +311,14 @@ impl EngineError {
     }
 }
 
-/// Attaches what was being done and to which path to an I/O error. A full disk (or
-/// quota) gets its own variant, because its fix is the user's, not ours.
+/// Attaches what was being done and to which path to an I/O error, as the fs layer
+/// does (a full disk or quota gets its own variant, because its fix is the user's).
 pub(crate) fn io_err(
     what: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> EngineError {
-    let path = path.into();
-    move |source| {
-        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
-            EngineError::NoSpace { what, path, source }
-        } else {
-            EngineError::Io { what, path, source }
-        }
-    }
+    let wrap = crate::fs::io_err(what, path);
+    move |source| EngineError::Fs(wrap(source))
 }
 
 /// What build and install check and clear before they touch a target: its source is

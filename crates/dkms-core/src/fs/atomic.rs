@@ -32,7 +32,9 @@ impl Root {
     /// disk included) `dest` is untouched and the temp file is gone.
     pub fn write(&self, dest: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
         let (dir, name) = self.split(dest)?;
-        let dir_fd = self.create_dirs(dir).map_err(|e| self.on_path(e, dest))?;
+        let dir_fd = self
+            .create_dirs(dir)
+            .map_err(|e| self.name_target(e, dest))?;
         let full = self.full(dest);
         let temp = TempName::new(TempKind::New, name).to_os_string();
         // A leftover of an earlier run that had our pid.
@@ -72,7 +74,9 @@ impl Root {
     /// whatever was there atomically and making missing directories.
     pub fn symlink(&self, target: &Path, link: &Path) -> Result<(), FsError> {
         let (dir, name) = self.split(link)?;
-        let dir_fd = self.create_dirs(dir).map_err(|e| self.on_path(e, link))?;
+        let dir_fd = self
+            .create_dirs(dir)
+            .map_err(|e| self.name_target(e, link))?;
         let full = self.full(link);
         let temp = TempName::new(TempKind::New, name).to_os_string();
         let _ = rustix::fs::unlinkat(&dir_fd, &temp, AtFlags::empty());
@@ -91,7 +95,9 @@ impl Root {
     /// atomically).
     pub fn append(&self, path: &Path) -> Result<std::fs::File, FsError> {
         let (dir, name) = self.split(path)?;
-        let dir_fd = self.create_dirs(dir).map_err(|e| self.on_path(e, path))?;
+        let dir_fd = self
+            .create_dirs(dir)
+            .map_err(|e| self.name_target(e, path))?;
         let fd = rustix::fs::openat(
             &dir_fd,
             name,
@@ -107,7 +113,9 @@ impl Root {
     /// is atomic by itself, so no temp name is involved (nothing for a sweep).
     pub fn create_symlink(&self, target: &Path, link: &Path) -> Result<(), FsError> {
         let (dir, name) = self.split(link)?;
-        let dir_fd = self.create_dirs(dir).map_err(|e| self.on_path(e, link))?;
+        let dir_fd = self
+            .create_dirs(dir)
+            .map_err(|e| self.name_target(e, link))?;
         let full = self.full(link);
         rustix::fs::symlinkat(target, &dir_fd, name)
             .map_err(errno_err("cannot create symlink", &full))?;
@@ -312,18 +320,6 @@ impl Root {
             let _ = rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR);
         }
         Ok(cleared)
-    }
-
-    /// A refusal of the directory names the path asked for.
-    fn on_path(&self, e: FsError, path: &Path) -> FsError {
-        match e {
-            FsError::SymlinkOnPath { link, target, .. } => FsError::SymlinkOnPath {
-                path: self.full(path),
-                link,
-                target,
-            },
-            e => e,
-        }
     }
 }
 

@@ -28,8 +28,8 @@ pub use temp::{staging_path, TempKind, TempName, TEMP_PREFIX};
 
 use std::path::PathBuf;
 
-/// Why a change inside a tree was refused or failed. The engine turns each into its
-/// own `EngineError` variant of the same wording (exit code 1).
+/// Why a change inside a tree was refused or failed. The engine wraps it as
+/// `EngineError::Fs`, in these words (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("{what} {}: the disk is full; free some space there and run again", .path.display())]

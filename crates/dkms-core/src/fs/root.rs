@@ -257,7 +257,7 @@ impl Root {
 
     /// Names the path that was asked for in a symlink refusal (the walk only knows
     /// the directory it opened).
-    fn name_target(&self, e: FsError, path: &Path) -> FsError {
+    pub(super) fn name_target(&self, e: FsError, path: &Path) -> FsError {
         match e {
             FsError::SymlinkOnPath { link, target, .. } => FsError::SymlinkOnPath {
                 path: self.full(path),

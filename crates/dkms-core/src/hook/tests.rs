@@ -5,8 +5,9 @@ use super::*;
 use crate::engine::Options;
 use crate::event::Recorder;
 use crate::exit::Exit;
+use crate::tests::{scratch_host, scratch_paths};
 use crate::tree::Target;
-use crate::{Host, Paths, Settings};
+use crate::Host;
 use std::path::Path;
 
 struct Tree {
@@ -16,27 +17,17 @@ struct Tree {
 
 fn tree() -> Tree {
     let root = tempfile::tempdir().unwrap();
-    let at = |p: &str| root.path().join(p);
-    let paths = Paths {
-        dkms_tree: at("var/lib/dkms"),
-        source_tree: at("usr/src"),
-        install_tree: at("usr/lib/modules"),
-        etc_dir: at("etc/dkms"),
-        temp_dir: at("tmp"),
-        ..Paths::default()
-    };
-    for dir in [
-        &paths.dkms_tree,
-        &paths.source_tree,
-        &paths.install_tree,
-        &paths.temp_dir,
-    ] {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let mut host = Host::new(paths, Settings::default());
-    // The temp dir belongs to whoever runs the tests; the trust gate is tested in
-    // trust.rs.
-    host.trust = None;
+    let paths = scratch_paths(
+        root.path(),
+        [
+            "var/lib/dkms",
+            "usr/src",
+            "usr/lib/modules",
+            "etc/dkms",
+            "tmp",
+        ],
+    );
+    let host = scratch_host(paths);
     Tree { _root: root, host }
 }
 

@@ -5,6 +5,7 @@
 //! ```text
 //! <dkms_tree>/.dkms-hook.lock                         the tree lock (lock.rs)
 //! <dkms_tree>/.dkms-hook-transaction                  the hook's note (hook/note.rs)
+//! <dkms_tree>/.dkms-hook-conf-cache/<m>/<v>/<k>-<a>   bash's dump of a dkms.conf (conf/cache.rs)
 //! <dkms_tree>/<m>/<v>/source -> <source_tree>/<m>-<v>
 //! <dkms_tree>/<m>/<v>/build                           upstream's shared build dir
 //! <dkms_tree>/<m>/<v>/build-<k>-<a>/make.log          our work dir, one per target
@@ -63,6 +64,23 @@ fn target_suffix(kernel: &str, arch: &str) -> String {
 }
 
 /// `kernel-<k>-<a>`: the install link's name.
+/// `<dkms_tree>/.dkms-hook-conf-cache/<m>/<v>/<k>-<a>`: what bash made of that
+/// module version's dkms.conf for that kernel, for `status` (see `conf::cache`). A
+/// dot name, so neither we nor upstream take it for a module.
+pub fn conf_cache_file(
+    dkms_tree: &Path,
+    module: &str,
+    version: &str,
+    kernel: &str,
+    arch: &str,
+) -> PathBuf {
+    dkms_tree
+        .join(".dkms-hook-conf-cache")
+        .join(module)
+        .join(version)
+        .join(format!("{kernel}-{arch}"))
+}
+
 pub fn install_link_name(kernel: &str, arch: &str) -> String {
     format!("{INSTALL_LINK_PREFIX}{}", target_suffix(kernel, arch))
 }

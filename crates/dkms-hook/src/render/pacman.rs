@@ -256,8 +256,37 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
                 log.display()
             )),
         },
-        E::Text(text) => Step(text.to_string()),
-        E::TextWarning(text) => Warning(text.to_string()),
+        E::ArchivingBuild { kernel, arch } => Step(format!(
+            "Marking modules for {kernel} ({arch}) for archiving..."
+        )),
+        E::ArchivingBinariesOnly => {
+            Step("Creating tarball structure to specifically accommodate binaries.".into())
+        }
+        E::ArchivingSource { source } => {
+            Step(format!("Marking {} for archiving...", source.display()))
+        }
+        E::TarballLocation { path } => Step(format!("Tarball location: {}", path.display())),
+        E::LeftOutOfTarball { path } => Warning(format!(
+            "{}: not a file, directory or symlink; left out of the tarball",
+            path.display()
+        )),
+        E::LoadingTarball { module, version } => {
+            Step(format!("Loading tarball for {module}/{version}"))
+        }
+        E::BuildExistsSkipped { dest } => {
+            Warning(format!("{} already exists. Skipping...", dest.display()))
+        }
+        E::CopyingTarballSource { to } => {
+            Step(format!("Copying the source to {}", to.display()))
+        }
+        E::KeepingExistingSource { dir } => {
+            Step(format!("{} already exists; keeping it", dir.display()))
+        }
+        E::CreatingSourceDir { dir } => Step(format!("Creating {}", dir.display())),
+        E::LoadingBuild { dest } => Step(format!("Loading {}...", dest.display())),
+        E::IgnoredNonUtf8Name { path } => {
+            Warning(format!("ignoring {}: not a UTF-8 name", path.display()))
+        }
         // Facts this face has always left unsaid.
         E::SigningWith { .. }
         | E::Signed { .. }
