@@ -59,6 +59,21 @@ pub struct Settings {
     pub allow_untrusted_sources: Option<bool>,
     /// Seconds a dkms.conf may take to evaluate before it counts as hung (default 10).
     pub dkms_conf_timeout: Option<u64>,
+    /// DKMS modules (or kernel modules they build) the machine needs to boot: when one
+    /// fails to build for an incoming kernel, the pre-flight hook aborts the pacman
+    /// transaction. Added to the detected ones (root file system, mkinitcpio MODULES).
+    pub boot_critical: Option<Vec<String>>,
+    /// Let a kernel upgrade proceed although a boot-critical module failed to build
+    /// for it (a warning instead of an abort); also `DKMS_HOOK_ALLOW_BOOT_CRITICAL_FAILURE=1`.
+    pub allow_boot_critical_failure: Option<bool>,
+    /// Build for incoming kernels before pacman installs them (default true).
+    pub preflight: Option<bool>,
+    /// pacman's package cache directories, searched for incoming headers packages;
+    /// default: pacman's command line `--cachedir`, else CacheDir of pacman.conf,
+    /// else /var/cache/pacman/pkg.
+    pub pacman_cachedir: Option<Vec<PathBuf>>,
+    /// mkinitcpio's configuration (default /etc/mkinitcpio.conf; its `.d` drop-ins too).
+    pub mkinitcpio_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +137,13 @@ impl Settings {
                 .allow_untrusted_sources
                 .or(lower.allow_untrusted_sources),
             dkms_conf_timeout: self.dkms_conf_timeout.or(lower.dkms_conf_timeout),
+            boot_critical: self.boot_critical.or(lower.boot_critical),
+            allow_boot_critical_failure: self
+                .allow_boot_critical_failure
+                .or(lower.allow_boot_critical_failure),
+            preflight: self.preflight.or(lower.preflight),
+            pacman_cachedir: self.pacman_cachedir.or(lower.pacman_cachedir),
+            mkinitcpio_conf: self.mkinitcpio_conf.or(lower.mkinitcpio_conf),
         }
     }
 

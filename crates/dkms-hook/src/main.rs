@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod hook;
+mod pacman_invocation;
 mod render;
 
 use anyhow::{bail, Context, Result};
@@ -224,9 +225,10 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
                 Some("install") => hook::HookKind::Install,
                 Some("upgrade") => hook::HookKind::Upgrade,
                 Some("remove") => hook::HookKind::Remove,
+                Some("preflight") => hook::HookKind::Preflight,
                 _ => bail!(refuse(
                     Exit::Usage,
-                    "usage: dkms-hook hook install|upgrade|remove (targets on stdin)"
+                    "usage: dkms-hook hook install|upgrade|remove|preflight (targets on stdin)"
                 )),
             };
             hook::run(

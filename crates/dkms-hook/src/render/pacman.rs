@@ -266,6 +266,60 @@ pub fn hook_problem(problem: &Problem) -> String {
     }
 }
 
+/// One problem of the pre-flight, on one line: module, kernel, make.log, and why it
+/// is boot-critical when it is.
+pub fn preflight_problem(problem: &dkms_core::hook::PreflightProblem) -> String {
+    use dkms_core::hook::PreflightProblem;
+    match problem {
+        PreflightProblem::Headers {
+            kernel,
+            error,
+            critical,
+        } => {
+            let affected: Vec<String> = critical
+                .iter()
+                .map(|(m, why)| format!("{m} (boot-critical: {why})"))
+                .collect();
+            if affected.is_empty() {
+                format!("pre-flight for {kernel} skipped: {}", chain(error))
+            } else {
+                format!(
+                    "pre-flight for {kernel}: {}; so {} cannot be checked for it",
+                    chain(error),
+                    affected.join(", ")
+                )
+            }
+        }
+        PreflightProblem::Target {
+            target: t,
+            failure,
+            critical,
+        } => {
+            let what = match failure {
+                Failure::Failed { log: Some(log), .. } if critical.is_some() => {
+                    format!("failed to build: see {}", log.display())
+                }
+                Failure::Failed { log: Some(_), .. } => {
+                    "failed to build; it is built again after the transaction, its make.log then in the DKMS tree".to_string()
+                }
+                Failure::Failed { message, log: None } => message.clone(),
+                Failure::NotBuilt(reason) => format!("not built: {reason}"),
+            };
+            let why = critical
+                .as_ref()
+                .map(|w| format!(" [boot-critical: {w}]"))
+                .unwrap_or_default();
+            format!(
+                "pre-flight: {}/{} for incoming kernel {} {what}{why}",
+                t.module, t.version, t.kernel
+            )
+        }
+        PreflightProblem::Scratch { kernel, error } => {
+            format!("pre-flight for {kernel} skipped: {error}")
+        }
+    }
+}
+
 /// An error and its causes on one line, for the closing summary.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
