@@ -76,8 +76,10 @@ fn tree_listing(dir: &Path) -> BTreeSet<String> {
             let entry = entry.expect("reading a directory entry");
             let path = entry.path();
             let relative = path.strip_prefix(base).expect("inside the base");
-            // The tree lock is infrastructure, present after any writing command.
-            if relative == Path::new(".dkms-hook.lock") {
+            // The tree lock is infrastructure, present after any writing command; the
+            // build cache is checked by tests/it/cache.rs.
+            if relative == Path::new(".dkms-hook.lock") || relative == Path::new(".dkms-hook-cache")
+            {
                 continue;
             }
             out.insert(relative.to_string_lossy().into_owned());

@@ -10,6 +10,7 @@
 //! a missing prerequisite fails the tests rather than skipping them.
 
 mod bad_input;
+mod cache;
 mod cleanup;
 mod concurrent;
 mod disk_full;

@@ -87,6 +87,18 @@ snapshot t4
         );
     }
     assert_eq!(out(&work, "before.packages"), out(&work, "t2.packages"));
+    // The one thing the aborted pre-flight kept: hello's build for the new kernel.
+    let before = out(&work, "before.cache");
+    let after = out(&work, "t2.cache");
+    let added: Vec<&str> = lines(&after)
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
+    assert_eq!(added.len(), 1, "{before}\n---\n{after}");
+    assert!(
+        added[0].starts_with(&format!(".dkms-hook-cache/{K2}/")),
+        "{after}"
+    );
     assert_eq!(lines(&out(&work, "t2.kernels")), [K1]);
     // The failed build's log is kept for the user to read.
     let logged = t2
@@ -126,6 +138,13 @@ snapshot t4
     );
     assert!(
         t4.contains(&format!("pre-flight for {K2}: headers from")),
+        "{t4}"
+    );
+    // The post-transaction hook installed hello from what the pre-flight built.
+    assert!(
+        t4.contains(&format!(
+            "hello/1.0 for {K2} (x86_64): from the build cache (not compiled)"
+        )) && t4.contains("build cache: 1 of 1 installed module(s) taken from it, not compiled"),
         "{t4}"
     );
     let status = out(&work, "t4.status");

@@ -66,7 +66,11 @@ impl fmt::Debug for Snapshot {
 }
 
 fn walk(path: &Path, entries: &mut BTreeMap<PathBuf, Node>) {
-    if path.file_name().is_some_and(|n| n == ".dkms-hook.lock") {
+    // The lock and the build cache (tests/it/cache.rs) are ours, not dkms state.
+    if path
+        .file_name()
+        .is_some_and(|n| n == ".dkms-hook.lock" || n == ".dkms-hook-cache")
+    {
         return;
     }
     let Ok(meta) = fs::symlink_metadata(path) else {

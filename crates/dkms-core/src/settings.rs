@@ -74,6 +74,9 @@ pub struct Settings {
     pub pacman_cachedir: Option<Vec<PathBuf>>,
     /// mkinitcpio's configuration (default /etc/mkinitcpio.conf; its `.d` drop-ins too).
     pub mkinitcpio_conf: Option<PathBuf>,
+    /// Keep builds and reuse them instead of compiling again (default true; the
+    /// command line's `--no-cache` turns it off for one run).
+    pub build_cache: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +147,7 @@ impl Settings {
             preflight: self.preflight.or(lower.preflight),
             pacman_cachedir: self.pacman_cachedir.or(lower.pacman_cachedir),
             mkinitcpio_conf: self.mkinitcpio_conf.or(lower.mkinitcpio_conf),
+            build_cache: self.build_cache.or(lower.build_cache),
         }
     }
 

@@ -60,6 +60,13 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, renderer: &Renderer) 
             renderer,
         )?,
     };
+    if kind == HookKind::Install && !report.installed.is_empty() {
+        renderer.printer.step(&format!(
+            "build cache: {} of {} installed module(s) taken from it, not compiled",
+            report.from_cache.len(),
+            report.installed.len()
+        ));
+    }
     for problem in &report.problems {
         renderer.printer.error_text(&pacman::hook_problem(problem));
     }

@@ -280,6 +280,9 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
     if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
         host.trust = None;
     }
+    if global.no_cache {
+        host.build_cache = None;
+    }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {
             bail!(refuse(

@@ -154,6 +154,14 @@ pub enum Event<'a> {
     },
     /// `modules.dep` is older than the DKMS modules: depmod runs again.
     DepmodStale { kernel: &'a str },
+    /// A build was taken from the build cache instead of compiling.
+    FromBuildCache { target: &'a Target },
+    /// A build cache entry failed its check and was removed; the module is built
+    /// again (a warning).
+    BuildCacheRejected { target: &'a Target, reason: &'a str },
+    /// The build cache could not be read or written; the build goes on without it
+    /// (a warning).
+    BuildCacheFailed { target: &'a Target, error: &'a str },
     /// A job is skipped because a dependency failed (a warning).
     DependencyFailed { target: &'a Target, reason: &'a str },
     /// Job `number` of `total` starts.
@@ -254,6 +262,8 @@ impl Event<'_> {
             | Event::KeptInstalled { .. }
             | Event::KernelCleanupFailed { .. }
             | Event::InitramfsNotRegenerated { .. }
+            | Event::BuildCacheRejected { .. }
+            | Event::BuildCacheFailed { .. }
             | Event::TextWarning(_) => true,
             Event::CopyingSource { .. }
             | Event::LinkedSource { .. }
@@ -278,6 +288,7 @@ impl Event<'_> {
             | Event::Unbuilding { .. }
             | Event::Removing { .. }
             | Event::DepmodStale { .. }
+            | Event::FromBuildCache { .. }
             | Event::JobStarted { .. }
             | Event::JobFinished { .. }
             | Event::AutoinstallDisabled

@@ -262,6 +262,16 @@ fn build_for(
     if host.trust.is_none() {
         scratch_host.trust = None;
     }
+    // What the pre-flight builds goes into the real build cache, signed with the real
+    // key pair (so its cache key and signature are those of the real build).
+    scratch_host.build_cache = host.build_cache.clone();
+    let settings = &mut scratch_host.settings;
+    settings.signing_key = Some(signing_path(host, &host.settings.signing_key, "mok.key"));
+    settings.signing_certificate = Some(signing_path(
+        host,
+        &host.settings.signing_certificate,
+        "mok.pub",
+    ));
     let root = scratch_host.dkms_root().map_err(|e| e.to_string())?;
     for (module, version) in plan::newest_versions(host) {
         if deferred.contains(&module) {
@@ -323,6 +333,14 @@ fn build_for(
         });
     }
     Ok(())
+}
+
+/// A signing key or certificate path: the setting, or the real DKMS tree's default
+/// (as the engine's build picks it).
+fn signing_path(host: &Host, setting: &Option<PathBuf>, name: &str) -> PathBuf {
+    setting
+        .clone()
+        .unwrap_or_else(|| host.paths.dkms_tree.join(name))
 }
 
 /// The private scratch directory of one kernel's pre-flight, in the host's temp dir:

@@ -121,6 +121,15 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         E::DepmodStale { kernel } => Step(format!(
             "modules.dep of {kernel} is older than its DKMS modules (an interrupted run?)"
         )),
+        E::FromBuildCache { target } => Step(format!(
+            "{target}: from the build cache (not compiled)"
+        )),
+        E::BuildCacheRejected { target, reason } => Warning(format!(
+            "{target}: the build cache entry is refused and built again: {reason}"
+        )),
+        E::BuildCacheFailed { target, error } => Warning(format!(
+            "{target}: the build cache is not used: {error}"
+        )),
         E::DependencyFailed { target, reason } => Warning(format!("{target} skipped: {reason}")),
         E::JobStarted {
             number,
