@@ -96,4 +96,24 @@ fn an_unchanged_build_comes_from_the_cache_and_a_tampered_entry_is_rebuilt() {
             "{tamper}: {hit}"
         );
     }
+
+    // Bounded: the entries of a kernel that is gone go with `cleanup --yes`.
+    let gone = sb
+        .dkms_tree()
+        .join(".dkms-hook-cache/9.9.9-gone/0123/files");
+    std::fs::create_dir_all(&gone).unwrap();
+    let listed = sb.ours(&["cleanup"]);
+    assert!(
+        listed
+            .stdout
+            .contains("build cache entries of a removed kernel"),
+        "{listed}"
+    );
+    sb.ours(&["cleanup", "--yes"]);
+    assert!(!sb.dkms_tree().join(".dkms-hook-cache/9.9.9-gone").exists());
+    assert_eq!(
+        cache_entries(&sb).len(),
+        1,
+        "the installed kernel's entry stays"
+    );
 }

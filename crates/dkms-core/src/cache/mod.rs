@@ -19,6 +19,8 @@
 //! invariant:** an entry is used only when every file matches its digest; a missing
 //! `digests` (a killed store), a truncated or changed file removes the entry, is
 //! reported, and the module is built again. Writes go through the fs layer's `Root`.
+//! The cache is bounded by the installed kernels: `dkms-hook cleanup` lists the
+//! entries of removed kernels with the other leftovers (`cleanup::leftovers`).
 
 use crate::conf::DkmsConf;
 use crate::fs::Root;
@@ -262,23 +264,4 @@ fn check(entry: &Path) -> Result<Vec<CheckedFile>, String> {
         return Err("it holds no files".into());
     }
     Ok(out)
-}
-
-/// Removes the entries of kernels that are no longer installed (`dkms-hook cleanup`).
-/// Returns the directories removed.
-pub fn sweep_old_kernels(host: &Host, cache: &Path) -> Result<Vec<PathBuf>, String> {
-    let text = |e: crate::fs::FsError| e.to_string();
-    let Ok(entries) = std::fs::read_dir(cache) else {
-        return Ok(Vec::new());
-    };
-    let root = Root::open_or_create(cache).map_err(text)?;
-    let mut removed = Vec::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let kernel = entry.file_name().to_string_lossy().into_owned();
-        if !host.paths.kernel_dir(&kernel).is_dir() {
-            root.remove(&entry.path()).map_err(text)?;
-            removed.push(entry.path());
-        }
-    }
-    Ok(removed)
 }
