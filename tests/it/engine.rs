@@ -76,10 +76,11 @@ fn tree_listing(dir: &Path) -> BTreeSet<String> {
             let entry = entry.expect("reading a directory entry");
             let path = entry.path();
             let relative = path.strip_prefix(base).expect("inside the base");
-            // The tree lock is infrastructure, present after any writing command, and
-            // so is status's conf cache.
+            // The tree lock, status's conf cache and the build cache (checked by
+            // tests/it/cache.rs) are infrastructure, not dkms state.
             if relative == Path::new(".dkms-hook.lock")
                 || relative == Path::new(".dkms-hook-conf-cache")
+                || relative == Path::new(".dkms-hook-cache")
             {
                 continue;
             }

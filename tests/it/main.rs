@@ -10,6 +10,7 @@
 //! a missing prerequisite fails the tests rather than skipping them.
 
 mod bad_input;
+mod cache;
 mod cleanup;
 mod concurrent;
 mod disk_full;
@@ -22,12 +23,13 @@ mod lock;
 mod matrix;
 mod normalizer;
 mod pacman;
+mod preflight;
 mod rebuild;
 mod report;
 mod scheduler;
 mod scripts;
-mod shipped;
 mod semantics;
+mod shipped;
 mod snapshot;
 mod status;
 mod status_json;

@@ -11,7 +11,7 @@ const K1: &str = crate::support::K53;
 const K2: &str = crate::support::K54;
 
 /// Runs `scenario` (bash, see tests/e2e/pacman-sandbox) and returns the work dir.
-fn run_scenario(scenario: &str) -> (tempfile::TempDir, String) {
+pub(crate) fn run_scenario(scenario: &str) -> (tempfile::TempDir, String) {
     let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let work = tempfile::tempdir().expect("temp dir");
     let file = work.path().join("scenario.sh");
@@ -32,12 +32,12 @@ fn run_scenario(scenario: &str) -> (tempfile::TempDir, String) {
     (work, log)
 }
 
-fn out(work: &tempfile::TempDir, name: &str) -> String {
+pub(crate) fn out(work: &tempfile::TempDir, name: &str) -> String {
     let path: PathBuf = work.path().join("w/out").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn lines(text: &str) -> Vec<&str> {
+pub(crate) fn lines(text: &str) -> Vec<&str> {
     text.lines().filter(|l| !l.is_empty()).collect()
 }
 

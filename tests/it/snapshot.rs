@@ -66,11 +66,11 @@ impl fmt::Debug for Snapshot {
 }
 
 fn walk(path: &Path, entries: &mut BTreeMap<PathBuf, Node>) {
-    // The tree lock and status's conf cache are infrastructure, not state.
-    if path
-        .file_name()
-        .is_some_and(|n| n == ".dkms-hook.lock" || n == ".dkms-hook-conf-cache")
-    {
+    // The tree lock, status's conf cache and the build cache (tests/it/cache.rs)
+    // are infrastructure, not dkms state.
+    if path.file_name().is_some_and(|n| {
+        n == ".dkms-hook.lock" || n == ".dkms-hook-conf-cache" || n == ".dkms-hook-cache"
+    }) {
         return;
     }
     let Ok(meta) = fs::symlink_metadata(path) else {

@@ -49,8 +49,11 @@ pub fn read_tree(root: &Path) -> Tree {
                 .expect("inside the base")
                 .to_string_lossy()
                 .into_owned();
-            // The tree lock and status's conf cache are infrastructure, not state.
-            if relative == ".dkms-hook.lock" || relative == ".dkms-hook-conf-cache" {
+            // The tree lock, status's conf cache and the build cache are ours.
+            if relative == ".dkms-hook.lock"
+                || relative == ".dkms-hook-conf-cache"
+                || relative == ".dkms-hook-cache"
+            {
                 continue;
             }
             let kind = entry.file_type().expect("file type");

@@ -108,6 +108,20 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
             }
         }
     }
+    // Build cache entries of kernels that are gone (the cache's bound).
+    let cache = tree::layout::build_cache_dir(&host.paths.dkms_tree);
+    if let Ok(entries) = std::fs::read_dir(&cache) {
+        for entry in entries.flatten() {
+            let kernel = entry.file_name().to_string_lossy().into_owned();
+            if !installed(host, &kernel) {
+                found.insert(Leftover {
+                    kernel,
+                    path: entry.path(),
+                    what: "build cache entries of a removed kernel",
+                });
+            }
+        }
+    }
     found.into_iter().collect()
 }
 

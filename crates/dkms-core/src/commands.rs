@@ -46,6 +46,8 @@ pub struct Outcomes {
     pub failed: Vec<(Target, Failure)>,
     /// Kernels whose depmod failed, with the error.
     pub depmod_failures: Vec<(String, String)>,
+    /// Targets installed from the build cache, without compiling.
+    pub from_cache: Vec<Target>,
 }
 
 impl Outcomes {
@@ -90,6 +92,7 @@ impl Outcomes {
             }
         }
         self.depmod_failures.extend(report.depmod_failures);
+        self.from_cache.extend(report.from_cache);
     }
 
     /// Whether nothing failed (depmod included).
@@ -550,6 +553,7 @@ mod tests {
                     },
                 },
             ],
+            from_cache: vec![],
             depmod_failures: vec![("6.1".into(), "depmod: oops".into())],
         });
         let names = |v: Vec<&Target>| v.iter().map(|t| t.module.clone()).collect::<Vec<_>>();

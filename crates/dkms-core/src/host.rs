@@ -36,6 +36,10 @@ pub struct Host {
     /// unless the settings allow untrusted sources; the binary drops it when it does
     /// not run as root (a user gains nothing) or `--allow-untrusted-sources` is given.
     pub trust: Option<Gate>,
+    /// The build cache's directory (`<dkms_tree>/.dkms-hook-cache`, see `cache`);
+    /// `None` turns it off (`--no-cache`, `build_cache = false`). The pre-flight's
+    /// scratch host keeps the real one, so what it builds is found afterwards.
+    pub build_cache: Option<PathBuf>,
     /// The trees' root handles, opened on first use (once per command): every change
     /// in a tree goes through one (see `fs`).
     dkms_root: OnceLock<Root>,
@@ -51,7 +55,10 @@ impl Host {
         let dest_location_override = crate::distro::dest_location_override(&paths.os_release);
         let trust = (!settings.allow_untrusted_sources.unwrap_or(false))
             .then(|| Gate::new(&paths.source_tree, &paths.etc_dir, &paths.dkms_tree));
+        let build_cache = (settings.build_cache != Some(false))
+            .then(|| crate::tree::layout::build_cache_dir(&paths.dkms_tree));
         Host {
+            build_cache,
             caller_env: Default::default(),
             paths,
             settings,

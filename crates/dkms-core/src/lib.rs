@@ -7,6 +7,7 @@
 //! See docs/ARCHITECTURE.md for the map.
 
 pub mod archive;
+pub mod cache;
 pub mod cleanup;
 pub mod commands;
 pub mod compress;

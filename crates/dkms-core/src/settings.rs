@@ -75,6 +75,24 @@ pub struct Settings {
     /// framework.conf's `build_environment`: a bash file whose exported variables
     /// reach the build (PRE_BUILD, make, POST_BUILD).
     pub build_environment: Option<PathBuf>,
+    /// DKMS modules (or kernel modules they build) the machine needs to boot: when one
+    /// fails to build for an incoming kernel, the pre-flight hook aborts the pacman
+    /// transaction. Added to the detected ones (root file system, mkinitcpio MODULES).
+    pub boot_critical: Option<Vec<String>>,
+    /// Let a kernel upgrade proceed although a boot-critical module failed to build
+    /// for it (a warning instead of an abort); also `DKMS_HOOK_ALLOW_BOOT_CRITICAL_FAILURE=1`.
+    pub allow_boot_critical_failure: Option<bool>,
+    /// Build for incoming kernels before pacman installs them (default true).
+    pub preflight: Option<bool>,
+    /// pacman's package cache directories, searched for incoming headers packages;
+    /// default: pacman's command line `--cachedir`, else CacheDir of pacman.conf,
+    /// else /var/cache/pacman/pkg.
+    pub pacman_cachedir: Option<Vec<PathBuf>>,
+    /// mkinitcpio's configuration (default /etc/mkinitcpio.conf; its `.d` drop-ins too).
+    pub mkinitcpio_conf: Option<PathBuf>,
+    /// Keep builds and reuse them instead of compiling again (default true; the
+    /// command line's `--no-cache` turns it off for one run).
+    pub build_cache: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +236,14 @@ impl Settings {
             symlink_modules: self.symlink_modules.or(lower.symlink_modules),
             try_sign_modules: self.try_sign_modules.or(lower.try_sign_modules),
             build_environment: self.build_environment.or(lower.build_environment),
+            boot_critical: self.boot_critical.or(lower.boot_critical),
+            allow_boot_critical_failure: self
+                .allow_boot_critical_failure
+                .or(lower.allow_boot_critical_failure),
+            preflight: self.preflight.or(lower.preflight),
+            pacman_cachedir: self.pacman_cachedir.or(lower.pacman_cachedir),
+            mkinitcpio_conf: self.mkinitcpio_conf.or(lower.mkinitcpio_conf),
+            build_cache: self.build_cache.or(lower.build_cache),
         }
     }
 

@@ -211,6 +211,11 @@ const WRITES_ALLOWED: &[(&str, &str, &str)] = &[
         "*",
         "the extraction's private scratch dir; placed through a Root",
     ),
+    (
+        "hook/preflight.rs",
+        "*",
+        "the pre-flight's private scratch dir in the temp dir, never a tree",
+    ),
 ];
 
 #[test]

@@ -65,6 +65,10 @@ pub struct GlobalArgs {
     /// Rebuild modules that failed before with the same source and headers.
     #[arg(long = "retry-failed")]
     pub retry_failed: bool,
+    /// (dkms-hook) Compile even where the build cache holds the same build, and keep
+    /// nothing in it (also `build_cache = false`).
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
     /// As root, also evaluate and build module sources and dkms.conf files that a
     /// user other than root owns or can write (refused by default: that user could
     /// run code as root through them).

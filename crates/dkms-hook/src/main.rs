@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod hook;
+mod pacman_invocation;
 mod render;
 
 use anyhow::{bail, Context, Result};
@@ -274,9 +275,10 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
                 Some("install") => hook::HookKind::Install,
                 Some("upgrade") => hook::HookKind::Upgrade,
                 Some("remove") => hook::HookKind::Remove,
+                Some("preflight") => hook::HookKind::Preflight,
                 _ => bail!(refuse(
                     Exit::Usage,
-                    "usage: dkms-hook hook install|upgrade|remove (targets on stdin)"
+                    "usage: dkms-hook hook install|upgrade|remove|preflight (targets on stdin)"
                 )),
             };
             hook::run(
@@ -366,6 +368,9 @@ fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     // Only root can be given root by a dkms.conf; anyone else runs their own files.
     if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
         host.trust = None;
+    }
+    if global.no_cache {
+        host.build_cache = None;
     }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {

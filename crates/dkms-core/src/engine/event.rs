@@ -186,6 +186,14 @@ pub enum Event<'a> {
     },
     /// `modules.dep` is older than the DKMS modules: depmod runs again.
     DepmodStale { kernel: &'a str },
+    /// A build was taken from the build cache instead of compiling.
+    FromBuildCache { target: &'a Target },
+    /// A build cache entry failed its check and was removed; the module is built
+    /// again (a warning).
+    BuildCacheRejected { target: &'a Target, reason: &'a str },
+    /// The build cache could not be read or written; the build goes on without it
+    /// (a warning).
+    BuildCacheFailed { target: &'a Target, error: &'a str },
     /// A job is skipped because a dependency failed (a warning).
     DependencyFailed { target: &'a Target, reason: &'a str },
     /// Job `number` of `total` starts.
@@ -330,7 +338,9 @@ impl Event<'_> {
             | Event::ModuleNotReplaced { .. }
             | Event::LeftOutOfTarball { .. }
             | Event::BuildExistsSkipped { .. }
-            | Event::IgnoredNonUtf8Name { .. } => true,
+            | Event::IgnoredNonUtf8Name { .. }
+            | Event::BuildCacheRejected { .. }
+            | Event::BuildCacheFailed { .. } => true,
             Event::PostTransactionRan { status, .. } => {
                 **status != crate::exec::ExitDescription::Code(0)
             }
@@ -360,6 +370,7 @@ impl Event<'_> {
             | Event::Unbuilding { .. }
             | Event::Removing { .. }
             | Event::DepmodStale { .. }
+            | Event::FromBuildCache { .. }
             | Event::JobStarted { .. }
             | Event::JobFinished { .. }
             | Event::AutoinstallDisabled

@@ -49,6 +49,8 @@ pub struct RunReport {
     pub outcomes: Vec<Outcome>,
     /// Kernels whose depmod failed, with the error.
     pub depmod_failures: Vec<(String, String)>,
+    /// Targets installed from the build cache, without compiling.
+    pub from_cache: Vec<Target>,
 }
 
 impl RunReport {
@@ -77,6 +79,7 @@ struct Shared {
     installed_per_kernel: HashMap<String, bool>,
     started: usize,
     depmod_failures: Vec<(String, String)>,
+    from_cache: Vec<Target>,
 }
 
 /// Runs every job of `plan` with up to `options.jobs` builds at once.
@@ -139,6 +142,7 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
         installed_per_kernel: stale,
         started: 0,
         depmod_failures: Vec::new(),
+        from_cache: Vec::new(),
     });
     let wake = Condvar::new();
     let total = jobs.len();
@@ -227,6 +231,15 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                 let known = (!options.retry_failed)
                     .then(|| crate::failure::still_failing(&host.paths, target))
                     .flatten();
+                let (from_cache, store_key) =
+                    if known.is_none() && (rebuild[i] || !target.is_built(&host.paths)) {
+                        lookup_cache(host, target, &options, &quiet)
+                    } else {
+                        (false, None)
+                    };
+                if from_cache {
+                    lock().from_cache.push(target.clone());
+                }
                 let outcome = if let Some(known) = known {
                     Err(EngineError::KnownFailure {
                         target: Box::new(target.clone()),
@@ -239,11 +252,31 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                         force: true,
                         ..options.clone()
                     };
-                    super::build(host, target, &forced, &quiet)
-                        .and_then(|()| install(host, target, &forced, &quiet))
+                    if from_cache {
+                        install(host, target, &forced, &quiet)
+                    } else {
+                        super::build(host, target, &forced, &quiet)
+                            .and_then(|()| install(host, target, &forced, &quiet))
+                    }
                 } else {
                     install(host, target, &options, &quiet)
                 };
+                // The key is taken again after the build: a first build generates
+                // the signing key pair, which the key covers.
+                if let (Ok(()), Some(_), Some(cache)) = (&outcome, &store_key, &host.build_cache) {
+                    let stored = super::read_conf(host, target, &options)
+                        .map_err(|e| e.to_string())
+                        .and_then(|conf| {
+                            let key = crate::cache::key(host, target, &conf);
+                            crate::cache::store(host, cache, target, &key)
+                        });
+                    if let Err(error) = stored {
+                        quiet.event(Event::BuildCacheFailed {
+                            target,
+                            error: &error,
+                        });
+                    }
+                }
                 let result = match outcome {
                     Ok(()) => JobResult::Installed,
                     Err(EngineError::Excluded { reason, .. }) => JobResult::Excluded { reason },
@@ -293,6 +326,49 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
             })
             .collect(),
         depmod_failures: state.depmod_failures,
+        from_cache: state.from_cache,
+    }
+}
+
+/// Restores `target`'s build from the build cache when it holds it: `(true, None)`.
+/// Otherwise `(false, key)`, the key to keep the coming build under (`None`: no cache,
+/// or it cannot be used). A refused entry is reported; the target is built again.
+fn lookup_cache(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> (bool, Option<String>) {
+    let Some(cache) = &host.build_cache else {
+        return (false, None);
+    };
+    let Ok(conf) = super::read_conf(host, target, options) else {
+        return (false, None);
+    };
+    if conf.excluded.is_some() {
+        return (false, None);
+    }
+    let key = crate::cache::key(host, target, &conf);
+    match crate::cache::restore(host, cache, target, &key) {
+        Ok(crate::cache::Lookup::Hit) => {
+            progress.event(Event::FromBuildCache { target });
+            (true, None)
+        }
+        Ok(crate::cache::Lookup::Miss) => (false, Some(key)),
+        Ok(crate::cache::Lookup::Rejected(reason)) => {
+            progress.event(Event::BuildCacheRejected {
+                target,
+                reason: &reason,
+            });
+            (false, Some(key))
+        }
+        Err(error) => {
+            progress.event(Event::BuildCacheFailed {
+                target,
+                error: &error,
+            });
+            (false, None)
+        }
     }
 }
 
@@ -336,7 +412,8 @@ struct WarningsOnly<'a>(&'a dyn Progress, bool);
 
 impl Progress for WarningsOnly<'_> {
     fn event(&self, event: Event<'_>) {
-        if self.1 || event.is_warning() {
+        // A build taken from the cache is said even then: nothing else shows it.
+        if self.1 || event.is_warning() || matches!(event, Event::FromBuildCache { .. }) {
             self.0.event(event);
         } else {
             log::info!("{event:?}");

@@ -14,13 +14,21 @@
 //! - `transaction`: the pre- and post-transaction work and their [`HookReport`].
 //! - `note`: the note the pre-transaction hooks leave for the post-transaction one.
 //! - `initramfs`: regenerating an initramfs mkinitcpio's hook did not.
+//! - `preflight`: before the transaction, building for incoming kernels from their
+//!   headers package (`headers_package`), aborting for `boot_critical` modules.
 
+mod boot_critical;
+mod headers_package;
 mod initramfs;
 mod note;
+mod preflight;
 mod targets;
 mod transaction;
 
+pub use boot_critical::{BootCritical, Why as BootCriticalWhy};
+pub use headers_package::{HeadersPackageError, PackageSources};
 pub use initramfs::InitramfsOutcome;
+pub use preflight::{preflight, PreflightProblem, PreflightReport, PreflightRequest};
 pub use targets::{
     builds_of, headers_only_kernels, identify, install_plan, kernels_without_headers,
     parse_targets, Changes, Source,

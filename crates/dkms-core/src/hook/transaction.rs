@@ -64,6 +64,8 @@ pub struct HookReport {
     pub added: Vec<(String, String)>,
     /// Targets built and installed.
     pub installed: Vec<Target>,
+    /// Of those, the ones taken from the build cache, without compiling.
+    pub from_cache: Vec<Target>,
     /// Builds of removed versions dropped (another version replaced them, or none).
     pub unbuilt: Vec<Target>,
     /// Removed versions kept installed on a kernel: their replacement failed there.
@@ -294,6 +296,7 @@ pub fn post_transaction(
             error: error.clone(),
         });
     }
+    report.from_cache = outcomes.from_cache;
     report.installed = outcomes.installed;
     retire_removed_versions(host, &failed_on, options, progress, &mut report);
     for kernel in targets::headers_only_kernels(&changes).intersection(&installed_on) {

@@ -53,6 +53,12 @@ const DKMS_UPDATES: &str = "updates/dkms";
 const UPDATES: &str = "updates";
 const EXTRA: &str = "extra";
 
+/// The build cache of a DKMS tree (a dot name: neither upstream's globs nor our
+/// listings take it for a module).
+pub fn build_cache_dir(dkms_tree: &Path) -> PathBuf {
+    dkms_tree.join(".dkms-hook-cache")
+}
+
 /// The lock file of a DKMS tree.
 pub fn lock_file(dkms_tree: &Path) -> PathBuf {
     dkms_tree.join(".dkms-hook.lock")

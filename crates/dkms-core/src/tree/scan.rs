@@ -44,7 +44,8 @@ pub fn module_versions(
 ) -> Vec<ModuleVersion> {
     let mut found = Vec::new();
     for m in child_names(&paths.dkms_tree, module) {
-        if name::ModuleName::parse(&m).is_err() {
+        // Dot names are ours (the build cache) and hidden from upstream's globs.
+        if m.starts_with('.') || name::ModuleName::parse(&m).is_err() {
             continue;
         }
         let module_dir = paths.dkms_tree.join(&m);

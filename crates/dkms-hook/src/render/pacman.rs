@@ -156,6 +156,15 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
         E::DepmodStale { kernel } => Step(format!(
             "modules.dep of {kernel} is older than its DKMS modules (an interrupted run?)"
         )),
+        E::FromBuildCache { target } => Step(format!(
+            "{target}: from the build cache (not compiled)"
+        )),
+        E::BuildCacheRejected { target, reason } => Warning(format!(
+            "{target}: the build cache entry is refused and built again: {reason}"
+        )),
+        E::BuildCacheFailed { target, error } => Warning(format!(
+            "{target}: the build cache is not used: {error}"
+        )),
         E::DependencyFailed { target, reason } => Warning(format!("{target} skipped: {reason}")),
         E::JobStarted {
             number,
@@ -341,6 +350,60 @@ pub fn hook_problem(problem: &Problem) -> String {
             error,
         } => format!("removing {module}/{version}: {error}"),
         Problem::Initramfs { kernel, error } => format!("initramfs for {kernel}: {error}"),
+    }
+}
+
+/// One problem of the pre-flight, on one line: module, kernel, make.log, and why it
+/// is boot-critical when it is.
+pub fn preflight_problem(problem: &dkms_core::hook::PreflightProblem) -> String {
+    use dkms_core::hook::PreflightProblem;
+    match problem {
+        PreflightProblem::Headers {
+            kernel,
+            error,
+            critical,
+        } => {
+            let affected: Vec<String> = critical
+                .iter()
+                .map(|(m, why)| format!("{m} (boot-critical: {why})"))
+                .collect();
+            if affected.is_empty() {
+                format!("pre-flight for {kernel} skipped: {}", chain(error))
+            } else {
+                format!(
+                    "pre-flight for {kernel}: {}; so {} cannot be checked for it",
+                    chain(error),
+                    affected.join(", ")
+                )
+            }
+        }
+        PreflightProblem::Target {
+            target: t,
+            failure,
+            critical,
+        } => {
+            let what = match failure {
+                Failure::Failed { log: Some(log), .. } if critical.is_some() => {
+                    format!("failed to build: see {}", log.display())
+                }
+                Failure::Failed { log: Some(_), .. } => {
+                    "failed to build; it is built again after the transaction, its make.log then in the DKMS tree".to_string()
+                }
+                Failure::Failed { message, log: None } => message.clone(),
+                Failure::NotBuilt(reason) => format!("not built: {reason}"),
+            };
+            let why = critical
+                .as_ref()
+                .map(|w| format!(" [boot-critical: {w}]"))
+                .unwrap_or_default();
+            format!(
+                "pre-flight: {}/{} for incoming kernel {} {what}{why}",
+                t.module, t.version, t.kernel
+            )
+        }
+        PreflightProblem::Scratch { kernel, error } => {
+            format!("pre-flight for {kernel} skipped: {error}")
+        }
     }
 }
 
