@@ -22,6 +22,7 @@ mod lock;
 mod matrix;
 mod normalizer;
 mod pacman;
+mod realmods;
 mod rebuild;
 mod report;
 mod scheduler;
