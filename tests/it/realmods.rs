@@ -172,3 +172,76 @@ fn acpi_call_dkms_goes_through_the_lifecycle_as_with_upstream() {
         "acpi_call.ko",
     );
 }
+
+/// zfs's nine modules and the directories its dkms.conf names for them, which
+/// upstream replaces with the distribution's `updates/dkms` (Debian's and Arch's
+/// os-release override).
+const ZFS_MODULES: [&str; 9] = [
+    "zavl", "znvpair", "zunicode", "zcommon", "zfs", "icp", "zlua", "spl", "zzstd",
+];
+
+/// Slow: two zfs builds (configure and ~600 objects per kernel) take many minutes on
+/// a busy 2-core machine, so scripts/test runs it only with DKMS_HOOK_REAL_ZFS=1
+/// (it passes `--skip realmods::real_zfs` otherwise, and says so). zfs is built once
+/// per kernel, by the hook, and everything else is checked on that one tree.
+#[test]
+#[ignore = "tier c (slow, real zfs): needs root, the installed kernels' headers, Debian's dkms and scripts/fetch-real-modules; scripts/test runs it with DKMS_HOOK_REAL_ZFS=1"]
+fn real_zfs_dkms_and_a_module_built_on_it_are_installed_by_the_hook_and_upstream_reads_the_tree() {
+    let sb = Sandbox::new();
+    give_kernels_their_source_links(&sb);
+    copy_real_source(&sb, "zfs-dkms", "zfs-2.1.11");
+    sb.copy_fixture("zfsuser", "1.0");
+    // As pacman runs the hook when both packages arrive in one transaction.
+    let started = std::time::Instant::now();
+    let out = sb.run_ours_with_stdin(
+        &["hook", "install"],
+        b"usr/src/zfs-2.1.11/dkms.conf\nusr/src/zfsuser-1.0/dkms.conf\n",
+    );
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "the hook installs zfs and zfsuser\n{out}");
+    eprintln!("real zfs: the hook built zfs and zfsuser for both kernels in {took:?}");
+
+    let installed = installed_files(&sb);
+    for kernel in KERNELS {
+        for module in ZFS_MODULES.iter().chain(&["zfsuser"]) {
+            assert!(
+                installed
+                    .iter()
+                    .any(|f| f.starts_with(&format!("{kernel}/updates/dkms/{module}.ko"))),
+                "{module} installed in {kernel}/updates/dkms, where upstream puts it: {installed:?}"
+            );
+        }
+        // POST_BUILD copied from `<v>/build` (the running build's directory) into
+        // `<v>/<k>/<a>/`, where modules built on zfs find Module.symvers.
+        let build = sb.dkms_tree().join(format!("zfs/2.1.11/{kernel}/x86_64"));
+        for file in ["zfs_config.h", "Module.symvers"] {
+            assert!(
+                build.join(file).is_file(),
+                "zfs's POST_BUILD copied {file} into {}",
+                build.display()
+            );
+        }
+        let symvers = fs::read_to_string(build.join("Module.symvers")).unwrap();
+        assert!(
+            symvers.contains("\tspl_panic\t"),
+            "spl_panic is in zfs's Module.symvers"
+        );
+    }
+    assert!(
+        !sb.dkms_tree().join("zfs/2.1.11/build").exists(),
+        "<v>/build goes after the successful builds"
+    );
+
+    // Upstream reads the tree the hook left.
+    let status = sb.upstream(&["status"]);
+    for kernel in KERNELS {
+        for module in ["zfs/2.1.11", "zfsuser/1.0"] {
+            assert!(
+                status
+                    .stdout
+                    .contains(&format!("{module}, {kernel}, x86_64: installed")),
+                "{UPSTREAM_VERSION} reads {module} on {kernel} as installed\n{status}"
+            );
+        }
+    }
+}
