@@ -168,7 +168,7 @@ fn status_explains_every_module_on_every_kernel_in_plain_text() {
         "\nPackages: could not read the pacman database [ROOT]/pacman: it has no local database (`[ROOT]/pacman/local/ALPM_DB_VERSION` is missing); package owners are not shown
 
 [1] broken/1.0 on {k99}: no kernel headers: install linux-test-headers; the module is built then
-[2] broken/1.0 on {K54}: build failed just now: see [ROOT]/dkms/broken/1.0/build-{K54}-x86_64/make.log; not retried until the source or headers change (dkms-hook autoinstall --retry-failed -k {K54})
+[2] broken/1.0 on {K54}: build failed just now: see [ROOT]/dkms/broken/1.0/build/make.log; not retried until the source or headers change (dkms-hook autoinstall --retry-failed -k {K54})
 [3] broken/1.0 on {K53}: not built yet: dkms-hook autoinstall -k {K53}
 "
     ));

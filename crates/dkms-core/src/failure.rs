@@ -62,10 +62,29 @@ pub fn clear(host: &Host, target: &Target) {
     }
 }
 
-/// The recorded failure of `target`, whatever changed since.
+/// The recorded failure of `target`, whatever changed since. Its log is named as
+/// users and upstream find it: `<v>/build/make.log` while `<v>/build` points at this
+/// target's kept work dir (the latest failed build of the version), else the work
+/// dir's own `make.log`.
 pub fn read(paths: &Paths, target: &Target) -> Option<FailureRecord> {
     let bytes = std::fs::read(target.failure_record(paths)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let mut record: FailureRecord = serde_json::from_slice(&bytes).ok()?;
+    record.log = record.log.map(|log| log_as_found(paths, target, log));
+    Some(record)
+}
+
+/// `log` through `<v>/build` when that link points at `target`'s work dir and `log`
+/// is the work dir's make.log.
+fn log_as_found(paths: &Paths, target: &Target, log: PathBuf) -> PathBuf {
+    let work = target.work_dir(paths);
+    let shared = paths.shared_build_dir(&target.module, &target.version);
+    let points_here =
+        std::fs::read_link(&shared).is_ok_and(|link| Some(link.as_os_str()) == work.file_name());
+    if points_here && log == crate::tree::layout::make_log_in(&work) {
+        crate::tree::layout::make_log_in(&shared)
+    } else {
+        log
+    }
 }
 
 /// The recorded failure, only if the source and the kernel headers are still the
