@@ -89,6 +89,10 @@ impl Sandbox {
             .path()
             .canonicalize()
             .expect("canonicalizing the sandbox");
+        // The build user (builds as root run unprivileged) must reach the sources,
+        // the headers links and its work dir; tempdirs are made 0700.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("opening the sandbox to the build user");
         for sub in ["dkms", "src", "inst", "etc", "bin"] {
             mkdir(&root.join(sub));
         }

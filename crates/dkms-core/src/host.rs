@@ -36,6 +36,10 @@ pub struct Host {
     /// unless the settings allow untrusted sources; the binary drops it when it does
     /// not run as root (a user gains nothing) or `--allow-untrusted-sources` is given.
     pub trust: Option<Gate>,
+    /// Who runs the build steps (dkms.conf evaluation, patches, scripts, make):
+    /// `Caller` unless the binary, running as root, chose the build user (see
+    /// `sandbox::Builder::for_root`).
+    pub builder: crate::sandbox::Builder,
     /// The trees' root handles, opened on first use (once per command): every change
     /// in a tree goes through one (see `fs`).
     dkms_root: OnceLock<Root>,
@@ -59,6 +63,7 @@ impl Host {
             kernel_config_paths: Mutex::new(HashMap::new()),
             kernel_configs: Arc::default(),
             trust,
+            builder: crate::sandbox::Builder::Caller,
             dkms_root: OnceLock::new(),
             install_root: OnceLock::new(),
             source_root: OnceLock::new(),
@@ -171,6 +176,7 @@ impl Host {
             caller_env: self.caller_env.clone(),
             scratch_dir: self.paths.temp_dir.clone(),
             trust: self.trust.clone(),
+            builder: self.builder.clone(),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod name;
 pub mod paths;
 pub mod pkgdb;
 pub mod plan;
+pub mod sandbox;
 pub mod settings;
 pub mod shell;
 pub mod sign;

@@ -59,6 +59,13 @@ pub struct Settings {
     pub allow_untrusted_sources: Option<bool>,
     /// Seconds a dkms.conf may take to evaluate before it counts as hung (default 10).
     pub dkms_conf_timeout: Option<u64>,
+    /// The user that evaluates dkms.conf files and runs patches, scripts and make when
+    /// dkms-hook runs as root (default: `dkms-hook`, from the package's sysusers.d
+    /// file, else a transient unprivileged uid; see `sandbox`).
+    pub build_user: Option<String>,
+    /// Build as root, as upstream dkms does (default false): only for a module that
+    /// cannot build confined; `dkms-hook status` warns while it is set.
+    pub build_as_root: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +129,8 @@ impl Settings {
                 .allow_untrusted_sources
                 .or(lower.allow_untrusted_sources),
             dkms_conf_timeout: self.dkms_conf_timeout.or(lower.dkms_conf_timeout),
+            build_user: self.build_user.or(lower.build_user),
+            build_as_root: self.build_as_root.or(lower.build_as_root),
         }
     }
 

@@ -278,6 +278,14 @@ fn host(global: &GlobalArgs, face: Face) -> Result<Host> {
     if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
         host.trust = None;
     }
+    // As root, builds run as the unprivileged build user (or, opted out, as root);
+    // anyone else builds as themselves, as before.
+    if dkms_core::trust::process_is_root() {
+        host.builder = dkms_core::sandbox::Builder::for_root(
+            host.settings.build_as_root.unwrap_or(false),
+            host.settings.build_user.as_deref(),
+        )?;
+    }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {
             bail!(refuse(

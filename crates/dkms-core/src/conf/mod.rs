@@ -100,6 +100,9 @@ pub struct EvalContext {
     /// When set, bash sources nothing this gate refuses (files a user other than root
     /// could change). The bash-free path only parses, so it needs no gate.
     pub trust: Option<crate::trust::Gate>,
+    /// Who runs bash: as root, the unprivileged build user in a jail whose only
+    /// writable place is the scratch directory (see `sandbox`).
+    pub builder: crate::sandbox::Builder,
 }
 
 impl EvalContext {

@@ -674,6 +674,7 @@ impl Case {
             trust: self.gated.then(|| {
                 crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))
             }),
+            builder: crate::sandbox::Builder::Caller,
         }
     }
 
