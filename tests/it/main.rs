@@ -34,3 +34,4 @@ mod support;
 mod tarball;
 mod trees;
 mod trust;
+mod unpriv;

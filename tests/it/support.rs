@@ -114,6 +114,15 @@ impl Sandbox {
         Sandbox { _dir: dir, root }
     }
 
+    /// Sets `build_as_root = true` in the sandbox's dkms-hook.toml: builds run as
+    /// root, as upstream's do, instead of as the unprivileged build user.
+    pub fn build_as_root(&self) {
+        let file = self.etc_dir().join("dkms-hook.toml");
+        let mut text = std::fs::read_to_string(&file).expect("reading dkms-hook.toml");
+        text.push_str("build_as_root = true\n");
+        std::fs::write(&file, text).expect("writing dkms-hook.toml");
+    }
+
     pub fn dkms_tree(&self) -> PathBuf {
         self.root.join("dkms")
     }

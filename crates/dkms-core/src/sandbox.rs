@@ -32,8 +32,10 @@ pub const TRANSIENT_ID: u32 = 60_999;
 /// (only the build's own mount of its work dir is writable).
 pub const NOBODY_ID: u32 = 65_534;
 
-/// Who runs the build steps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who runs the build steps (in `dkms-hook status --json` as `"builder"`, tagged by
+/// `"runs_as"`: `caller`, `root` or `user` with `name`, `uid`, `gid`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "runs_as", rename_all = "snake_case")]
 pub enum Builder {
     /// dkms-hook does not run as root: steps run as the caller, as they always did.
     Caller,
@@ -44,7 +46,7 @@ pub enum Builder {
 }
 
 /// An unprivileged account builds run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BuildUser {
     /// The account name, `None` for the transient uid.
     pub name: Option<String>,

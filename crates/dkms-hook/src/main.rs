@@ -175,6 +175,11 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
                 return run_status(&host, &query, cli.json, printer);
             }
             let matrix = dkms_core::status::matrix(&host);
+            if matrix.builder == dkms_core::sandbox::Builder::Root {
+                printer.warning(
+                    "builds run as root (build_as_root = true in dkms-hook.toml): every module's dkms.conf, scripts and Makefile can change anything on this machine; remove the setting to build as the unprivileged build user",
+                );
+            }
             let mut out = std::io::stdout().lock();
             if cli.json {
                 serde_json::to_writer_pretty(&mut out, &matrix).context("writing status JSON")?;
