@@ -149,7 +149,10 @@ fn post_build_finds_this_build_at_the_shared_build_path() {
         "<v>/build is left after a successful build"
     );
 
-    override_conf(&sb, "PRE_BUILD=''\nPOST_BUILD=''\nMAKE[0]='make no-such-target'\n");
+    override_conf(
+        &sb,
+        "PRE_BUILD=''\nPOST_BUILD=''\nMAKE[0]='make no-such-target'\n",
+    );
     let out = sb.run_ours(&["build", "quoting/1.0", "-k", K54, "--force"]);
     assert_eq!(out.code, 10, "{out}");
     let log = fs::read_to_string(version_dir.join("build/make.log")).unwrap();
