@@ -39,3 +39,4 @@ mod support;
 mod tarball;
 mod trees;
 mod trust;
+mod unpriv;

@@ -42,6 +42,9 @@ fn script_arguments(sb: &Sandbox, run: &dyn Fn(&[&str])) -> BTreeMap<&'static st
 #[ignore = "tier c: needs root, kernel headers and upstream dkms 3.0.10; scripts/test runs it"]
 fn scripts_receive_the_arguments_upstream_gives_them() {
     let sb = Sandbox::new();
+    // The fixture's scripts record into the source tree, which a build confined to
+    // its work directory cannot write (tests/it/unpriv.rs): root, as upstream.
+    sb.build_as_root();
     sb.copy_fixture("quoting", "1.0");
     let mut upstream = script_arguments(&sb, &|args| {
         sb.upstream(args);
@@ -84,6 +87,8 @@ fn build_scripts_go_through_eval_and_statuses_follow_upstream() {
     // failing PRE_BUILD ends the build with its own status; POST_INSTALL's and
     // POST_REMOVE's statuses are ignored (spec §2.1, measured on 3.4.3).
     let sb = Sandbox::new();
+    // The scripts record into the source tree: see the test above.
+    sb.build_as_root();
     sb.copy_fixture("quoting", "1.0");
     override_conf(
         &sb,
@@ -119,7 +124,9 @@ fn post_build_finds_this_build_at_the_shared_build_path() {
     sb.copy_fixture("quoting", "1.0");
     override_conf(
         &sb,
-        "POST_BUILD='copy-symvers.sh -t ${dkms_tree} -k ${kernelver} -a ${arch}'\n",
+        // PRE_BUILD='': the fixture's records its arguments in the source tree, which
+        // the unprivileged build cannot write.
+        "PRE_BUILD=''\nPOST_BUILD='copy-symvers.sh -t ${dkms_tree} -k ${kernelver} -a ${arch}'\n",
     );
     sb.ours(&["add", "quoting/1.0"]);
     let version_dir = sb.dkms_tree().join("quoting/1.0");
@@ -132,7 +139,7 @@ fn post_build_finds_this_build_at_the_shared_build_path() {
             copied.display()
         );
     }
-    let cwd = fs::read_to_string(sb.source_tree().join("post_build.cwd")).unwrap();
+    let cwd = fs::read_to_string(version_dir.join(K54).join(ARCH).join("post_build.cwd")).unwrap();
     assert_eq!(
         cwd.trim_end(),
         version_dir.join("build").display().to_string()
@@ -142,7 +149,10 @@ fn post_build_finds_this_build_at_the_shared_build_path() {
         "<v>/build is left after a successful build"
     );
 
-    override_conf(&sb, "POST_BUILD=''\nMAKE[0]='make no-such-target'\n");
+    override_conf(
+        &sb,
+        "PRE_BUILD=''\nPOST_BUILD=''\nMAKE[0]='make no-such-target'\n",
+    );
     let out = sb.run_ours(&["build", "quoting/1.0", "-k", K54, "--force"]);
     assert_eq!(out.code, 10, "{out}");
     let log = fs::read_to_string(version_dir.join("build/make.log")).unwrap();
@@ -157,6 +167,9 @@ fn make_sees_the_callers_environment_without_its_compiler_flags() {
     // `IGNORE_CC_MISMATCH=1 dkms install` reaches make; kernelver is exported.
     let sb = Sandbox::new();
     sb.copy_fixture("quoting", "1.0");
+    // The fixture's scripts record into the source tree, which the unprivileged
+    // build cannot write; this test is about make's environment.
+    override_conf(&sb, "PRE_BUILD=''\nPOST_BUILD=''\n");
     sb.ours(&["add", "quoting/1.0"]);
     let mut install = sb.ours_command(&[], &["install", "quoting/1.0", "-k", K54]);
     install

@@ -89,6 +89,10 @@ impl Sandbox {
             .path()
             .canonicalize()
             .expect("canonicalizing the sandbox");
+        // The build user (builds as root run unprivileged) must reach the sources,
+        // the headers links and its work dir; tempdirs are made 0700.
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("opening the sandbox to the build user");
         for sub in ["dkms", "src", "inst", "etc", "bin"] {
             mkdir(&root.join(sub));
         }
@@ -108,6 +112,15 @@ impl Sandbox {
         )
         .expect("writing the sandbox's dkms-hook.toml");
         Sandbox { _dir: dir, root }
+    }
+
+    /// Sets `build_as_root = true` in the sandbox's dkms-hook.toml: builds run as
+    /// root, as upstream's do, instead of as the unprivileged build user.
+    pub fn build_as_root(&self) {
+        let file = self.etc_dir().join("dkms-hook.toml");
+        let mut text = std::fs::read_to_string(&file).expect("reading dkms-hook.toml");
+        text.push_str("build_as_root = true\n");
+        std::fs::write(&file, text).expect("writing dkms-hook.toml");
     }
 
     pub fn dkms_tree(&self) -> PathBuf {

@@ -180,9 +180,10 @@ fn a_group_writable_dkms_conf_is_never_run_by_bash_as_root() {
     assert!(!marker.exists(), "status ran the dkms.conf");
 
     // Trusted in the settings: it is evaluated (the marker appears) and builds.
+    // (As root: the unprivileged build user's dkms.conf could not write the marker.)
     fs::write(
         sb.etc_dir().join("dkms-hook.toml"),
-        "allow_untrusted_sources = true\n",
+        "allow_untrusted_sources = true\nbuild_as_root = true\n",
     )
     .unwrap();
     sb.ours(&["build", "hello/1.0", "-k", K53]);

@@ -67,6 +67,7 @@ pub struct Command {
     timeout: Option<Duration>,
     purpose: String,
     jobserver: Option<jobserver::Client>,
+    jail: crate::sandbox::Jail,
 }
 
 /// What a finished command printed, and how it ended.
@@ -95,7 +96,18 @@ impl Command {
             timeout: None,
             purpose: purpose.to_string(),
             jobserver: None,
+            jail: crate::sandbox::Jail::none(),
         }
+    }
+
+    /// A build step (dkms.conf evaluation, patch, script, make, strip): the caller
+    /// must say which jail it runs in, `Jail::none()` included, so no build step can
+    /// start as root by omission. As the build user, `TMPDIR` is the first writable
+    /// directory (the rest of the system, `/tmp` too, is read-only there).
+    pub fn build_step(program: &str, purpose: &str, jail: &crate::sandbox::Jail) -> Self {
+        let mut command = Command::new(program, purpose);
+        command.jail = jail.clone();
+        command
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -168,8 +180,12 @@ impl Command {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut expr =
-            duct::cmd(&self.program, &self.args).full_env(self.env.iter().map(|(k, v)| (k, v)));
+        let mut env = self.env.clone();
+        if let Some(tmp) = self.jail.scratch() {
+            env.retain(|(k, _)| k != "TMPDIR");
+            env.push(("TMPDIR".to_string(), tmp.as_os_str().to_owned()));
+        }
+        let mut expr = duct::cmd(&self.program, &self.args).full_env(env);
         if let Some(dir) = &self.dir {
             expr = expr.dir(dir);
         }
@@ -177,16 +193,25 @@ impl Command {
         // started too, not just the script.
         let jobserver = self.jobserver.clone();
         let parent = std::process::id();
+        let jail = self.jail.clone();
+        let dir = self.dir.clone();
         expr.before_spawn(move |command| {
             use std::os::unix::process::CommandExt;
             command.process_group(0);
+            // Prepared here, before the fork: the child only makes system calls.
+            let jail = std::sync::Arc::new(jail.prepare(dir.as_deref())?);
             // The child dies with the thread that started it (which waits for it): a
             // make left running after dkms-hook was killed would go on writing in a
             // work directory that the next run reuses.
-            // SAFETY: runs in the child between fork and exec, and only calls prctl
-            // and getppid, which are async-signal-safe.
+            // SAFETY: runs in the child between fork and exec, and only calls prctl,
+            // getppid and the system calls of `sandbox::enter`, which are
+            // async-signal-safe and allocate nothing.
             unsafe {
                 command.pre_exec(move || {
+                    // First: changing the uid clears the parent-death signal.
+                    if let Some(jail) = jail.as_ref() {
+                        crate::sandbox::enter(jail)?;
+                    }
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                         return Err(io::Error::last_os_error());
                     }

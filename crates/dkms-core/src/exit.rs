@@ -139,6 +139,12 @@ impl HasExitCode for crate::conf::ConfError {
     }
 }
 
+impl HasExitCode for crate::sandbox::SandboxError {
+    fn exit(&self) -> Exit {
+        Exit::Failure
+    }
+}
+
 impl HasExitCode for crate::settings::SettingsError {
     fn exit(&self) -> Exit {
         Exit::Failure

@@ -40,6 +40,10 @@ pub struct Host {
     /// `None` turns it off (`--no-cache`, `build_cache = false`). The pre-flight's
     /// scratch host keeps the real one, so what it builds is found afterwards.
     pub build_cache: Option<PathBuf>,
+    /// Who runs the build steps (dkms.conf evaluation, patches, scripts, make):
+    /// `Caller` unless the binary, running as root, chose the build user (see
+    /// `sandbox::Builder::for_root`).
+    pub builder: crate::sandbox::Builder,
     /// The trees' root handles, opened on first use (once per command): every change
     /// in a tree goes through one (see `fs`).
     dkms_root: OnceLock<Root>,
@@ -68,6 +72,7 @@ impl Host {
             kernel_config_paths: Mutex::new(HashMap::new()),
             kernel_configs: Arc::default(),
             trust,
+            builder: crate::sandbox::Builder::Caller,
             dkms_root: OnceLock::new(),
             install_root: OnceLock::new(),
             source_root: OnceLock::new(),
@@ -201,6 +206,7 @@ impl Host {
             scratch_dir: self.paths.temp_dir.clone(),
             trust: self.trust.clone(),
             prepared: Some(self.prepared.clone()),
+            builder: self.builder.clone(),
         }
     }
 

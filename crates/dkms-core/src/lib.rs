@@ -31,6 +31,7 @@ pub mod paths;
 pub mod pkgdb;
 pub mod plan;
 pub mod post_transaction;
+pub mod sandbox;
 pub mod settings;
 pub mod shell;
 pub mod sign;

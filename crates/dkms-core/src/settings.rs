@@ -93,6 +93,13 @@ pub struct Settings {
     /// Keep builds and reuse them instead of compiling again (default true; the
     /// command line's `--no-cache` turns it off for one run).
     pub build_cache: Option<bool>,
+    /// The user that evaluates dkms.conf files and runs patches, scripts and make when
+    /// dkms-hook runs as root (default: `dkms-hook`, from the package's sysusers.d
+    /// file, else a transient unprivileged uid; see `sandbox`).
+    pub build_user: Option<String>,
+    /// Build as root, as upstream dkms does (default false): only for a module that
+    /// cannot build confined; `dkms-hook status` warns while it is set.
+    pub build_as_root: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +251,8 @@ impl Settings {
             pacman_cachedir: self.pacman_cachedir.or(lower.pacman_cachedir),
             mkinitcpio_conf: self.mkinitcpio_conf.or(lower.mkinitcpio_conf),
             build_cache: self.build_cache.or(lower.build_cache),
+            build_user: self.build_user.or(lower.build_user),
+            build_as_root: self.build_as_root.or(lower.build_as_root),
         }
     }
 

@@ -447,6 +447,8 @@ pub struct Matrix {
     pub packages: Packages,
     /// What removed kernels left behind; `dkms-hook cleanup` removes it.
     pub leftovers: Vec<crate::cleanup::Leftover>,
+    /// Who runs builds (see `sandbox`).
+    pub builder: crate::sandbox::Builder,
 }
 
 /// Builds the matrix for every kernel of the install tree.
@@ -500,6 +502,7 @@ pub fn matrix(host: &Host) -> Matrix {
         schema: 1,
         packages: owners.packages,
         leftovers: crate::cleanup::leftovers(host),
+        builder: host.builder.clone(),
         kernels,
         rows,
     }

@@ -192,6 +192,11 @@ const WRITES_ALLOWED: &[(&str, &str, &str)] = &[
         "makes the DKMS tree's root itself",
     ),
     (
+        "sandbox.rs",
+        "fs::set_permissions(",
+        "mode 0700 on a work or scratch dir just made, handed to the build user",
+    ),
+    (
         "lock.rs",
         "OpenOptions::new(",
         "the lock file, opened O_NOFOLLOW",

@@ -225,6 +225,11 @@ fn run(cli: Cli, renderer: &Renderer) -> Result<Exit> {
                 return run_status(&host, &query, cli.json, printer);
             }
             let matrix = dkms_core::status::matrix(&host);
+            if matrix.builder == dkms_core::sandbox::Builder::Root {
+                printer.warning(
+                    "builds run as root (build_as_root = true in dkms-hook.toml): every module's dkms.conf, scripts and Makefile can change anything on this machine; remove the setting to build as the unprivileged build user",
+                );
+            }
             let mut out = std::io::stdout().lock();
             if cli.json {
                 serde_json::to_writer_pretty(&mut out, &matrix).context("writing status JSON")?;
@@ -371,6 +376,14 @@ fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     }
     if global.no_cache {
         host.build_cache = None;
+    }
+    // As root, builds run as the unprivileged build user (or, opted out, as root);
+    // anyone else builds as themselves, as before.
+    if dkms_core::trust::process_is_root() {
+        host.builder = dkms_core::sandbox::Builder::for_root(
+            host.settings.build_as_root.unwrap_or(false),
+            host.settings.build_user.as_deref(),
+        )?;
     }
     for directive in &global.directives {
         let Some((name, value)) = directive.split_once('=') else {

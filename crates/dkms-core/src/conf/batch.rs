@@ -152,7 +152,14 @@ impl Prepared {
         else {
             return;
         };
-        let mut command = Command::new("bash", "evaluate dkms.conf files")
+        // As root, the batch's bash is the build user's too, as each conf's alone is
+        // (conf/eval.rs): able to write only in its scratch dir. Without the hand-over
+        // the confs go to their own paths, which say why.
+        let jail = ctx.builder.jail(&[scratch.path()]);
+        if crate::sandbox::hand_over(scratch.path(), &jail).is_err() {
+            return;
+        }
+        let mut command = Command::build_step("bash", "evaluate dkms.conf files", &jail)
             .caller_env(&ctx.caller_env)
             .args([
                 "--norc",

@@ -72,7 +72,22 @@ pub fn evaluate_with_bash(conf: &Path, ctx: &EvalContext) -> Result<RawConf, Con
         .tempdir_in(&ctx.scratch_dir)
         .ok();
     let cwd = scratch.as_ref().map_or(Path::new("/"), |d| d.path());
-    let command = Command::new("bash", "evaluate dkms.conf files")
+    // As root, bash runs as the build user, able to write only in its scratch dir.
+    let jail = match &scratch {
+        Some(dir) => {
+            let jail = ctx.builder.jail(&[dir.path()]);
+            crate::sandbox::hand_over(dir.path(), &jail).map_err(|source| ConfError::Eval {
+                file: conf.to_path_buf(),
+                source: ExecError::Spawn {
+                    command: format!("chown {}", dir.path().display()),
+                    source,
+                },
+            })?;
+            jail
+        }
+        None => ctx.builder.jail(&[]),
+    };
+    let command = Command::build_step("bash", "evaluate dkms.conf files", &jail)
         .caller_env(&ctx.caller_env)
         .args(["--norc", "--noprofile", "-c", EVAL_SCRIPT, "dkms-eval"])
         .args(script_args(&marker, &files, ctx))

@@ -107,6 +107,9 @@ pub struct EvalContext {
     /// Results of the command's batch evaluation (see [`Prepared`]), asked before a
     /// bash is started for this file alone.
     pub prepared: Option<std::sync::Arc<Prepared>>,
+    /// Who runs bash: as root, the unprivileged build user in a jail whose only
+    /// writable place is the scratch directory (see `sandbox`).
+    pub builder: crate::sandbox::Builder,
 }
 
 impl EvalContext {

@@ -675,6 +675,7 @@ impl Case {
                 crate::trust::Gate::new(&root.join("src"), &root.join("etc"), &root.join("dkms"))
             }),
             prepared: None,
+            builder: crate::sandbox::Builder::Caller,
         }
     }
 

@@ -3,10 +3,10 @@
 //! `<m>/<v>/<k>/<a>` in one step. What is installed is never touched here. While it
 //! builds, upstream's `<m>/<v>/build` is a symlink to that work directory, so the
 //! scripts and MAKE lines that name it (zfs's POST_BUILD) find this build there.
+//! As root, the module's code runs as the build user in a jail (see `output`).
 
-use super::{
-    io_err, read_conf, require_added, shared_build, EngineError, Event, Options, Progress,
-};
+use super::output::{copy_built_file, read_built_file};
+use super::{read_conf, require_added, shared_build, EngineError, Event, Options, Progress};
 use crate::compress::{self, Compression};
 use crate::conf::DkmsConf;
 use crate::environment::build_environment_prelude;
@@ -14,6 +14,7 @@ use crate::exec::{Command, ExitDescription};
 use crate::exit::Exit;
 use crate::host::Host;
 use crate::kernel::KernelConfig;
+use crate::sandbox::Jail;
 use crate::sign;
 use crate::tree::{self, Target};
 use std::fs::{self, File, TryLockError};
@@ -123,7 +124,9 @@ fn build_target(
     let shared = host.paths.shared_build_dir(&target.module, &target.version);
     wait_for_leftover_processes(&work, progress);
     let root = host.dkms_root()?;
-    copy_tree(root, &source, &work)?;
+    // The build user's own directory, writable only by it (and only it in its jail).
+    let jail = host.builder.jail(&[&work]);
+    super::output::copy_source_for_build(root, &source, &work, &jail)?;
     shared_build::place(host, target, &work, &claim)?;
     let log_path = tree::layout::make_log_in(&work);
     // Through the handle: a `make.log` symlink among the copied sources is not
@@ -142,14 +145,14 @@ fn build_target(
         target.arch
     );
 
-    apply_patches(host, target, &conf, &work, &log, &log_path)?;
+    apply_patches(host, target, &conf, &work, (&log, &log_path), &jail)?;
     if let Some(script) = &conf.pre_build {
-        run_script(
+        run_script_in(
             host,
             target,
             "pre_build",
             script,
-            &shared,
+            (&shared, &jail),
             Some((&log, &log_path)),
             progress,
         )?;
@@ -158,46 +161,40 @@ fn build_target(
         host,
         target,
         &conf,
-        &work,
+        (&work, &jail),
         options,
         (&log, &log_path),
         progress,
     )?;
 
-    let staged = stage_modules(host, target, &conf, &work, &log_path, progress)?;
+    let staged = stage_modules(host, target, &conf, (&work, &jail), &log_path, progress)?;
     let final_dir = target.build_dir(&host.paths);
     // The log goes in with the modules, so a build never appears without it; the
-    // open handle follows the file, so POST_BUILD's output still lands in it.
+    // open handle follows the file, so POST_BUILD's output still lands in it. The
+    // build user could have put something else in its place: only ours moves.
+    super::output::require_own_log(target, &log, &log_path)?;
     let staged_log = staged.join("log/make.log");
     root.rename(&log_path, &staged_log)?;
     root.replace_dir(&staged, &final_dir)?;
     let log_path = final_dir.join("log/make.log");
     if let Some(script) = &conf.post_build {
-        run_script(
+        // POST_BUILD may copy into `<v>/<k>/<a>/` (zfs's Module.symvers): its jail
+        // shows a staging dir of the work dir there, whose files root then moves in.
+        let post_jail = super::output::post_build_jail(host, root, &work, &final_dir)?;
+        run_script_in(
             host,
             target,
             "post_build",
             script,
-            &shared,
+            (&shared, &post_jail),
             Some((&log, &log_path)),
             progress,
         )?;
+        super::output::take_post_build_files(root, target, &work, &final_dir, &post_jail)?;
     }
     // `<v>/build` goes with it once the failure memory is updated (see `build`).
     root.remove(&work)?;
     Ok(())
-}
-
-/// Copies `from` (a file make built) to `to` inside `root` with its mode, as
-/// `fs::copy` would, but through the handle.
-fn copy_keeping_mode(root: &crate::fs::Root, from: &Path, to: &Path) -> Result<(), EngineError> {
-    use std::os::unix::fs::PermissionsExt;
-    let bytes = fs::read(from).map_err(io_err("cannot copy", from))?;
-    let mode = fs::metadata(from)
-        .map_err(io_err("cannot copy", from))?
-        .permissions()
-        .mode();
-    Ok(root.write(to, &bytes, mode & 0o7777)?)
 }
 
 /// Copies a source tree as `cp -a` does (modes, symlinks, times) into a new `dest`
@@ -242,7 +239,7 @@ const LEFTOVER_WAIT: Duration = Duration::from_secs(120);
 /// with a warning after [`LEFTOVER_WAIT`] (a build that left a daemon behind).
 fn wait_for_leftover_processes(work: &Path, progress: &dyn Progress) {
     let log = tree::layout::make_log_in(work);
-    let Ok(file) = File::open(&log) else {
+    let Some(file) = super::output::open_log_safely(&log) else {
         return;
     };
     let start = Instant::now();
@@ -282,20 +279,27 @@ fn apply_patches(
     target: &Target,
     conf: &DkmsConf,
     work: &Path,
-    log: &File,
-    log_path: &Path,
+    (log, log_path): (&File, &Path),
+    jail: &Jail,
 ) -> Result<(), EngineError> {
     for patch in &conf.patches {
-        // /etc/dkms/<m>/patches/<patch> wins (only PATCH[] entries are applied).
-        let file = (host.module_override(&target.module, &format!("patches/{patch}"))?)
-            .unwrap_or_else(|| work.join("patches").join(patch));
-        let bytes = fs::read(&file).map_err(|_| EngineError::Patch {
+        // /etc/dkms/<m>/patches/<patch> (root's, through the trust gate) wins; the
+        // source's is read beneath the work dir, which the build user owns.
+        let missing = || EngineError::Patch {
             target: Box::new(target.clone()),
             patch: patch.clone(),
             problem: format!("cannot be found in {}", work.join("patches").display()),
             exit: Exit::AlreadyInstalled,
-        })?;
-        let status = Command::new("patch", "apply PATCH[] from dkms.conf")
+        };
+        let bytes = match host.module_override(&target.module, &format!("patches/{patch}"))? {
+            Some(file) => fs::read(&file).map_err(|_| missing())?,
+            None => {
+                read_built_file(target, work, &Path::new("patches").join(patch))
+                    .map_err(|_| missing())?
+                    .bytes
+            }
+        };
+        let status = Command::build_step("patch", "apply PATCH[] from dkms.conf", jail)
             .args(["-p1"])
             .dir(work)
             .run_to_log(log, &bytes)?;
@@ -316,9 +320,9 @@ fn apply_patches(
 /// from positional parameters (never spliced into the command text).
 const SHELL_PRELUDE: &str = "kernelver=$1 arch=$2 kernel_source_dir=$3 dkms_tree=$4 source_tree=$5 install_tree=$6 module=$7 module_version=$8; shift 8; ";
 
-fn shell(host: &Host, target: &Target, script: &str, purpose: &str) -> Command {
+fn shell(host: &Host, target: &Target, script: &str, purpose: &str, jail: &Jail) -> Command {
     let config = host.kernel_config(&target.kernel);
-    let mut command = Command::new("bash", purpose).caller_env(&host.caller_env);
+    let mut command = Command::build_step("bash", purpose, jail).caller_env(&host.caller_env);
     for (name, value) in host.caller_env.compiler_for(config.as_ref().as_ref()) {
         command = command.env(&name, value);
     }
@@ -386,7 +390,7 @@ fn run_make(
     host: &Host,
     target: &Target,
     conf: &DkmsConf,
-    work: &Path,
+    (work, jail): (&Path, &Jail),
     options: &Options,
     (log, log_path): (&File, &Path),
     progress: &dyn Progress,
@@ -404,7 +408,7 @@ fn run_make(
     );
     let benv = build_environment_prelude(host.settings.build_environment.as_deref());
     let script = format!("{benv}export module module_version kernelver arch; eval \"$1\"");
-    let mut make = shell(host, target, &script, "build kernel modules")
+    let mut make = shell(host, target, &script, "build kernel modules", jail)
         .arg(&command)
         .dir(work);
     if let Some(client) = &options.jobserver {
@@ -442,7 +446,7 @@ fn out_of_space(dir: &Path, log: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::ffi::OsStrExt;
     let mut tail = Vec::new();
-    if let Ok(mut file) = File::open(log) {
+    if let Some(mut file) = super::output::open_log_safely(log) {
         let _ = file.seek(SeekFrom::End(-(64 << 10)));
         let _ = file.read_to_end(&mut tail);
     }
@@ -473,7 +477,7 @@ fn stage_modules(
     host: &Host,
     target: &Target,
     conf: &DkmsConf,
-    work: &Path,
+    (work, jail): (&Path, &Jail),
     log_path: &Path,
     progress: &dyn Progress,
 ) -> Result<PathBuf, EngineError> {
@@ -506,18 +510,21 @@ fn stage_modules(
     let compression = kernel_config.map_or(Compression::None, KernelConfig::module_compression);
     let signing = signing_setup(host, target, kernel_config, progress);
     for spec in wanted {
-        let built = work.join(format!("{}{}.ko", spec.built_location, spec.built_name));
+        let relative = PathBuf::from(format!("{}{}.ko", spec.built_location, spec.built_name));
         let staged_ko = module_dir.join(format!("{}.ko", spec.dest_name));
-        copy_keeping_mode(root, &built, &staged_ko)?;
+        // strip parses what make wrote: the build user's job, in the work dir.
         if spec.strip {
-            if let Err(e) = Command::new("strip", "strip debug symbols from modules")
+            if let Err(e) = Command::build_step("strip", "strip debug symbols from modules", jail)
                 .arg("-g")
-                .arg(staged_ko.as_os_str())
+                .arg("--")
+                .arg(relative.as_os_str())
+                .dir(work)
                 .read()
             {
                 progress.event(Event::StripFailed { target, error: &e });
             }
         }
+        copy_built_file(root, target, work, &relative, &staged_ko)?;
         if let Some((sign_file, hash, key)) = &signing {
             let built = host
                 .paths
@@ -553,9 +560,9 @@ fn stage_modules(
             }
         }
     }
-    let symvers = work.join("Module.symvers");
-    if symvers.is_file() {
-        let _ = copy_keeping_mode(root, &symvers, &module_dir.join("Module.symvers"));
+    let symvers = Path::new("Module.symvers");
+    if work.join(symvers).is_file() {
+        let _ = copy_built_file(root, target, work, symvers, &module_dir.join(symvers));
     }
     Ok(staged)
 }
@@ -634,6 +641,28 @@ pub(crate) fn run_script(
     log: Option<(&File, &Path)>,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
+    run_script_in(
+        host,
+        target,
+        kind,
+        script,
+        (dir, &Jail::none()),
+        log,
+        progress,
+    )
+}
+
+/// [`run_script`] in `jail` (the build user's for PRE_BUILD and POST_BUILD; the
+/// others are install-time steps, root's).
+fn run_script_in(
+    host: &Host,
+    target: &Target,
+    kind: &'static str,
+    script: &str,
+    (dir, jail): (&Path, &Jail),
+    log: Option<(&File, &Path)>,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
     // Scripts run as root from the source (or our copy of it): never an untrusted one.
     host.check_added_source(&target.module, &target.version)?;
     let program = script.split_whitespace().next().unwrap_or_default();
@@ -676,7 +705,7 @@ pub(crate) fn run_script(
         Some((file, path)) => {
             let benv = build_environment_prelude(host.settings.build_environment.as_deref());
             let body = format!("{benv}{exports}cd -- \"$1/\" && eval \"\\\"\\$1\\\"/$2\"");
-            let command = shell(host, target, &body, kind)
+            let command = shell(host, target, &body, kind, jail)
                 .arg(dir.as_os_str())
                 .arg(script)
                 .dir(dir);
@@ -700,7 +729,7 @@ pub(crate) fn run_script(
         // The others: no eval, only word splitting and globbing of `<dir>/<script>`.
         None => {
             let body = format!("{exports}cd -- \"$1/\" || exit 15; exec $1/$2");
-            let command = shell(host, target, &body, kind)
+            let command = shell(host, target, &body, kind, jail)
                 .arg(dir.as_os_str())
                 .arg(script)
                 .dir(dir);

@@ -14,6 +14,7 @@
 mod add;
 mod build;
 mod install;
+mod output;
 mod remove;
 mod run;
 mod shared_build;
@@ -92,6 +93,16 @@ pub enum EngineError {
     NoDkmsConf { dir: PathBuf },
     #[error("bad dkms.conf")]
     Conf(#[from] ConfError),
+    #[error("{module}/{version} for kernel {kernel}: the build left {} {problem}; refusing to use it (the build ran as an unprivileged user and root takes only regular files inside its work directory)", .file.display())]
+    UnsafeBuildOutput {
+        module: String,
+        version: String,
+        kernel: String,
+        file: PathBuf,
+        problem: String,
+    },
+    #[error("cannot run builds as the build user")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("the module/version {module}/{version} is not in the DKMS tree: add it first (dkms add {module}/{version})")]
     NotAdded { module: String, version: String },
     #[error("{module}/{version} is broken: its source directory or the symbolic link to it is missing; reinstall the package that provides it, or remove it with `dkms remove {module}/{version} --all`")]
@@ -247,6 +258,8 @@ impl crate::exit::HasExitCode for EngineError {
             EngineError::SourceMissing { .. } => Exit::Usage,
             EngineError::NoDkmsConf { .. } => Exit::NoDkmsConf,
             EngineError::Conf(_) => Exit::BadConf,
+            EngineError::UnsafeBuildOutput { .. } => Exit::BuildFailed,
+            EngineError::Sandbox(_) => Exit::Failure,
             EngineError::NotAdded { .. } => Exit::WrongState,
             EngineError::Broken { .. } => Exit::Broken,
             EngineError::NoHeaders { .. } | EngineError::NoKernelToBuild(_) => Exit::NoHeaders,

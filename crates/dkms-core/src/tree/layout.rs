@@ -162,6 +162,12 @@ pub fn log_dir_of(build_dir: &Path) -> PathBuf {
     build_dir.join(LOG)
 }
 
+/// `<work>/.dkms-hook-post-build`: the directory POST_BUILD sees (bound, in its
+/// jail) at `<m>/<v>/<k>/<a>`; root moves its regular files into the build after.
+pub fn post_build_staging_in(work: &Path) -> PathBuf {
+    work.join(".dkms-hook-post-build")
+}
+
 /// `<dir>/make.log`: the make log in a work dir or a build's `log/`.
 pub fn make_log_in(dir: &Path) -> PathBuf {
     dir.join(MAKE_LOG)

@@ -201,7 +201,21 @@ pub fn render(matrix: &Matrix, color: bool) -> String {
             let _ = writeln!(out, "[{}] {note}", i + 1);
         }
     }
+    let _ = writeln!(out, "\nBuilds run as: {}", builder(&matrix.builder));
     out
+}
+
+/// Who runs dkms.conf, the scripts and make, in words (see `dkms_core::sandbox`).
+pub fn builder(builder: &dkms_core::sandbox::Builder) -> String {
+    use dkms_core::sandbox::Builder;
+    match builder {
+        Builder::Caller => "the calling user (dkms-hook does not run as root)".into(),
+        Builder::Root => "root (build_as_root = true)".into(),
+        Builder::User(user) => format!(
+            "{}, confined to each build's work directory",
+            user.describe()
+        ),
+    }
 }
 
 /// Who installed each source and kernel, with a note for an orphaned source and a
