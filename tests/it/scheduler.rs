@@ -826,6 +826,9 @@ exit $rc
 
 impl JobCounter {
     fn new(sb: &Sandbox) -> JobCounter {
+        // The wrappers log every compile job to a file outside the work dirs, which
+        // the build user's jail (rightly) makes read-only: these builds run as root.
+        sb.build_as_root();
         let tools = root(sb).join("tools");
         let dir = root(sb).join("jobs");
         fs::create_dir_all(&tools).unwrap();

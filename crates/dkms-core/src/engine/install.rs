@@ -116,7 +116,15 @@ pub fn install(
                 ours.extend(installed_files(host, target, options));
             }
             let found = super::version_check::find_module(&kernel_dir, &spec.dest_name, &ours);
-            if let Some(refusal) = found.and_then(|f| super::version_check::check(&f, &built)) {
+            let refusal = found.and_then(|f| super::version_check::check(&f, &built));
+            // The same module at our own destination is this version's file from an
+            // interrupted install whose link never came: installing it again converges.
+            let own_leftover = matches!(
+                &refusal,
+                Some(super::version_check::Refusal::Same { found, .. })
+                    if found.parent() == Some(dest_dir.as_path())
+            );
+            if let Some(refusal) = refusal.filter(|_| !own_leftover) {
                 let module = spec.dest_name.as_str();
                 progress.event(Event::ModuleNotReplaced {
                     target,
