@@ -76,11 +76,9 @@ fn tree_listing(dir: &Path) -> BTreeSet<String> {
             let entry = entry.expect("reading a directory entry");
             let path = entry.path();
             let relative = path.strip_prefix(base).expect("inside the base");
-            // The tree lock, status's conf cache and the build cache (checked by
-            // tests/it/cache.rs) are infrastructure, not dkms state.
-            if relative == Path::new(".dkms-hook.lock")
-                || relative == Path::new(".dkms-hook-conf-cache")
-                || relative == Path::new(".dkms-hook-cache")
+            if crate::support::INFRASTRUCTURE
+                .iter()
+                .any(|name| relative == Path::new(name))
             {
                 continue;
             }

@@ -66,11 +66,10 @@ impl fmt::Debug for Snapshot {
 }
 
 fn walk(path: &Path, entries: &mut BTreeMap<PathBuf, Node>) {
-    // The tree lock, status's conf cache and the build cache (tests/it/cache.rs)
-    // are infrastructure, not dkms state.
-    if path.file_name().is_some_and(|n| {
-        n == ".dkms-hook.lock" || n == ".dkms-hook-conf-cache" || n == ".dkms-hook-cache"
-    }) {
+    if path
+        .file_name()
+        .is_some_and(|n| crate::support::INFRASTRUCTURE.iter().any(|name| n == *name))
+    {
         return;
     }
     let Ok(meta) = fs::symlink_metadata(path) else {

@@ -676,3 +676,12 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Top-level names in a DKMS tree that are dkms-hook's infrastructure, not dkms state:
+/// the tree lock, status's conf cache and the build cache (tests/it/cache.rs checks
+/// that one). Tree listings and snapshots leave them out.
+pub const INFRASTRUCTURE: [&str; 3] = [
+    ".dkms-hook.lock",
+    ".dkms-hook-conf-cache",
+    ".dkms-hook-cache",
+];

@@ -49,11 +49,7 @@ pub fn read_tree(root: &Path) -> Tree {
                 .expect("inside the base")
                 .to_string_lossy()
                 .into_owned();
-            // The tree lock, status's conf cache and the build cache are ours.
-            if relative == ".dkms-hook.lock"
-                || relative == ".dkms-hook-conf-cache"
-                || relative == ".dkms-hook-cache"
-            {
+            if crate::support::INFRASTRUCTURE.contains(&relative.as_str()) {
                 continue;
             }
             let kind = entry.file_type().expect("file type");

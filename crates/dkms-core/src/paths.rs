@@ -49,17 +49,10 @@ impl Default for Paths {
 impl Paths {
     /// The framework.conf files dkms reads, in order: the main file, then the drop-ins.
     pub fn framework_conf_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.etc_dir.join("framework.conf")];
-        if let Ok(entries) = std::fs::read_dir(self.etc_dir.join("framework.conf.d")) {
-            let mut dropins: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-                .collect();
-            // Bash globs sort in the C locale when run with an empty environment.
-            dropins.sort();
-            files.extend(dropins);
-        }
-        files
+        conf_with_dropins(
+            &self.etc_dir.join("framework.conf"),
+            &self.etc_dir.join("framework.conf.d"),
+        )
     }
 
     /// The same paths with every relative one taken from `cwd` (the caller's working
@@ -93,6 +86,21 @@ impl Paths {
     pub fn display_within(base: &Path, p: &Path) -> String {
         p.strip_prefix(base).unwrap_or(p).display().to_string()
     }
+}
+
+/// A configuration file followed by the `*.conf` drop-ins of `dropins_dir` in name
+/// order, as bash's glob sorts them in the C locale (framework.conf, mkinitcpio.conf).
+pub fn conf_with_dropins(main: &Path, dropins_dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![main.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dropins_dir) {
+        let mut dropins: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        dropins.sort();
+        files.extend(dropins);
+    }
+    files
 }
 
 #[cfg(test)]

@@ -108,18 +108,9 @@ fn root_fstype() -> Option<String> {
 
 /// mkinitcpio.conf, then its drop-ins `mkinitcpio.conf.d/*.conf` in name order.
 fn mkinitcpio_files(conf: &Path) -> Vec<PathBuf> {
-    let mut files = vec![conf.to_path_buf()];
     let mut dropins_dir = conf.as_os_str().to_owned();
     dropins_dir.push(".d");
-    if let Ok(entries) = std::fs::read_dir(PathBuf::from(dropins_dir)) {
-        let mut dropins: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-            .collect();
-        dropins.sort();
-        files.extend(dropins);
-    }
-    files
+    crate::paths::conf_with_dropins(conf, Path::new(&dropins_dir))
 }
 
 /// The names in a `MODULES=(...)` array of a mkinitcpio config, read without bash:
