@@ -190,3 +190,61 @@ fn make_sees_the_callers_environment_without_its_compiler_flags() {
     assert!(!log.contains("CFLAGS=environment"), "{log}");
     assert!(log.contains(&format!("kernelver={K54}")), "{log}");
 }
+
+#[test]
+#[ignore = "tier b: needs root and kernel headers; scripts/test runs it"]
+fn install_scripts_output_is_shown_and_a_failing_pre_install_aborts_the_install() {
+    // Upstream runs PRE_INSTALL and POST_INSTALL with the terminal as their output
+    // (`Running the pre_install script:` then what they print); a failing
+    // PRE_INSTALL dies with 101 before anything is installed.
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let source = sb.copy_fixture("hello", "1.0");
+    let say = source.join("say.sh");
+    fs::write(
+        &say,
+        "#!/bin/sh\necho \"said $1\"\necho \"warned $1\" >&2\nexit $2\n",
+    )
+    .unwrap();
+    fs::set_permissions(&say, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = source.join("dkms.conf");
+    let text = fs::read_to_string(&conf).unwrap();
+    fs::write(
+        &conf,
+        format!(
+            "{text}PRE_INSTALL=\"say.sh pre_install 3\"\nPOST_INSTALL=\"say.sh post_install 5\"\n"
+        ),
+    )
+    .unwrap();
+    sb.ours(&["add", "hello/1.0"]);
+    let refused = sb.run_ours_as_dkms(&["install", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(refused.code, 101, "{refused}");
+    assert!(
+        refused
+            .stdout
+            .contains("Running the pre_install script:\nsaid pre_install\n"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("warned pre_install"), "{refused}");
+    assert!(!sb.installed_module_dir(K53).exists(), "installed anyway");
+
+    fs::write(
+        &conf,
+        format!(
+            "{text}PRE_INSTALL=\"say.sh pre_install 0\"\nPOST_INSTALL=\"say.sh post_install 5\"\n"
+        ),
+    )
+    .unwrap();
+    let installed = sb.run_ours_as_dkms(&["install", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(
+        installed.code, 0,
+        "POST_INSTALL's status is ignored\n{installed}"
+    );
+    assert!(
+        installed
+            .stdout
+            .contains("Running the post_install script:\nsaid post_install\n"),
+        "{installed}"
+    );
+    assert!(sb.installed_module_dir(K53).exists(), "{installed}");
+}

@@ -742,6 +742,17 @@ fn run_script_in(
                 .arg(script)
                 .dir(dir);
             let out = command.output_with_stdin(&[])?;
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            if !stdout.is_empty() || !stderr.is_empty() {
+                progress.event(Event::ScriptOutput {
+                    kind,
+                    stdout: &stdout,
+                    stderr: &stderr,
+                });
+            }
             (out.status, PathBuf::from("(no log)"))
         }
     };

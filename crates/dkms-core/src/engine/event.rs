@@ -127,6 +127,13 @@ pub enum Event<'a> {
     },
     /// A script whose output went to make.log finished successfully.
     ScriptDone { kind: &'a str },
+    /// What a script not logged to make.log (POST_ADD, PRE_INSTALL, POST_INSTALL,
+    /// POST_REMOVE) wrote: upstream lets it reach the caller's terminal.
+    ScriptOutput {
+        kind: &'a str,
+        stdout: &'a str,
+        stderr: &'a str,
+    },
 
     // install, uninstall, depmod, remove
     /// PRE_INSTALL failed and `--force` installs anyway (a warning).
@@ -361,6 +368,7 @@ impl Event<'_> {
             | Event::TargetDone { .. }
             | Event::RunningScript { .. }
             | Event::ScriptDone { .. }
+            | Event::ScriptOutput { .. }
             | Event::Installing { .. }
             | Event::Installed { .. }
             | Event::Uninstalling { .. }

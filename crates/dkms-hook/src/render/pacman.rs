@@ -118,6 +118,9 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             path.display()
         )),
         E::RunningScript { kind, .. } => Step(format!("Running the {kind} script")),
+        E::ScriptOutput { stdout, stderr, .. } => {
+            Line::Out(format!("{stdout}{stderr}").trim_end().to_string())
+        }
         E::InstallingDespitePreInstall { error } => {
             Warning(format!("{error}; installing anyway (--force)"))
         }

@@ -98,6 +98,12 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
             logged: false,
         } => one(Out(format!("Running the {kind} script:"))),
         E::ScriptDone { kind } => one(Out(format!("Running the {kind} script... done."))),
+        // The script's own output, which reaches upstream's terminal unchanged.
+        E::ScriptOutput { stdout, stderr, .. } => stdout
+            .lines()
+            .map(|l| Out(l.to_string()))
+            .chain(stderr.lines().map(|l| Line::Err(l.to_string())))
+            .collect(),
         // Upstream names a replacement only for OBSOLETE_BY; the others are just named.
         E::Deprecated {
             file, directive, ..
