@@ -248,3 +248,58 @@ fn install_scripts_output_is_shown_and_a_failing_pre_install_aborts_the_install(
     );
     assert!(sb.installed_module_dir(K53).exists(), "{installed}");
 }
+
+#[test]
+#[ignore = "tier b: needs root and kernel headers; scripts/test runs it"]
+fn post_remove_runs_after_each_uninstall_and_its_output_is_shown() {
+    // Upstream runs POST_REMOVE in do_uninstall: on `dkms uninstall`, and on `remove`
+    // once for each kernel the version was installed for (a build that is not
+    // installed runs none). Its output reaches the terminal; its status is ignored.
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let source = sb.copy_fixture("hello", "1.0");
+    let say = source.join("say.sh");
+    fs::write(
+        &say,
+        "#!/bin/sh\necho \"said $1\"\necho \"warned $1\" >&2\nexit $2\n",
+    )
+    .unwrap();
+    fs::set_permissions(&say, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = source.join("dkms.conf");
+    let text = fs::read_to_string(&conf).unwrap();
+    fs::write(
+        &conf,
+        format!("{text}POST_REMOVE=\"say.sh post_remove 9\"\n"),
+    )
+    .unwrap();
+    let said = "Running the post_remove script:\nsaid post_remove\n";
+    sb.ours(&["add", "hello/1.0"]);
+    for kernel in KERNELS {
+        sb.ours(&["install", "hello/1.0", "-k", kernel]);
+    }
+    let uninstalled = sb.run_ours_as_dkms(&["uninstall", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(
+        uninstalled.code, 0,
+        "POST_REMOVE's status is ignored\n{uninstalled}"
+    );
+    assert_eq!(uninstalled.stdout.matches(said).count(), 1, "{uninstalled}");
+    assert!(
+        uninstalled.stderr.contains("warned post_remove"),
+        "{uninstalled}"
+    );
+    assert!(!sb.installed_module_dir(K53).exists(), "{uninstalled}");
+
+    // Built for both kernels, installed for K54 only: one run.
+    let removed_one = sb.run_ours_as_dkms(&["remove", "-m", "hello", "-v", "1.0", "-k", K53]);
+    assert_eq!(removed_one.code, 0, "{removed_one}");
+    assert_eq!(removed_one.stdout.matches(said).count(), 0, "{removed_one}");
+    sb.ours(&["install", "hello/1.0", "-k", K53]);
+    let removed = sb.run_ours_as_dkms(&["remove", "-m", "hello", "-v", "1.0", "--all"]);
+    assert_eq!(removed.code, 0, "{removed}");
+    assert_eq!(
+        removed.stdout.matches(said).count(),
+        2,
+        "once per kernel\n{removed}"
+    );
+    assert!(!sb.dkms_tree().join("hello/1.0").exists(), "{removed}");
+}

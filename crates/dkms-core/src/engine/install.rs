@@ -334,7 +334,50 @@ pub fn uninstall(
     }
     dkms_root.remove(&link)?;
     drop_archive(host, target)?;
+    post_remove(host, target, options, progress)?;
     Ok(true)
+}
+
+/// Runs the dkms.conf's POST_REMOVE after one uninstall, as upstream does on each
+/// (its exit status ignored). Uninstalling must work for an untrusted source too
+/// (that is how it goes away); only its script is not run as root.
+fn post_remove(
+    host: &Host,
+    target: &Target,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(), EngineError> {
+    let Some(script) = read_conf(host, target, options)
+        .ok()
+        .and_then(|c| c.post_remove)
+    else {
+        return Ok(());
+    };
+    let (module, version) = (&target.module, &target.version);
+    let source = host.paths.source_link(module, version);
+    if !source.is_dir() {
+        return Ok(());
+    }
+    if let Err(error) = host.check_added_source(module, version) {
+        progress.event(Event::PostRemoveNotRun {
+            module,
+            version,
+            error: &error,
+        });
+        return Ok(());
+    }
+    match build::run_script(
+        host,
+        target,
+        "post_remove",
+        &script,
+        &source,
+        None,
+        progress,
+    ) {
+        Err(EngineError::ScriptFailed { .. }) | Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The directories `target`'s modules are installed in (by its dkms.conf, or the

@@ -2,7 +2,7 @@
 //! a module version out of DKMS once nothing is left. The source under the source
 //! tree is never deleted: it belongs to the package that installed it.
 
-use super::{read_conf, require_added, uninstall, EngineError, Event, Options, Progress};
+use super::{require_added, uninstall, EngineError, Event, Options, Progress};
 use crate::host::Host;
 use crate::tree::{self, Target};
 
@@ -38,7 +38,7 @@ pub fn unbuild(
 }
 
 /// Removes the given builds of `module/version` (every build with `all`), then the
-/// version itself when none is left, running POST_REMOVE as upstream does.
+/// version itself when none is left (POST_REMOVE runs in each uninstall).
 pub fn remove(
     host: &Host,
     module: &str,
@@ -70,48 +70,11 @@ pub fn remove(
     };
     let version_dir = host.paths.version_dir(module, version);
     root.check(&version_dir)?;
-    let mut post_remove = None;
     for target in &targets {
-        if post_remove.is_none() {
-            post_remove = read_conf(host, target, options)
-                .ok()
-                .and_then(|c| c.post_remove);
-        }
         unbuild(host, target, options, progress)?;
     }
     if tree::built_for(&host.paths, module, version, None, None).is_empty() {
         progress.event(Event::Removing { module, version });
-        if let (Some(script), Some(target)) = (post_remove, targets.first()) {
-            let source = host.paths.source_link(module, version);
-            // Removing must work for an untrusted source too (that is how it goes
-            // away); only its script is not run as root.
-            let trusted = || match host.check_added_source(module, version) {
-                Ok(()) => true,
-                Err(e) => {
-                    progress.event(Event::PostRemoveNotRun {
-                        module,
-                        version,
-                        error: &e,
-                    });
-                    false
-                }
-            };
-            if source.is_dir() && trusted() {
-                // dkms ignores POST_REMOVE's exit status.
-                match super::build::run_script(
-                    host,
-                    target,
-                    "post_remove",
-                    &script,
-                    &source,
-                    None,
-                    progress,
-                ) {
-                    Err(EngineError::ScriptFailed { .. }) | Ok(()) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
         root.remove(&version_dir)?;
         root.remove_empty_dirs(&host.paths.module_dir(module), &host.paths.dkms_tree);
     }
