@@ -138,7 +138,11 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => Exit::Success,
         Err(err) => {
             match renderer.face {
-                Face::Dkms => printer.upstream_error(&render::upstream::top_error(&err)),
+                Face::Dkms => {
+                    for line in render::upstream::top_error_lines(&err) {
+                        renderer.print(&line);
+                    }
+                }
                 Face::DkmsHook => printer.error(&err),
             }
             exit_of(&err)
