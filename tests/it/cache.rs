@@ -117,3 +117,25 @@ fn an_unchanged_build_comes_from_the_cache_and_a_tampered_entry_is_rebuilt() {
         "the installed kernel's entry stays"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
+fn the_dkms_face_compiles_with_upstreams_lines_even_when_the_cache_holds_the_build() {
+    let sb = Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    sb.add("hello", "1.0");
+    sb.ours(&["autoinstall", "-k", K54]);
+    assert_eq!(
+        cache_entries(&sb).len(),
+        1,
+        "the dkms-hook face keeps an entry"
+    );
+    sb.ours(&["unbuild", "hello/1.0", "-k", K54]);
+    let out = sb.run_ours_as_dkms(&["autoinstall", "-k", K54]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stdout.contains("build cache"), "{out}");
+    assert!(
+        out.stdout.contains("Building module(s)... done.\n"),
+        "{out}"
+    );
+}

@@ -211,3 +211,36 @@ fn a_dkms_conf_with_zero_modules_is_added_and_installed_with_upstreams_warning()
         "{status}"
     );
 }
+
+#[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
+fn a_dkms_conf_breaking_several_rules_gets_every_one_of_upstreams_lines() {
+    let sb = Sandbox::new();
+    // Upstream's test/dkms_conf_test_invalid and the text its run_test.sh expects.
+    let dir = sb.source_tree().join("dkms_conf_test-1.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dkms.conf"),
+        "PACKAGE_NAME=\"dkms_conf_test\"\nPACKAGE_VERSION=\"1.0\"\n\
+         DEST_MODULE_NAME[0]=\"bar.ko\"\nDEST_MODULE_LOCATION=\"/wrong/path\"\n\
+         BUILT_MODULE_NAME[1]=\"bar.o\"\nDEST_MODULE_NAME[1]=\"foo\"\nAUTOINSTALL=\"maybe\"\n",
+    )
+    .unwrap();
+    let out = sb.run_ours_as_dkms(&["add", "dkms_conf_test/1.0"]);
+    assert_eq!(out.code, 8, "{out}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "dkms.conf: Error! No 'BUILT_MODULE_NAME' directive specified for record #0.\n\
+             dkms.conf: Error! 'DEST_MODULE_NAME' directive ends in '.o' or '.ko' in record #0.\n\
+             dkms.conf: Error! Directive 'DEST_MODULE_LOCATION' does not begin with\n\
+             '/kernel', '/updates', or '/extra' in record #0.\n\
+             dkms.conf: Error! 'BUILT_MODULE_NAME' directive ends in '.o' or '.ko' in record #1.\n\
+             dkms.conf: Error! No 'DEST_MODULE_LOCATION' directive specified for record #1.\n\
+             dkms.conf: Error! Unsupported AUTOINSTALL value 'maybe'\n\
+             \nError! Bad conf file.\nFile: {} does not represent a valid dkms.conf file.\n",
+            dir.join("dkms.conf").display()
+        ),
+        "{out}"
+    );
+}

@@ -283,3 +283,117 @@ fn dkms_autoinstaller_autoinstalls_a_kernel_with_headers_and_skips_one_without()
         "autoinstall --kernelver 6.9.1-arch1-1\n"
     );
 }
+
+/// A DKMS tree with two module versions and an install tree with one kernel, as the
+/// zsh and fish tests read them.
+fn completion_trees() -> (tempfile::TempDir, String, String) {
+    let root = tempfile::tempdir().unwrap();
+    let dkms = root.path().join("dkms");
+    let modules = root.path().join("modules");
+    for (m, v) in [("hello", "1.0"), ("zfs", "2.2.0")] {
+        let dir = dkms.join(m).join(v);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/usr/src/gone", dir.join("source")).unwrap();
+    }
+    std::fs::create_dir_all(modules.join("6.1.0-1-amd64/kernel")).unwrap();
+    std::fs::create_dir_all(modules.join("not-a-kernel")).unwrap();
+    let text = |p: PathBuf| p.to_str().unwrap().to_string();
+    (root, text(dkms), text(modules))
+}
+
+/// fish's own completion of a command line (`complete --do-complete`), candidates
+/// without their descriptions, sorted.
+fn fish_complete(line: &str) -> Vec<String> {
+    let script = format!(
+        "source '{}'; or exit 9; complete --do-complete '{line}'",
+        repo().join("completions/dkms.fish").display()
+    );
+    let (ok, out, err) = run(Command::new("fish").args(["--no-config", "-c", &script]));
+    assert!(ok, "{err}");
+    let mut words: Vec<String> = out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.sort();
+    words
+}
+
+#[test]
+#[ignore = "tier b: needs fish (scripts/install-deps); scripts/test runs it"]
+fn fish_completion_offers_actions_modules_and_kernels_of_the_trees() {
+    let (_root, dkms, modules) = completion_trees();
+    assert_eq!(fish_complete("dkms gen"), ["generate_mok"]);
+    assert_eq!(
+        fish_complete("dkms kernel_p"),
+        ["kernel_postinst", "kernel_preinst", "kernel_prerm"]
+    );
+    assert!(fish_complete("dkms pl").is_empty(), "plan is dkms-hook's");
+    assert_eq!(fish_complete("dkms-hook pl"), ["plan"]);
+    assert_eq!(
+        fish_complete(&format!("dkms --dkmstree {dkms} install ")),
+        ["hello/1.0", "zfs/2.2.0"]
+    );
+    assert_eq!(
+        fish_complete(&format!("dkms build --installtree {modules} -k ")),
+        ["6.1.0-1-amd64"]
+    );
+    assert_eq!(fish_complete("dkms build --kernelv"), ["--kernelver"]);
+}
+
+/// Runs `calls` after sourcing completions/_dkms in `zsh -f`, with compsys's
+/// `_describe` replaced by one printing the candidates and `_arguments` by nothing
+/// (compsys needs a terminal): the tree-reading functions are what is tested.
+fn zsh_candidates(calls: &str) -> String {
+    let script = format!(
+        "_describe() {{ local -a c; c=(\"${{(@P)4}}\"); (( $#c )) && print -rl -- \"${{c[@]}}\"; return 0; }}\n\
+         _arguments() {{ :; }}\n\
+         source '{}' || exit 9\n{calls}",
+        repo().join("completions/_dkms").display()
+    );
+    let (ok, out, err) = run(Command::new("zsh").args(["-f", "-c", &script]));
+    assert!(ok, "{err}");
+    out
+}
+
+#[test]
+#[ignore = "tier b: needs zsh (scripts/install-deps); scripts/test runs it"]
+fn zsh_completion_reads_modules_versions_and_kernels_from_the_trees() {
+    let (ok, _, err) = run(Command::new("zsh")
+        .args(["-n"])
+        .arg(repo().join("completions/_dkms")));
+    assert!(ok, "{err}");
+    let (_root, dkms, modules) = completion_trees();
+    assert_eq!(
+        zsh_candidates(&format!(
+            "words=(dkms --dkmstree {dkms} install '')\n_dkms_pairs"
+        )),
+        "hello/1.0\nzfs/2.2.0\n"
+    );
+    assert_eq!(
+        zsh_candidates(&format!(
+            "words=(dkms --dkmstree {dkms} build -m hello -v '')\n_dkms_versions"
+        )),
+        "1.0\n"
+    );
+    assert_eq!(
+        zsh_candidates(&format!(
+            "words=(dkms --installtree {modules} -k '')\n_dkms_kernels"
+        )),
+        "6.1.0-1-amd64\n"
+    );
+    assert_eq!(
+        zsh_candidates("words=(dkms --dkmstree /nonexistent install '')\n_dkms_pairs"),
+        ""
+    );
+    // The actions offered: dkms-hook's extras only under that name.
+    let actions = std::fs::read_to_string(repo().join("completions/_dkms")).unwrap();
+    for action in [
+        "generate_mok",
+        "kernel_postinst",
+        "kernel_prerm",
+        "autoinstall",
+    ] {
+        assert!(actions.contains(&format!("'{action}:")), "{action}");
+    }
+}

@@ -138,7 +138,11 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => Exit::Success,
         Err(err) => {
             match renderer.face {
-                Face::Dkms => printer.upstream_error(&render::upstream::top_error(&err)),
+                Face::Dkms => {
+                    for line in render::upstream::top_error_lines(&err) {
+                        renderer.print(&line);
+                    }
+                }
                 Face::DkmsHook => printer.error(&err),
             }
             exit_of(&err)
@@ -374,7 +378,9 @@ fn host(global: &GlobalArgs, face: Face, printer: &Printer) -> Result<Host> {
     if global.allow_untrusted_sources || !dkms_core::trust::process_is_root() {
         host.trust = None;
     }
-    if global.no_cache {
+    // The build cache is dkms-hook's: under the name `dkms` a build compiles, runs
+    // its scripts and writes make.log with upstream's lines, as upstream's does.
+    if global.no_cache || face == Face::Dkms {
         host.build_cache = None;
     }
     // As root, builds run as the unprivileged build user (or, opted out, as root);

@@ -13,11 +13,13 @@ mod batch;
 mod cache;
 mod eval;
 mod fast;
+mod problem;
 mod raw;
 mod validate;
 
 pub use batch::Prepared;
 pub use eval::{evaluate_raw, evaluate_with_bash};
+pub use problem::{Problem, ProblemList, UpstreamRule};
 pub use raw::{parse_dump, RawConf};
 pub use validate::validate;
 
@@ -172,12 +174,11 @@ pub enum ConfError {
     },
     #[error("{file}: bash could not parse it: {message}")]
     Syntax { file: PathBuf, message: String },
-    #[error("{file}: {directive}: {problem}; {fix}")]
-    Directive {
+    /// Every rule the file breaks, in upstream's order (never empty).
+    #[error("{file}: {}", ProblemList(.problems))]
+    Invalid {
         file: PathBuf,
-        directive: String,
-        problem: String,
-        fix: String,
+        problems: Vec<Problem>,
     },
 }
 
@@ -188,11 +189,9 @@ impl ConfError {
         problem: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        ConfError::Directive {
+        ConfError::Invalid {
             file: file.to_path_buf(),
-            directive: directive.into(),
-            problem: problem.into(),
-            fix: fix.into(),
+            problems: vec![Problem::new(directive, problem, fix)],
         }
     }
 }

@@ -209,14 +209,16 @@ impl RawConf {
         bytes: &[u8],
         file: &std::path::Path,
     ) -> Result<String, ConfError> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| ConfError::Directive {
+        String::from_utf8(bytes.to_vec()).map_err(|_| ConfError::Invalid {
             file: file.to_path_buf(),
-            directive: name.to_string(),
-            problem: format!(
-                "the value {:?} is not valid UTF-8",
-                String::from_utf8_lossy(bytes)
-            ),
-            fix: "use UTF-8 text".to_string(),
+            problems: vec![super::Problem::new(
+                name,
+                format!(
+                    "the value {:?} is not valid UTF-8",
+                    String::from_utf8_lossy(bytes)
+                ),
+                "use UTF-8 text",
+            )],
         })
     }
 }

@@ -298,7 +298,11 @@ DEST_MODULE_LOCATION[1]=/extra
 DEST_MODULE_LOCATION[2]=/extra
 "#,
     )
-    .err(&["BUILT_MODULE_NAME", "no entry [1]", "sparse"]);
+    .err(&[
+        "BUILT_MODULE_NAME[1]",
+        "is missing",
+        "no entry for this module",
+    ]);
 }
 
 #[test]
@@ -312,7 +316,75 @@ BUILT_MODULE_NAME[1]=b
 DEST_MODULE_LOCATION[0]=/extra
 "#,
     )
-    .err(&["DEST_MODULE_LOCATION", "has 1 entries but 2 modules"]);
+    .err(&["DEST_MODULE_LOCATION[1]", "no entry for this module"]);
+}
+
+/// The rules a case breaks, in the order the error lists them.
+fn broken_rules(case: &Case) -> Vec<Option<UpstreamRule>> {
+    match evaluate(&case.conf_path(), &case.context()) {
+        Err(ConfError::Invalid { problems, .. }) => problems.into_iter().map(|p| p.rule).collect(),
+        other => panic!("expected an invalid dkms.conf, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_problem_is_reported_in_upstreams_order_not_only_the_first() {
+    use UpstreamRule as R;
+    // Upstream's test/dkms_conf_test_invalid, checked by its run_test.sh.
+    let case = Case::new(
+        r#"
+PACKAGE_NAME="dkms_conf_test"
+PACKAGE_VERSION="1.0"
+DEST_MODULE_NAME[0]="bar.ko"
+DEST_MODULE_LOCATION="/wrong/path"
+BUILT_MODULE_NAME[1]="bar.o"
+DEST_MODULE_NAME[1]="foo"
+AUTOINSTALL="maybe"
+"#,
+    );
+    assert_eq!(
+        broken_rules(&case),
+        [
+            Some(R::NoBuiltModuleName { record: 0 }),
+            Some(R::DestModuleNameSuffix { record: 0 }),
+            Some(R::DestModuleLocationPrefix { record: 0 }),
+            Some(R::BuiltModuleNameSuffix { record: 1 }),
+            Some(R::NoDestModuleLocation { record: 1 }),
+            Some(R::UnsupportedValue {
+                name: "AUTOINSTALL".into(),
+                value: "maybe".into()
+            }),
+        ]
+    );
+    // The one-line message names them all.
+    case.err(&["BUILT_MODULE_NAME[0]", "; also: ", "'maybe'"]);
+    assert_eq!(
+        broken_rules(&Case::new("")),
+        [Some(R::NoPackageName), Some(R::NoPackageVersion)]
+    );
+    // Duplicates are looked for only once nothing else is wrong, as upstream's
+    // read_conf_strict; a DEST_MODULE_NAME counts twice whatever the locations.
+    let dup = "PACKAGE_NAME=d\nPACKAGE_VERSION=1\nBUILT_MODULE_NAME=(d d)\nDEST_MODULE_LOCATION=(/kernel/extra /updates)\n";
+    assert_eq!(
+        broken_rules(&Case::new(dup)),
+        [
+            Some(R::DuplicateBuiltModule {
+                module: "d".into(),
+                record: 1
+            }),
+            Some(R::DuplicateDestModule {
+                module: "d".into(),
+                record: 1
+            }),
+        ]
+    );
+    assert_eq!(
+        broken_rules(&Case::new(&format!("{dup}AUTOINSTALL=perhaps\n"))),
+        [Some(R::UnsupportedValue {
+            name: "AUTOINSTALL".into(),
+            value: "perhaps".into()
+        })]
+    );
 }
 
 #[test]

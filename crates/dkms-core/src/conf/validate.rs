@@ -3,7 +3,9 @@
 //! PATCH selection, BUILD_EXCLUSIVE_*, deprecations. Pure: no file or process is
 //! touched here, so every rule is a fast unit test.
 
-use super::{ConfError, Deprecation, DkmsConf, EvalContext, ModuleSpec, RawConf};
+use super::{
+    ConfError, Deprecation, DkmsConf, EvalContext, ModuleSpec, Problem, RawConf, UpstreamRule,
+};
 use crate::kernel::KernelConfig;
 use crate::version::ver_cmp;
 use std::cmp::Ordering;
@@ -12,7 +14,8 @@ use std::path::Path;
 /// Turns the directives read back from bash into a [`DkmsConf`], applying upstream's
 /// rules. Pure: everything it needs is in `raw`, `ctx` and the kernel config (`None`
 /// when the headers have none, or when no BUILD_EXCLUSIVE_CONFIG needs it; upstream
-/// then skips that check).
+/// then skips that check). A broken rule does not stop the checks: the error lists
+/// every problem, in upstream's order.
 pub fn validate(
     raw: &RawConf,
     ctx: &EvalContext,
@@ -20,43 +23,34 @@ pub fn validate(
 ) -> Result<DkmsConf, ConfError> {
     let file = raw.file.as_path();
     let text = |name: &str| raw.text(name, 0, file);
-    let package_name = text("PACKAGE_NAME")?.unwrap_or_default();
-    if package_name.is_empty() {
-        return Err(ConfError::directive(
-            file,
-            "PACKAGE_NAME",
-            "is missing",
-            "add PACKAGE_NAME=\"<module name>\"",
-        ));
+    let mut problems = Vec::new();
+    let package_name = required_name(raw, "PACKAGE_NAME", &mut problems)?;
+    let package_version = required_name(raw, "PACKAGE_VERSION", &mut problems)?;
+
+    let modules = module_specs(raw, ctx, &package_name, &mut problems)?;
+
+    let mut yes = |name: &str| -> Result<bool, ConfError> {
+        Ok(collect(yes_no(raw, name), &mut problems)?.unwrap_or(false))
+    };
+    let autoinstall = yes("AUTOINSTALL")?;
+    let build_depends_rebuild = yes("BUILD_DEPENDS_REBUILD")?;
+    let no_weak_modules = yes("NO_WEAK_MODULES")?;
+    // Upstream checks duplicates only once everything else passed (read_conf_strict).
+    if problems.is_empty() {
+        duplicates(&modules, &mut problems);
     }
-    check_before_round_trip(raw, "PACKAGE_NAME")?;
-    check_identifier(file, "PACKAGE_NAME", &package_name)?;
-    let package_version = text("PACKAGE_VERSION")?.unwrap_or_default();
-    if package_version.is_empty() {
-        return Err(ConfError::directive(
-            file,
-            "PACKAGE_VERSION",
-            "is missing",
-            "add PACKAGE_VERSION=\"<version>\"",
-        ));
-    }
-    check_before_round_trip(raw, "PACKAGE_VERSION")?;
-    check_identifier(file, "PACKAGE_VERSION", &package_version)?;
 
-    let modules = module_specs(raw, ctx, &package_name)?;
-
-    let autoinstall = yes_no(raw, "AUTOINSTALL")?;
-    let build_depends_rebuild = yes_no(raw, "BUILD_DEPENDS_REBUILD")?;
-    let no_weak_modules = yes_no(raw, "NO_WEAK_MODULES")?;
-
-    let make_command = select_make(raw)?;
-    let patches = select_patches(raw)?;
+    let make_command = collect(select_make(raw), &mut problems)?.flatten();
+    let patches = collect(select_patches(raw), &mut problems)?.unwrap_or_default();
     for patch in &patches {
-        check_relative(
-            file,
-            "PATCH",
-            patch,
-            "name a file in the source's patches/ directory",
+        collect(
+            check_relative(
+                file,
+                "PATCH",
+                patch,
+                "name a file in the source's patches/ directory",
+            ),
+            &mut problems,
         )?;
     }
 
@@ -71,7 +65,16 @@ pub fn validate(
     }
 
     let deprecations = deprecations(raw);
-    let (modules, excluded) = apply_build_exclusive(raw, ctx, kernel_config, modules)?;
+    let exclusive = collect(
+        apply_build_exclusive(raw, ctx, kernel_config, modules),
+        &mut problems,
+    )?;
+    let Some((modules, excluded)) = exclusive.filter(|_| problems.is_empty()) else {
+        return Err(ConfError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        });
+    };
 
     Ok(DkmsConf {
         file: file.to_path_buf(),
@@ -98,6 +101,53 @@ pub fn validate(
             .map(|(f, t)| format!("{}: {}", f.display(), t.trim_end()))
             .collect(),
     })
+}
+
+/// Moves the problems of a rule's failure into `problems` (`None` then) and passes
+/// every other error (unreadable, not UTF-8 where text is needed) on.
+fn collect<T>(
+    result: Result<T, ConfError>,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<T>, ConfError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(ConfError::Invalid { problems: more, .. }) => {
+            problems.extend(more);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// PACKAGE_NAME or PACKAGE_VERSION: present and a usable name (empty when it is not;
+/// the problem is in `problems`).
+fn required_name(
+    raw: &RawConf,
+    directive: &str,
+    problems: &mut Vec<Problem>,
+) -> Result<String, ConfError> {
+    let value = raw.text(directive, 0, &raw.file)?.unwrap_or_default();
+    if value.is_empty() {
+        let (fix, rule) = if directive == "PACKAGE_NAME" {
+            (
+                "add PACKAGE_NAME=\"<module name>\"",
+                UpstreamRule::NoPackageName,
+            )
+        } else {
+            (
+                "add PACKAGE_VERSION=\"<version>\"",
+                UpstreamRule::NoPackageVersion,
+            )
+        };
+        problems.push(Problem::new(directive, "is missing", fix).upstream(rule));
+        return Ok(value);
+    }
+    let before = problems.len();
+    collect(check_before_round_trip(raw, directive), problems)?;
+    if problems.len() == before {
+        collect(check_identifier(&raw.file, directive, &value), problems)?;
+    }
+    Ok(value)
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -171,12 +221,15 @@ fn check_relative(file: &Path, directive: &str, value: &str, fix: &str) -> Resul
     Ok(())
 }
 
-/// The four module arrays must describe the same modules: no holes and no array
-/// shorter than the others (count = highest index + 1, as upstream counts).
+/// The modules the four arrays describe (count = highest index + 1, as upstream
+/// counts; a hole in an optional array means "the default" for that module). Each
+/// record is checked in full, upstream's rules in upstream's order; a record with a
+/// problem adds it to `problems` and no module.
 fn module_specs(
     raw: &RawConf,
     ctx: &EvalContext,
     package_name: &str,
+    problems: &mut Vec<Problem>,
 ) -> Result<Vec<ModuleSpec>, ConfError> {
     let file = raw.file.as_path();
     const ARRAYS: [&str; 4] = [
@@ -192,73 +245,61 @@ fn module_specs(
         .map_or(0, |max| max + 1);
     // Zero modules is valid, as upstream has it (it warns; a package may ship only
     // firmware or userspace parts through its scripts): nothing is built or installed.
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    // A hole in an optional array means "the default" for that module, as upstream
-    // reads it; a hole in a required one is an error here rather than a confusing
-    // "missing" later.
-    for name in ["BUILT_MODULE_NAME", "DEST_MODULE_LOCATION"] {
-        let Some(max) = raw.max_index(name) else {
-            continue;
-        };
-        let present: Vec<usize> = raw.elements(name).map(|(i, _)| i).collect();
-        if let Some(hole) = (0..count).find(|i| !present.contains(i)) {
-            let problem = if hole > max {
-                format!("has {} entries but {count} modules are described", max + 1)
-            } else {
-                format!("has no entry [{hole}] (the array is sparse)")
-            };
-            return Err(ConfError::directive(
-                file,
-                name,
-                problem,
-                format!(
-                    "set {name}[0] to {name}[{}] without gaps, one per module",
-                    count - 1
-                ),
-            ));
-        }
-    }
-
-    let strip_default = strip_value(raw, 0)?.unwrap_or(true);
+    let strip_default = if count == 0 {
+        true
+    } else {
+        collect(strip_value(raw, 0), problems)?
+            .flatten()
+            .unwrap_or(true)
+    };
     let mut specs = Vec::with_capacity(count);
     for index in 0..count {
+        let before = problems.len();
         let record = |name: &str| raw.text(name, index, file).map(Option::unwrap_or_default);
         let mut built_name = record("BUILT_MODULE_NAME")?;
         if built_name.is_empty() && count == 1 {
             built_name = package_name.to_string();
         }
         if built_name.is_empty() {
-            return Err(ConfError::directive(
-                file,
-                format!("BUILT_MODULE_NAME[{index}]"),
-                "is missing",
-                "name every module when a package builds more than one",
-            ));
+            problems.push(
+                Problem::new(
+                    format!("BUILT_MODULE_NAME[{index}]"),
+                    missing(raw, "BUILT_MODULE_NAME"),
+                    "name every module when a package builds more than one",
+                )
+                .upstream(UpstreamRule::NoBuiltModuleName { record: index }),
+            );
         }
         let mut dest_name = record("DEST_MODULE_NAME")?;
         if dest_name.is_empty() {
             dest_name = built_name.clone();
         }
-        for (directive, value) in [
-            ("BUILT_MODULE_NAME", &built_name),
-            ("DEST_MODULE_NAME", &dest_name),
+        for (directive, value, rule) in [
+            (
+                "BUILT_MODULE_NAME",
+                &built_name,
+                UpstreamRule::BuiltModuleNameSuffix { record: index },
+            ),
+            (
+                "DEST_MODULE_NAME",
+                &dest_name,
+                UpstreamRule::DestModuleNameSuffix { record: index },
+            ),
         ] {
             if value.ends_with(".o") || value.ends_with(".ko") {
-                return Err(ConfError::directive(
-                    file,
-                    format!("{directive}[{index}]"),
-                    format!("'{value}' ends in '.o' or '.ko'"),
-                    "give the module name without its suffix",
-                ));
-            }
-            if value.contains('/')
+                problems.push(
+                    Problem::new(
+                        format!("{directive}[{index}]"),
+                        format!("'{value}' ends in '.o' or '.ko'"),
+                        "give the module name without its suffix",
+                    )
+                    .upstream(rule),
+                );
+            } else if value.contains('/')
                 || value.chars().any(|c| c.is_whitespace() || c.is_control())
                 || value == ".."
             {
-                return Err(ConfError::directive(
-                    file,
+                problems.push(Problem::new(
                     format!("{directive}[{index}]"),
                     format!("{value:?} is not a plain module file name"),
                     "use BUILT_MODULE_LOCATION / DEST_MODULE_LOCATION for directories",
@@ -266,83 +307,115 @@ fn module_specs(
             }
         }
         let mut built_location = record("BUILT_MODULE_LOCATION")?;
-        check_relative(
-            file,
-            &format!("BUILT_MODULE_LOCATION[{index}]"),
-            &built_location,
-            "give a directory inside the module source",
+        collect(
+            check_relative(
+                file,
+                &format!("BUILT_MODULE_LOCATION[{index}]"),
+                &built_location,
+                "give a directory inside the module source",
+            ),
+            problems,
         )?;
         if !built_location.is_empty() && !built_location.ends_with('/') {
             built_location.push('/');
         }
         let declared_dest = record("DEST_MODULE_LOCATION")?;
+        let directive = format!("DEST_MODULE_LOCATION[{index}]");
         if declared_dest.is_empty() {
-            return Err(ConfError::directive(
-                file,
-                format!("DEST_MODULE_LOCATION[{index}]"),
-                "is missing",
-                "set it to /updates/dkms (or /kernel/..., /extra/...)",
-            ));
-        }
-        if !["/kernel", "/updates", "/extra"]
+            problems.push(
+                Problem::new(
+                    &directive,
+                    missing(raw, "DEST_MODULE_LOCATION"),
+                    "set it to /updates/dkms (or /kernel/..., /extra/...)",
+                )
+                .upstream(UpstreamRule::NoDestModuleLocation { record: index }),
+            );
+        } else if !["/kernel", "/updates", "/extra"]
             .iter()
             .any(|prefix| declared_dest.starts_with(prefix))
         {
-            return Err(ConfError::directive(
-                file,
-                format!("DEST_MODULE_LOCATION[{index}]"),
-                format!("'{declared_dest}' does not begin with /kernel, /updates or /extra"),
-                "use /updates/dkms, or a directory under /kernel, /updates or /extra",
-            ));
-        }
-        if declared_dest.split('/').any(|part| part == "..") {
-            return Err(ConfError::directive(
-                file,
-                format!("DEST_MODULE_LOCATION[{index}]"),
+            problems.push(
+                Problem::new(
+                    &directive,
+                    format!("'{declared_dest}' does not begin with /kernel, /updates or /extra"),
+                    "use /updates/dkms, or a directory under /kernel, /updates or /extra",
+                )
+                .upstream(UpstreamRule::DestModuleLocationPrefix { record: index }),
+            );
+        } else if declared_dest.split('/').any(|part| part == "..") {
+            problems.push(Problem::new(
+                &directive,
                 format!("'{declared_dest}' leaves its directory (it contains '..')"),
                 "give a directory under /kernel, /updates or /extra without '..'",
             ));
+        }
+        let strip = match index {
+            0 => None,
+            _ => collect(strip_value(raw, index), problems)?.flatten(),
+        };
+        if problems.len() > before {
+            continue;
         }
         let dest_location = ctx
             .dest_location_override
             .clone()
             .unwrap_or_else(|| declared_dest.clone());
-        let strip = strip_value(raw, index)?.unwrap_or(strip_default);
         specs.push(ModuleSpec {
             built_name,
             built_location,
             dest_name,
             dest_location,
             declared_dest_location: declared_dest,
-            strip,
+            strip: strip.unwrap_or(strip_default),
             excluded: None,
         });
     }
+    Ok(specs)
+}
 
+/// "is missing", and why when the array has entries for other modules.
+fn missing(raw: &RawConf, array: &str) -> &'static str {
+    match raw.max_index(array) {
+        Some(_) => "is missing (the array has no entry for this module)",
+        None => "is missing",
+    }
+}
+
+/// Upstream's duplicate rules: a built module (location and name) listed twice, a
+/// DEST_MODULE_NAME used twice (whatever the locations: modprobe loads by name).
+fn duplicates(specs: &[ModuleSpec], problems: &mut Vec<Problem>) {
     for (i, a) in specs.iter().enumerate() {
-        for b in &specs[..i] {
-            if a.built_location == b.built_location && a.built_name == b.built_name {
-                return Err(ConfError::directive(
-                    file,
+        let earlier = &specs[..i];
+        if earlier
+            .iter()
+            .any(|b| a.built_location == b.built_location && a.built_name == b.built_name)
+        {
+            let module = format!("{}{}", a.built_location, a.built_name);
+            problems.push(
+                Problem::new(
                     format!("BUILT_MODULE_NAME[{i}]"),
-                    format!("'{}{}' is listed twice", a.built_location, a.built_name),
+                    format!("'{module}' is listed twice"),
                     "list each built module once",
-                ));
-            }
-            if a.dest_location == b.dest_location && a.dest_name == b.dest_name {
-                return Err(ConfError::directive(
-                    file,
-                    format!("DEST_MODULE_NAME[{i}]"),
-                    format!(
-                        "'{}/{}' would be installed twice",
-                        a.dest_location, a.dest_name
-                    ),
-                    "give each module its own DEST_MODULE_NAME",
-                ));
-            }
+                )
+                .upstream(UpstreamRule::DuplicateBuiltModule { module, record: i }),
+            );
         }
     }
-    Ok(specs)
+    for (i, a) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|b| a.dest_name == b.dest_name) {
+            problems.push(
+                Problem::new(
+                    format!("DEST_MODULE_NAME[{i}]"),
+                    format!("'{}' would be installed twice", a.dest_name),
+                    "give each module its own DEST_MODULE_NAME",
+                )
+                .upstream(UpstreamRule::DuplicateDestModule {
+                    module: a.dest_name.clone(),
+                    record: i,
+                }),
+            );
+        }
+    }
 }
 
 /// STRIP[i]: yes/no by first letter as upstream reads it; empty means "as STRIP[0]".
@@ -374,12 +447,18 @@ fn yes_no(raw: &RawConf, name: &str) -> Result<bool, ConfError> {
     } else if value.eq_ignore_ascii_case("no") {
         Ok(false)
     } else {
-        Err(ConfError::directive(
-            file,
-            name,
-            format!("unsupported value '{value}'"),
-            format!("write {name}=\"yes\" or {name}=\"no\""),
-        ))
+        Err(ConfError::Invalid {
+            file: file.to_path_buf(),
+            problems: vec![Problem::new(
+                name,
+                format!("unsupported value '{value}'"),
+                format!("write {name}=\"yes\" or {name}=\"no\""),
+            )
+            .upstream(UpstreamRule::UnsupportedValue {
+                name: name.to_string(),
+                value,
+            })],
+        })
     }
 }
 

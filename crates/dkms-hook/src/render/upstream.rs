@@ -292,7 +292,7 @@ fn event_lines<'a>(event: &Event<'a>, pending: &Pending) -> Vec<Line<'a>> {
         E::AlreadyDone { error } => skip_line(error).map(Out).into_iter().collect(),
         E::TargetFailed { error } => match error {
             EngineError::Excluded { target, .. } => excluded_lines(target, pending),
-            _ => one(Line::UpstreamError(error_text(error))),
+            _ => error_lines(error),
         },
         _ => pacman::line(event).into_iter().collect(),
     }
@@ -462,8 +462,68 @@ fn conf_file(error: &dkms_core::conf::ConfError) -> Option<&Path> {
         | C::Exited { file }
         | C::Untrusted { file, .. }
         | C::Syntax { file, .. }
-        | C::Directive { file, .. } => Some(file),
+        | C::Invalid { file, .. } => Some(file),
     }
+}
+
+/// Upstream's lines for an engine error: a bad dkms.conf's `dkms.conf: Error! ...`
+/// lines (every problem, on stderr), then the `Error!` text.
+pub fn error_lines(error: &EngineError) -> Vec<Line<'static>> {
+    let mut lines: Vec<Line<'static>> = match error {
+        EngineError::Conf(dkms_core::conf::ConfError::Invalid { problems, .. }) => problems
+            .iter()
+            .map(|p| Line::Err(problem_line(p)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    lines.push(Line::UpstreamError(error_text(error)));
+    lines
+}
+
+/// Upstream's `dkms.conf: Error! ...` line for one problem (two lines for a bad
+/// DEST_MODULE_LOCATION, as upstream); ours in the same form for a rule only we have.
+fn problem_line(problem: &dkms_core::conf::Problem) -> String {
+    use dkms_core::conf::UpstreamRule as R;
+    let text = match &problem.rule {
+        Some(R::NoPackageName) => "No 'PACKAGE_NAME' directive specified.".to_string(),
+        Some(R::NoPackageVersion) => "No 'PACKAGE_VERSION' directive specified.".to_string(),
+        Some(R::NoBuiltModuleName { record }) => {
+            format!("No 'BUILT_MODULE_NAME' directive specified for record #{record}.")
+        }
+        Some(R::BuiltModuleNameSuffix { record }) => format!(
+            "'BUILT_MODULE_NAME' directive ends in '.o' or '.ko' in record #{record}."
+        ),
+        Some(R::DestModuleNameSuffix { record }) => format!(
+            "'DEST_MODULE_NAME' directive ends in '.o' or '.ko' in record #{record}."
+        ),
+        Some(R::NoDestModuleLocation { record }) => {
+            format!("No 'DEST_MODULE_LOCATION' directive specified for record #{record}.")
+        }
+        Some(R::DestModuleLocationPrefix { record }) => format!(
+            "Directive 'DEST_MODULE_LOCATION' does not begin with\n'/kernel', '/updates', or '/extra' in record #{record}."
+        ),
+        Some(R::UnsupportedValue { name, value }) => {
+            format!("Unsupported {name} value '{value}'")
+        }
+        Some(R::DuplicateBuiltModule { module, record }) => {
+            format!("Duplicate module '{module}' in 'BUILT_MODULE_NAME[{record}]'.")
+        }
+        Some(R::DuplicateDestModule { module, record }) => {
+            format!("Duplicate module '{module}' in 'DEST_MODULE_NAME[{record}]'.")
+        }
+        None => problem.to_string(),
+    };
+    format!("dkms.conf: Error! {text}")
+}
+
+/// [`error_lines`] for an error that reached the top of a `dkms` command.
+pub fn top_error_lines(error: &anyhow::Error) -> Vec<Line<'static>> {
+    for cause in error.chain() {
+        if let Some(engine) = cause.downcast_ref::<EngineError>() {
+            return error_lines(engine);
+        }
+    }
+    vec![Line::UpstreamError(top_error(error))]
 }
 
 /// Any error with its causes, one per line, for errors upstream has no text for.
