@@ -155,3 +155,51 @@ snapshot t4
     assert!(lines(&out(&work, "t4.modules"))
         .contains(&format!("./{K2}/updates/dkms/hello.ko").as_str()));
 }
+
+/// The pre-flight writes nothing outside its scratch dir and the build cache: with no
+/// signing key pair yet, it signs with a throw-away pair in the scratch dir (and keeps
+/// none of those builds); with a real pair, it signs with a copy and keeps the build.
+#[test]
+#[ignore = "tier b: needs root and the installed kernels' headers; scripts/test runs it"]
+fn the_preflight_never_creates_the_signing_key_in_the_dkms_tree() {
+    use crate::trees::read_tree;
+    let sb = crate::support::Sandbox::new();
+    sb.copy_fixture("hello", "1.0");
+    sb.add("hello", "1.0");
+    let without_cache = |sb: &crate::support::Sandbox| {
+        let mut tree = read_tree(&sb.dkms_tree());
+        tree.retain(|k, _| !k.starts_with(".dkms-hook-cache"));
+        tree
+    };
+    let before = (without_cache(&sb), read_tree(&sb.install_tree()));
+    let stdin = format!("usr/lib/modules/{K2}/modules.order\n");
+    let first = sb.run_ours_with_stdin(&["hook", "preflight"], stdin.as_bytes());
+    assert_eq!(first.code, 0, "{first}");
+    assert!(
+        first
+            .stdout
+            .contains(&format!("pre-flight: 1 module(s) built for {K2}")),
+        "{first}"
+    );
+    assert!(!sb.dkms_tree().join("mok.key").exists(), "{first}");
+    assert_eq!(before, (without_cache(&sb), read_tree(&sb.install_tree())));
+    assert!(
+        !sb.dkms_tree().join(".dkms-hook-cache").join(K2).exists(),
+        "a build signed with a throw-away key is not kept"
+    );
+
+    // The real pair, made by a real build; the pre-flight's build is then reused.
+    sb.ours(&["autoinstall", "-k", K1]);
+    assert!(sb.dkms_tree().join("mok.key").is_file());
+    let before = (without_cache(&sb), read_tree(&sb.install_tree()));
+    let second = sb.run_ours_with_stdin(&["hook", "preflight"], stdin.as_bytes());
+    assert_eq!(second.code, 0, "{second}");
+    assert_eq!(before, (without_cache(&sb), read_tree(&sb.install_tree())));
+    let reused = sb.ours(&["autoinstall", "-k", K2]);
+    assert!(
+        reused
+            .stdout
+            .contains("reusing the cached build of hello/1.0"),
+        "{reused}"
+    );
+}
