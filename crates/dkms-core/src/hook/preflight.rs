@@ -262,32 +262,16 @@ fn build_for(
     if host.trust.is_none() {
         scratch_host.trust = None;
     }
-    // What the pre-flight builds goes into the real build cache, signed with a copy of
-    // the real key pair in the scratch dir (so its cache key and signature are those
-    // of the real build). Without a whole real pair, a throw-away one is generated in
-    // the scratch dir: the real pair is made by the post-transaction build, never
-    // before the transaction is allowed, and builds signed with the throw-away key
-    // are not kept.
-    let real = crate::sign::SigningKey::configured(&host.settings, &host.paths);
-    let is_uri = real.key.to_str().is_some_and(|k| k.starts_with("pkcs11:"));
-    let whole = is_uri || (real.key.is_file() && real.certificate.is_file());
-    scratch_host.build_cache = if whole {
-        host.build_cache.clone()
-    } else {
-        None
-    };
-    if !is_uri {
-        let dir = scratch.signing_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-        let key = dir.join("mok.key");
-        let certificate = dir.join("mok.pub");
-        if whole {
-            copy_private(&real.key, &key, 0o600)?;
-            copy_private(&real.certificate, &certificate, 0o644)?;
-        }
-        scratch_host.settings.signing_key = Some(key);
-        scratch_host.settings.signing_certificate = Some(certificate);
-    }
+    // What the pre-flight builds goes into the real build cache, signed with the real
+    // key pair (so its cache key and signature are those of the real build).
+    scratch_host.build_cache = host.build_cache.clone();
+    let settings = &mut scratch_host.settings;
+    settings.signing_key = Some(signing_path(host, &host.settings.signing_key, "mok.key"));
+    settings.signing_certificate = Some(signing_path(
+        host,
+        &host.settings.signing_certificate,
+        "mok.pub",
+    ));
     let root = scratch_host.dkms_root().map_err(|e| e.to_string())?;
     for (module, version) in plan::newest_versions(host) {
         if deferred.contains(&module) {
@@ -351,13 +335,12 @@ fn build_for(
     Ok(())
 }
 
-/// Copies a signing key file into the scratch dir with `mode` (the dir is 0700).
-fn copy_private(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let bytes = std::fs::read(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
-    std::fs::write(to, bytes).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", to.display()))
+/// A signing key or certificate path: the setting, or the real DKMS tree's default
+/// (as the engine's build picks it).
+fn signing_path(host: &Host, setting: &Option<PathBuf>, name: &str) -> PathBuf {
+    setting
+        .clone()
+        .unwrap_or_else(|| host.paths.dkms_tree.join(name))
 }
 
 /// The private scratch directory of one kernel's pre-flight, in the host's temp dir:
@@ -385,11 +368,6 @@ impl Scratch {
         self.dir.path()
     }
 
-    /// The scratch copy of the signing key pair (or a throw-away pair).
-    fn signing_dir(&self) -> PathBuf {
-        self.path().join("signing")
-    }
-
     fn install_tree(&self) -> PathBuf {
         self.path().join("usr/lib/modules")
     }
@@ -401,8 +379,6 @@ impl Scratch {
         if !keep_logs {
             return None;
         }
-        // A private key never stays behind in the temp dir.
-        let _ = std::fs::remove_dir_all(self.signing_dir());
         let _ = std::fs::remove_dir_all(self.path().join("usr"));
         Some(self.dir.keep())
     }
