@@ -24,6 +24,7 @@ mod matrix;
 mod normalizer;
 mod pacman;
 mod preflight;
+mod reach;
 mod realmods;
 mod rebuild;
 mod report;

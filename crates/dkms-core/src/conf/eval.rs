@@ -130,9 +130,15 @@ pub(super) fn script_args(marker: &str, files: &[PathBuf], ctx: &EvalContext) ->
     args
 }
 
-/// What bash's dump says about the files as an error: one exited the shell, or bash
-/// could not parse one.
+/// What bash's dump says about the files as an error: one could not be opened, one
+/// exited the shell, or bash could not parse one.
 pub(super) fn checked(raw: RawConf) -> Result<RawConf, ConfError> {
+    if let Some((file, reason)) = raw.unreadable.first() {
+        return Err(ConfError::UnreadableByBuilder {
+            file: file.clone(),
+            reason: reason.clone(),
+        });
+    }
     if let Some(file) = raw.exited.first() {
         return Err(ConfError::Exited { file: file.clone() });
     }

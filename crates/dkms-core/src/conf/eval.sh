@@ -8,6 +8,7 @@
 #                              ERE (=~): 0 matched, 1 did not, 2 invalid regex
 #   E <file> <stderr text>     what sourcing that file printed on stderr
 #   X <file>                   that file exited the shell while being sourced
+#   U <file> <reason>          that file exists but could not be opened (EACCES)
 #   P <name> <value>           PACKAGE_NAME/PACKAGE_VERSION as the last file that set
 #                              it left it, before the round trip: word splitting turns
 #                              a newline into a space, and the refusal must name the
@@ -47,7 +48,15 @@ __identifiers=(PACKAGE_NAME PACKAGE_VERSION)
 declare -A __pass1
 
 for __file in "$@"; do
-    [[ -e $__file ]] || continue
+    # A missing override file is normal; one this user cannot open is not (as root,
+    # this runs as the unprivileged build user, who may not reach a private tree):
+    # say so, rather than read it as empty.
+    if ! { : <"$__file"; } 2>/dev/null; then
+        __why=$( { LC_ALL=C; : <"$__file"; } 2>&1 )
+        [[ $__why == *"No such file or directory"* ]] ||
+            printf 'U\0%s\0%s\0' "$__file" "${__why##*: }"
+        continue
+    fi
     __text=$(<"$__file")
     # Each file is sourced in a subshell, as dkms does, so functions and helper
     # variables of one file do not leak into the next: only directives carry over.

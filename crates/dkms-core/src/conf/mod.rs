@@ -163,6 +163,10 @@ pub enum ConfError {
     },
     #[error("{file}: evaluating it took longer than {} seconds (a loop, or a command waiting for input?); a dkms.conf must only set variables", .timeout.as_secs())]
     Hung { file: PathBuf, timeout: Duration },
+    /// As root, dkms.conf files are evaluated by the unprivileged build user, who
+    /// must be able to open them (a tree under a 0700 directory is not reachable).
+    #[error("{file}: cannot be opened by the user that evaluates it ({reason}); as root that is the unprivileged build user (`dkms-hook status` names it): make the file readable and every directory above it searchable by other users (chmod o+r, o+x), or set build_as_root = true in dkms-hook.toml")]
+    UnreadableByBuilder { file: PathBuf, reason: String },
     #[error("{file}: the file exited the shell while being read; a dkms.conf must only set variables (remove the `exit`)")]
     Exited { file: PathBuf },
     /// Not a `#[source]`: plans and summaries keep only the message, and the reason

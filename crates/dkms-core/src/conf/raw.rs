@@ -20,6 +20,9 @@ pub struct RawConf {
     pub stderr: Vec<(PathBuf, String)>,
     /// Files that exited the shell while being sourced.
     pub exited: Vec<PathBuf>,
+    /// Files bash could not open although they exist, with the reason
+    /// ("Permission denied"): the evaluating user cannot reach them.
+    pub unreadable: Vec<(PathBuf, String)>,
     /// PACKAGE_NAME/PACKAGE_VERSION before dkms's round trip (word splitting turns a
     /// newline into a space): validation refuses the real value. Empty from the
     /// bash-free path, which never changes a value.
@@ -109,6 +112,13 @@ fn parse_records(bytes: &[u8]) -> Vec<(Option<usize>, RawConf)> {
                 let Some(file) = fields.next() else { break };
                 raw.exited.push(path(file));
             }
+            b"U" => {
+                let (Some(file), Some(reason)) = (fields.next(), fields.next()) else {
+                    break;
+                };
+                let reason = String::from_utf8_lossy(reason).trim().to_string();
+                raw.unreadable.push((path(file), reason));
+            }
             _ => {}
         }
     }
@@ -167,6 +177,9 @@ impl RawConf {
         }
         for file in &self.exited {
             record(&[b"X", file.as_os_str().as_bytes()]);
+        }
+        for (file, reason) in &self.unreadable {
+            record(&[b"U", file.as_os_str().as_bytes(), reason.as_bytes()]);
         }
         out
     }

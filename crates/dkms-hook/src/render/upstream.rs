@@ -457,6 +457,7 @@ fn conf_file(error: &dkms_core::conf::ConfError) -> Option<&Path> {
     use dkms_core::conf::ConfError as C;
     match error {
         C::Unreadable { file, .. }
+        | C::UnreadableByBuilder { file, .. }
         | C::Eval { file, .. }
         | C::Hung { file, .. }
         | C::Exited { file }
