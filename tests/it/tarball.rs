@@ -97,7 +97,10 @@ fn upstream_binaries_only_tarball_loads_with_ours_as_upstream_would() {
 fn our_tarball_loads_with_upstream_ldtarball() {
     let made = upstream_built();
     let host_made = host(&made);
-    let kernels = [(K54.to_string(), ARCH.to_string())];
+    let kernels = [(
+        dkms_core::name::KernelRelease::parse(K54).unwrap(),
+        dkms_core::name::Arch::parse(ARCH).unwrap(),
+    )];
     let full = tarball::make_tarball_with(
         &host_made,
         "hello",
@@ -134,7 +137,10 @@ fn our_tarball_loads_with_upstream_ldtarball() {
 fn our_source_only_and_binaries_only_tarballs_load_with_upstream() {
     let made = upstream_built();
     let host_made = host(&made);
-    let kernels = [(K54.to_string(), ARCH.to_string())];
+    let kernels = [(
+        dkms_core::name::KernelRelease::parse(K54).unwrap(),
+        dkms_core::name::Arch::parse(ARCH).unwrap(),
+    )];
     let make = |mode, name: &str| -> PathBuf {
         tarball::make_tarball_with(
             &host_made,

@@ -57,7 +57,7 @@ pub fn leftovers(host: &Host) -> Vec<Leftover> {
         for (kernel, arch) in tree::built_for(&host.paths, &mv.module, &mv.version, None, None) {
             if !installed(host, &kernel) {
                 found.insert(Leftover {
-                    kernel: kernel.clone(),
+                    kernel: kernel.to_string(),
                     path: tree::build_dir(&host.paths, &mv.module, &mv.version, &kernel, &arch),
                     what: "build for a removed kernel",
                 });

@@ -8,8 +8,9 @@
 
 use crate::engine::{self, EngineError, Event, JobResult, Options, Progress, RunReport};
 use crate::exit::{Exit, HasExitCode};
+use crate::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
 use crate::plan::{self, Left, Plan};
-use crate::tree::{self, Target};
+use crate::tree::{self, KernelArch, Target};
 use crate::Host;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -123,7 +124,7 @@ impl Autoinstall {
 /// parallel; a failure skips only what depends on it.
 pub fn autoinstall(
     host: &Host,
-    kernels: &[(String, String)],
+    kernels: &[KernelArch],
     options: &Options,
     progress: &dyn Progress,
 ) -> Autoinstall {
@@ -146,7 +147,7 @@ pub fn autoinstall(
 /// A target whose failure is remembered (same source, same headers) is not rebuilt
 /// by autoinstall or the hook unless `retry_failed`, so it is shown as failed with
 /// the remembered failure's message, and so is everything that waits for it.
-pub fn autoinstall_preview(host: &Host, kernels: &[(String, String)], retry_failed: bool) -> Plan {
+pub fn autoinstall_preview(host: &Host, kernels: &[KernelArch], retry_failed: bool) -> Plan {
     let mut plan = plan::autoinstall(host, kernels);
     if retry_failed {
         return plan;
@@ -193,9 +194,9 @@ pub enum PerKernel {
 pub fn per_kernel(
     command: PerKernel,
     host: &Host,
-    module: &str,
-    version: &str,
-    kernels: &[(String, String)],
+    module: &ModuleName,
+    version: &ModuleVersion,
+    kernels: &[KernelArch],
     options: &Options,
     progress: &dyn Progress,
 ) -> Exit {
@@ -225,8 +226,8 @@ pub enum WhenDone {
 pub fn per_kernel_with(
     command: PerKernel,
     host: &Host,
-    (module, version): (&str, &str),
-    kernels: &[(String, String)],
+    (module, version): (&ModuleName, &ModuleVersion),
+    kernels: &[KernelArch],
     options: &Options,
     when_done: WhenDone,
     progress: &dyn Progress,
@@ -302,8 +303,8 @@ pub enum KernelHook {
 pub fn kernel_unbuild(
     hook: KernelHook,
     host: &Host,
-    kernel: &str,
-    arch: &str,
+    kernel: &KernelRelease,
+    arch: &Arch,
     options: &Options,
     progress: &dyn Progress,
 ) -> Exit {
@@ -337,12 +338,7 @@ pub fn kernel_unbuild(
         progress.event(Event::TargetDone { target: &target });
     }
     if touched {
-        depmod_each(
-            host,
-            BTreeSet::from([kernel.to_string()]),
-            options,
-            progress,
-        );
+        depmod_each(host, BTreeSet::from([kernel.clone()]), options, progress);
     }
     exit
 }
@@ -351,14 +347,14 @@ pub fn kernel_unbuild(
 /// kernel it touched.
 pub fn remove(
     host: &Host,
-    module: &str,
-    version: &str,
-    kernels: &[(String, String)],
+    module: &ModuleName,
+    version: &ModuleVersion,
+    kernels: &[KernelArch],
     all: bool,
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
-    let touched: BTreeSet<String> = if all {
+    let touched: BTreeSet<KernelRelease> = if all {
         tree::built_for(&host.paths, module, version, None, None)
             .into_iter()
             .map(|(k, _)| k)
@@ -376,9 +372,9 @@ pub fn remove(
 /// each step saying when there was nothing to do, then the version is deleted.
 pub fn remove_each_kernel(
     host: &Host,
-    module: &str,
-    version: &str,
-    kernels: &[(String, String)],
+    module: &ModuleName,
+    version: &ModuleVersion,
+    kernels: &[KernelArch],
     all: bool,
     options: &Options,
     progress: &dyn Progress,
@@ -386,8 +382,8 @@ pub fn remove_each_kernel(
     let listed = tree::module_versions(&host.paths, Some(module), Some(version));
     let Some(found) = listed.first() else {
         return Err(EngineError::NotAdded {
-            module: module.into(),
-            version: version.into(),
+            module: module.to_string(),
+            version: version.to_string(),
         });
     };
     // A broken version has nothing to unbuild through its source: the engine's
@@ -452,7 +448,12 @@ fn reinstall(
 }
 
 /// depmod for each kernel; a failure is a warning (the command itself succeeded).
-fn depmod_each(host: &Host, kernels: BTreeSet<String>, options: &Options, progress: &dyn Progress) {
+fn depmod_each(
+    host: &Host,
+    kernels: BTreeSet<KernelRelease>,
+    options: &Options,
+    progress: &dyn Progress,
+) {
     for kernel in kernels {
         match engine::depmod(host, &kernel, options, progress) {
             Ok(true) => progress.event(Event::DepmodDone { kernel: &kernel }),
@@ -470,9 +471,9 @@ fn depmod_each(host: &Host, kernels: BTreeSet<String>, options: &Options, progre
 /// first. Returns what failed (dependents of a failure included).
 pub fn match_kernel(
     host: &Host,
-    template: &str,
-    kernel: &str,
-    arch: &str,
+    template: &KernelRelease,
+    kernel: &KernelRelease,
+    arch: &Arch,
     options: &Options,
     progress: &dyn Progress,
 ) -> Vec<engine::Outcome> {
@@ -482,21 +483,23 @@ pub fn match_kernel(
 }
 
 /// The plan of `match`: what is installed for `template` is rebuilt for `kernel`.
-pub fn match_plan(host: &Host, template: &str, kernel: &str, arch: &str) -> Plan {
-    let installed: BTreeSet<(String, String)> = tree::module_versions(&host.paths, None, None)
-        .into_iter()
-        .filter(|mv| tree::is_installed(&host.paths, &mv.module, &mv.version, template, arch))
-        .map(|mv| (mv.module, mv.version))
-        .collect();
-    plan::plan(
-        host,
-        &[(kernel.to_string(), arch.to_string())],
-        |_, m, v| {
-            installed
-                .contains(&(m.to_string(), v.to_string()))
-                .then_some(plan::Selection::Rebuild)
-        },
-    )
+pub fn match_plan(
+    host: &Host,
+    template: &KernelRelease,
+    kernel: &KernelRelease,
+    arch: &Arch,
+) -> Plan {
+    let installed: BTreeSet<(ModuleName, ModuleVersion)> =
+        tree::module_versions(&host.paths, None, None)
+            .into_iter()
+            .filter(|mv| tree::is_installed(&host.paths, &mv.module, &mv.version, template, arch))
+            .map(|mv| (mv.module, mv.version))
+            .collect();
+    plan::plan(host, &[(kernel.clone(), arch.clone())], |_, m, v| {
+        installed
+            .contains(&(m.clone(), v.clone()))
+            .then_some(plan::Selection::Rebuild)
+    })
 }
 
 #[cfg(test)]
@@ -507,7 +510,7 @@ mod tests {
     use std::path::Path;
 
     fn target(m: &str, k: &str) -> Target {
-        Target::new(m, "1.0", k, "x86_64")
+        Target::parse(m, "1.0", k, "x86_64").unwrap()
     }
 
     #[test]
@@ -583,15 +586,15 @@ mod tests {
         )
         .unwrap();
         let source = engine::AddSource::ModuleVersion {
-            module: name.into(),
-            version: "1.0".into(),
+            module: ModuleName::parse(name).unwrap(),
+            version: ModuleVersion::parse("1.0").unwrap(),
         };
         let options = Options::default();
         engine::add(
             host,
             &source,
-            "6.1",
-            "x86_64",
+            &KernelRelease::parse("6.1").unwrap(),
+            &Arch::parse("x86_64").unwrap(),
             &options,
             &crate::event::Recorder::default(),
         )
@@ -619,7 +622,10 @@ mod tests {
         add_module(&host, "base", "");
         add_module(&host, "user", "BUILD_DEPENDS=(\"base\")\n");
         add_module(&host, "other", "");
-        let kernels = [("6.1".to_string(), "x86_64".to_string())];
+        let kernels = [(
+            KernelRelease::parse("6.1").unwrap(),
+            Arch::parse("x86_64").unwrap(),
+        )];
         let failed = target("base", "6.1");
         crate::failure::record(
             &host,

@@ -34,10 +34,10 @@ pub struct FailureRecord {
 pub fn record(host: &Host, target: &Target, exit_code: u8, message: &str, log: Option<&Path>) {
     let paths = &host.paths;
     let record = FailureRecord {
-        module: target.module.clone(),
-        version: target.version.clone(),
-        kernel: target.kernel.clone(),
-        arch: target.arch.clone(),
+        module: target.module.to_string(),
+        version: target.version.to_string(),
+        kernel: target.kernel.to_string(),
+        arch: target.arch.to_string(),
         time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -173,7 +173,7 @@ mod tests {
         std::fs::write(source.join("m.c"), "broken").unwrap();
         std::fs::create_dir_all(paths.version_dir("m", "1")).unwrap();
         std::os::unix::fs::symlink(&source, paths.version_dir("m", "1").join("source")).unwrap();
-        let target = Target::new("m", "1", "6.1.0-54-amd64", "x86_64");
+        let target = Target::parse("m", "1", "6.1.0-54-amd64", "x86_64").unwrap();
         let host = Host::new(paths.clone(), crate::Settings::default());
 
         record(

@@ -8,7 +8,8 @@
 
 use crate::conf::DkmsConf;
 use crate::host::Host;
-use crate::tree::{self, SourceState, Target};
+use crate::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
+use crate::tree::{self, KernelArch, SourceState, Target};
 use crate::version::ver_cmp;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
@@ -59,8 +60,8 @@ impl Plan {
 
 /// The newest added version of every module, by dkms's `VER()` order (ties keep the
 /// first in listing order, as upstream does).
-pub fn newest_versions(host: &Host) -> BTreeMap<String, String> {
-    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+pub fn newest_versions(host: &Host) -> BTreeMap<ModuleName, ModuleVersion> {
+    let mut newest: BTreeMap<ModuleName, ModuleVersion> = BTreeMap::new();
     for mv in tree::module_versions(&host.paths, None, None) {
         if mv.source != SourceState::Added {
             continue;
@@ -77,11 +78,10 @@ pub fn newest_versions(host: &Host) -> BTreeMap<String, String> {
 
 /// What `autoinstall` does for `kernels`: the newest version of every AUTOINSTALL
 /// module not installed yet, dependencies first.
-pub fn autoinstall(host: &Host, kernels: &[(String, String)]) -> Plan {
+pub fn autoinstall(host: &Host, kernels: &[KernelArch]) -> Plan {
     let newest = newest_versions(host);
     plan(host, kernels, |_, module, version| {
-        (newest.get(module).map(String::as_str) == Some(version))
-            .then_some(Selection::IfAutoinstall)
+        (newest.get(module) == Some(version)).then_some(Selection::IfAutoinstall)
     })
 }
 
@@ -96,21 +96,21 @@ pub enum Selection {
 
 /// The plan for `kernels`, with `select(kernel, module, version)` choosing among the
 /// added module versions.
-pub fn plan<F>(host: &Host, kernels: &[(String, String)], select: F) -> Plan
+pub fn plan<F>(host: &Host, kernels: &[KernelArch], select: F) -> Plan
 where
-    F: Fn(&str, &str, &str) -> Option<Selection>,
+    F: Fn(&KernelRelease, &ModuleName, &ModuleVersion) -> Option<Selection>,
 {
     let registered = newest_versions(host);
     let versions = tree::module_versions(&host.paths, None, None);
     let mut plan = Plan::default();
     for (kernel, arch) in kernels {
         // One version per module and kernel: the newest one selected.
-        let mut chosen: BTreeMap<&str, (&str, Selection)> = BTreeMap::new();
+        let mut chosen: BTreeMap<&ModuleName, (&ModuleVersion, Selection)> = BTreeMap::new();
         for mv in versions.iter().filter(|mv| mv.source == SourceState::Added) {
             let Some(selection) = select(kernel, &mv.module, &mv.version) else {
                 continue;
             };
-            match chosen.get(mv.module.as_str()) {
+            match chosen.get(&mv.module) {
                 Some((v, _)) if ver_cmp(&mv.version, v) != std::cmp::Ordering::Greater => {}
                 _ => {
                     chosen.insert(&mv.module, (&mv.version, selection));
@@ -119,13 +119,8 @@ where
         }
         let mut candidates = Vec::new();
         for (module, (version, selection)) in chosen {
-            let mv = crate::tree::ModuleVersion {
-                module: module.to_string(),
-                version: version.to_string(),
-                source: SourceState::Added,
-            };
-            let target = Target::new(&mv.module, &mv.version, kernel, arch);
-            match host.read_conf(&mv.module, &mv.version, kernel, arch) {
+            let target = Target::new(module, version, kernel, arch);
+            match host.read_conf(module, version, kernel, arch) {
                 Ok(conf) if conf.autoinstall || selection == Selection::Rebuild => {
                     candidates.push((target, Ok(conf), selection == Selection::Rebuild))
                 }
@@ -145,8 +140,8 @@ where
 /// rebuilt source), transitively; the plan's edges put it after the dependency.
 fn add_rebuild_dependents(
     host: &Host,
-    kernel: &str,
-    arch: &str,
+    kernel: &KernelRelease,
+    arch: &Arch,
     versions: &[tree::ModuleVersion],
     candidates: &mut Vec<(Target, Result<DkmsConf, String>, bool)>,
 ) {
@@ -154,7 +149,7 @@ fn add_rebuild_dependents(
         let building: Vec<String> = candidates
             .iter()
             .filter(|(t, conf, rebuild)| conf.is_ok() && (*rebuild || !t.is_installed(&host.paths)))
-            .map(|(t, _, _)| t.module.clone())
+            .map(|(t, _, _)| t.module.to_string())
             .collect();
         let mut added = false;
         // Installed candidates (autoinstall's own) that asked for it become rebuilds.
@@ -199,7 +194,7 @@ fn add_rebuild_dependents(
 fn order_kernel(
     host: &Host,
     candidates: Vec<(Target, Result<DkmsConf, String>, bool)>,
-    registered: &BTreeMap<String, String>,
+    registered: &BTreeMap<ModuleName, ModuleVersion>,
 ) -> Vec<Decision> {
     let mut decisions: Vec<Decision> = Vec::new();
     let mut graph: DiGraph<usize, ()> = DiGraph::new();
@@ -228,7 +223,7 @@ fn order_kernel(
                 .map(|e| Left::Failed(e.to_string())),
         };
         if left.is_none() {
-            node_of.insert(target.module.clone(), graph.add_node(index));
+            node_of.insert(target.module.to_string(), graph.add_node(index));
         }
         decisions.push(Decision {
             target,
@@ -241,7 +236,7 @@ fn order_kernel(
 
     // Edges, and what a dependency outside the build set means.
     for index in 0..decisions.len() {
-        let Some(&node) = node_of.get(&decisions[index].target.module) else {
+        let Some(&node) = node_of.get(decisions[index].target.module.as_str()) else {
             continue;
         };
         let Some(conf) = &confs[index] else { continue };
@@ -266,7 +261,7 @@ fn order_kernel(
                         describe(&decisions[dep_index].left)
                     ));
                 }
-            } else if registered.contains_key(dep) {
+            } else if registered.contains_key(dep.as_str()) {
                 failed = Some(format!(
                     "dependency {dep} is registered with DKMS but not set to AUTOINSTALL"
                 ));

@@ -140,18 +140,18 @@ where
         .collect();
     // Every build's dkms.conf is read for the notes: those that need bash are
     // evaluated first, all in one bash process, instead of one each.
-    let builds: Vec<(&ModuleVersion, String, String)> = work
+    let builds: Vec<(&ModuleVersion, tree::KernelArch)> = work
         .iter()
         .filter(|(_, _, mv)| mv.source == SourceState::Added)
         .flat_map(|&(k, a, mv)| {
             tree::built_for(&host.paths, &mv.module, &mv.version, k, a)
                 .into_iter()
-                .map(move |(k, a)| (mv, k, a))
+                .map(move |ka| (mv, ka))
         })
         .collect();
     let prepare: Vec<(&str, &str, &str, &str)> = builds
         .iter()
-        .map(|(mv, k, a)| {
+        .map(|(mv, (k, a))| {
             (
                 mv.module.as_str(),
                 mv.version.as_str(),
@@ -202,8 +202,8 @@ where
     F: Fn(&str, &str, &str, &str) -> Result<DkmsConf, ConfError>,
 {
     let entry = |state, kernel: Option<&str>, arch: Option<&str>| Entry {
-        module: mv.module.clone(),
-        version: mv.version.clone(),
+        module: mv.module.to_string(),
+        version: mv.version.to_string(),
         kernel: kernel.map(str::to_string),
         arch: arch.map(str::to_string),
         state,
@@ -236,7 +236,7 @@ where
                 let suffix = *compression
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .entry(k.clone())
+                    .entry(k.to_string())
                     .or_insert_with(|| tree::kernel_module_compression(&host.paths.kernel_dir(&k)));
                 let build = BuildRef {
                     module: &mv.module,
@@ -478,8 +478,8 @@ pub fn matrix(host: &Host) -> Matrix {
         .iter()
         .zip(owners.sources.into_iter().zip(owners.orphans))
         .map(|(mv, (package, orphan))| Row {
-            module: mv.module.clone(),
-            version: mv.version.clone(),
+            module: mv.module.to_string(),
+            version: mv.version.to_string(),
             package,
             orphan,
             cells: kernels
@@ -492,7 +492,7 @@ pub fn matrix(host: &Host) -> Matrix {
                         k,
                         kp.headers_package.as_deref(),
                         arch,
-                        newest.get(&mv.module).map(String::as_str),
+                        newest.get(&mv.module).map(|v| v.as_str()),
                     )
                 })
                 .collect(),
@@ -584,7 +584,7 @@ pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::K
             .or_else(|| kernel.headers_package());
         let headers_missing = package.is_some() && headers.is_none();
         kernel_packages.push(KernelPackages {
-            release: kernel.release.clone(),
+            release: kernel.release.to_string(),
             package,
             headers_package,
             headers,
@@ -605,7 +605,8 @@ pub fn owners(host: &Host, sources: &[(&str, &str)], kernels: &[crate::kernel::K
 /// The cell when the tree alone decides it (broken, installed, built, failed); `None`
 /// when it takes the dkms.conf.
 fn tree_cell(host: &Host, mv: &ModuleVersion, kernel: &str, arch: &str) -> Option<Cell> {
-    let target = tree::Target::new(&mv.module, &mv.version, kernel, arch);
+    // The matrix's kernels and arch are installed kernels' names: plain ones.
+    let target = tree::Target::parse(&mv.module, &mv.version, kernel, arch).ok()?;
     if mv.source == SourceState::Broken {
         return Some(Cell::Broken);
     }
@@ -669,11 +670,8 @@ fn cell(
         }
         let versions = tree::module_versions(&host.paths, Some(dep), None);
         let failed = versions.iter().any(|d| {
-            crate::failure::still_failing(
-                &host.paths,
-                &tree::Target::new(dep, &d.version, &kernel.release, arch),
-            )
-            .is_some()
+            tree::Target::parse(dep, &d.version, &kernel.release, arch)
+                .is_ok_and(|t| crate::failure::still_failing(&host.paths, &t).is_some())
         });
         if failed {
             return Cell::Dependency {

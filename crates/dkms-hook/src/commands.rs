@@ -12,6 +12,7 @@ use dkms_core::commands::{self, Autoinstall, KernelHook, PerKernel, WhenDone};
 use dkms_core::engine::{self, AddSource, Event, Options, Progress};
 use dkms_core::exit::Exit;
 use dkms_core::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
+use dkms_core::tree::KernelArch;
 use dkms_core::Host;
 use std::path::PathBuf;
 
@@ -43,20 +44,20 @@ pub fn run(
     options.depmod_always = renderer.face == Face::Dkms;
     options.job_steps = renderer.face == Face::Dkms;
     let kernels = engine_kernels(global)?;
-    let with_default = || {
+    let with_default = || -> Result<Vec<KernelArch>> {
         if kernels.is_empty() {
-            vec![(
-                running_kernel(),
-                dkms_core::kernel::default_arch().to_string(),
-            )]
+            Ok(vec![(
+                running_release()?,
+                dkms_core::kernel::default_arch_name(),
+            )])
         } else {
-            kernels.clone()
+            Ok(kernels.clone())
         }
     };
     match action {
         Action::Add => {
             let source = add_source(global, targets, renderer.face)?;
-            let (kernel, arch) = with_default().remove(0);
+            let (kernel, arch) = with_default()?.remove(0);
             let (m, v) = engine::add(host, &source, &kernel, &arch, &options, renderer)?;
             renderer.event(Event::Added {
                 module: &m,
@@ -84,7 +85,7 @@ pub fn run(
                 command,
                 host,
                 (&module, &version),
-                &with_default(),
+                &with_default()?,
                 &options,
                 WhenDone::Skip,
                 renderer,
@@ -139,7 +140,7 @@ pub fn run(
             let kernels = if global.all {
                 dkms_core::tree::built_for(&host.paths, &module, &version, None, None)
             } else {
-                with_default()
+                with_default()?
             };
             let command = match action {
                 Action::Build => PerKernel::Build,
@@ -173,7 +174,7 @@ pub fn run(
                 let kernels = if global.all {
                     Vec::new()
                 } else {
-                    with_default()
+                    with_default()?
                 };
                 commands::remove_each_kernel(
                     host, &module, &version, &kernels, global.all, &options, renderer,
@@ -207,13 +208,13 @@ pub fn run(
                 }
             }
             if renderer.face == Face::Dkms {
-                if !upstream_autoinstall_gate(host, &with_default())? {
+                if !upstream_autoinstall_gate(host, &with_default()?)? {
                     return Ok(Exit::Success);
                 }
             } else {
                 require_installed(host, &kernels, Exit::AutoinstallFailed)?;
             }
-            let done = commands::autoinstall(host, &with_default(), &options, renderer);
+            let done = commands::autoinstall(host, &with_default()?, &options, renderer);
             if let Autoinstall::Ran(outcomes) = &done {
                 renderer.autoinstall_summary(outcomes);
             }
@@ -221,7 +222,7 @@ pub fn run(
         }
         Action::Match => {
             require_installed(host, &kernels, Exit::Failure)?;
-            match_kernel(host, global, &with_default(), &options, renderer)
+            match_kernel(host, global, &with_default()?, &options, renderer)
         }
         Action::Mktarball => {
             let (module, version) = module_version(global, targets)?;
@@ -336,7 +337,7 @@ pub fn generate_mok(host: &Host, renderer: &Renderer) -> Result<Exit> {
 fn match_kernel(
     host: &Host,
     global: &GlobalArgs,
-    kernels: &[(String, String)],
+    kernels: &[KernelArch],
     options: &Options,
     renderer: &Renderer,
 ) -> Result<Exit> {
@@ -391,7 +392,12 @@ fn match_kernel(
             return Ok(Exit::Success);
         }
     }
-    let failed = commands::match_kernel(host, template, kernel, arch, options, renderer);
+    let template = plain_name(
+        &format!("--templatekernel {template:?}"),
+        KernelRelease::parse,
+        template,
+    )?;
+    let failed = commands::match_kernel(host, &template, kernel, arch, options, renderer);
     for outcome in &failed {
         renderer
             .printer
@@ -455,7 +461,7 @@ pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<Exit> {
     let kernels = if kernels.is_empty() {
         dkms_core::kernel::installed_kernels(&host.paths)
             .into_iter()
-            .map(|k| (k.release, dkms_core::kernel::default_arch().to_string()))
+            .map(|k| (k.release, dkms_core::kernel::default_arch_name()))
             .collect()
     } else {
         kernels
@@ -471,12 +477,12 @@ pub fn plan(host: &Host, global: &GlobalArgs, json: bool) -> Result<Exit> {
 
 /// The `-k`/`-a` pairs of an engine command, arches defaulted, each name checked to
 /// be usable as one directory name (they become paths in both trees).
-fn engine_kernels(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
+fn engine_kernels(global: &GlobalArgs) -> Result<Vec<KernelArch>> {
     let mut kernels = Vec::new();
     for (kernel, arch) in crate::cli::kernels_with_arches(global)? {
         let arch = arch.unwrap_or_else(|| dkms_core::kernel::default_arch().to_string());
-        plain_name(&format!("-k {kernel:?}"), KernelRelease::parse, &kernel)?;
-        plain_name(&format!("-a {arch:?}"), Arch::parse, &arch)?;
+        let kernel = plain_name(&format!("-k {kernel:?}"), KernelRelease::parse, &kernel)?;
+        let arch = plain_name(&format!("-a {arch:?}"), Arch::parse, &arch)?;
         kernels.push((kernel, arch));
     }
     Ok(kernels)
@@ -484,7 +490,7 @@ fn engine_kernels(global: &GlobalArgs) -> Result<Vec<(String, String)>> {
 
 /// Fails (with `code`) for the first `-k` kernel that is not installed, naming the
 /// installed ones: autoinstall, match and plan have nothing to do for it.
-fn require_installed(host: &Host, kernels: &[(String, String)], exit: Exit) -> Result<()> {
+fn require_installed(host: &Host, kernels: &[KernelArch], exit: Exit) -> Result<()> {
     for (kernel, _) in kernels {
         if let Err(e) = dkms_core::kernel::require_installed(&host.paths, kernel) {
             bail!(refuse(exit, e.to_string()));
@@ -501,15 +507,15 @@ fn plain_name<N>(
     given: &str,
     parse: fn(&str) -> Result<N, dkms_core::name::NameError>,
     value: &str,
-) -> Result<()> {
+) -> Result<N> {
     match parse(value) {
         Err(problem) => bail!(refuse(Exit::Failure, format!("{given}: {problem}"))),
-        Ok(_) => Ok(()),
+        Ok(name) => Ok(name),
     }
 }
 
 /// `m/v` from the positional argument, `-m m/v`, or `-m m -v v`.
-fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, String)> {
+fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(ModuleName, ModuleVersion)> {
     let mut module = global.module.clone();
     let mut version = global.module_version.clone();
     for given in targets.first().into_iter().chain(global.module.iter()) {
@@ -521,8 +527,8 @@ fn module_version(global: &GlobalArgs, targets: &[String]) -> Result<(String, St
     match (module, version) {
         (Some(m), Some(v)) if !m.is_empty() && !v.is_empty() => {
             let given = format!("{:?}", format!("{m}/{v}"));
-            plain_name(&given, ModuleName::parse, &m)?;
-            plain_name(&given, ModuleVersion::parse, &v)?;
+            let m = plain_name(&given, ModuleName::parse, &m)?;
+            let v = plain_name(&given, ModuleVersion::parse, &v)?;
             Ok((m, v))
         }
         _ => bail!(refuse(
@@ -540,22 +546,17 @@ fn add_first(
     targets: &[String],
     options: &Options,
     renderer: &Renderer,
-) -> Result<(String, String)> {
+) -> Result<(ModuleName, ModuleVersion)> {
     let source = add_source(global, targets, Face::DkmsHook)?;
     if let AddSource::ModuleVersion { module, version } = &source {
         if !dkms_core::tree::module_versions(&host.paths, Some(module), Some(version)).is_empty() {
             return Ok((module.clone(), version.clone()));
         }
     }
-    let (kernel, arch) = engine_kernels(global)?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| {
-            (
-                running_kernel(),
-                dkms_core::kernel::default_arch().to_string(),
-            )
-        });
+    let (kernel, arch) = match engine_kernels(global)?.into_iter().next() {
+        Some(first) => first,
+        None => (running_release()?, dkms_core::kernel::default_arch_name()),
+    };
     match engine::add(host, &source, &kernel, &arch, options, renderer) {
         Ok(added) => {
             // Upstream separates the add from the build with a blank line.
@@ -566,7 +567,7 @@ fn add_first(
             renderer
                 .printer
                 .out_line(&render::upstream::already_added(&module, &version));
-            Ok((module, version))
+            Ok((ModuleName::parse(&module)?, ModuleVersion::parse(&version)?))
         }
         Err(e) => Err(e.into()),
     }
@@ -574,7 +575,7 @@ fn add_first(
 
 /// Upstream's autoinstall: nothing in the DKMS tree, nothing to do (false, no
 /// matter the kernel); else the kernel's headers must be there (exit 21).
-fn upstream_autoinstall_gate(host: &Host, kernels: &[(String, String)]) -> Result<bool> {
+fn upstream_autoinstall_gate(host: &Host, kernels: &[KernelArch]) -> Result<bool> {
     // autoinstall itself says that it is disabled.
     if host.paths.etc_dir.join("no-autoinstall").exists() {
         return Ok(true);
@@ -648,6 +649,17 @@ pub fn running_kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The running kernel, upstream's default `-k`, as a name.
+pub fn running_release() -> Result<KernelRelease> {
+    match dkms_core::kernel::running_release() {
+        Some(release) => Ok(release),
+        None => bail!(refuse(
+            Exit::Failure,
+            "cannot tell the running kernel from /proc/sys/kernel/osrelease: give -k <kernel>"
+        )),
+    }
 }
 
 fn num_cpus() -> usize {

@@ -39,7 +39,7 @@ pub fn run(kind: HookKind, host: &Host, options: &Options, renderer: &Renderer) 
     std::io::stdin()
         .read_to_end(&mut input)
         .context("reading the hook targets from stdin")?;
-    let kernel = crate::commands::running_kernel();
+    let kernel = crate::commands::running_release()?;
     let report = match kind {
         HookKind::Preflight => return Ok(preflight(host, &input, options, renderer)),
         HookKind::Install => hook::post_transaction(host, &input, &kernel, options, renderer),

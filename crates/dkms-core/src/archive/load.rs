@@ -10,7 +10,8 @@ use crate::conf;
 use crate::engine::{self, io_err, AddSource, EngineError, Event, Progress, Silent};
 use crate::fs::TEMP_PREFIX;
 use crate::host::Host;
-use crate::tree;
+use crate::name::{Arch, KernelRelease};
+use crate::tree::{self, KernelArch};
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -70,8 +71,12 @@ pub fn load_tarball_with(
     } else {
         Vec::new()
     };
-    // dkms.conf is evaluated for the first kernel the tarball has a build for.
-    let (eval_kernel, eval_arch) = builds.first().cloned().unwrap_or_default();
+    // dkms.conf is evaluated for the first kernel the tarball has a build for, else
+    // (as upstream's `add_module` after loading) for the running kernel.
+    let (eval_kernel, eval_arch) = match builds.first() {
+        Some(first) => first.clone(),
+        None => default_kernel(paths)?,
+    };
     let ctx = host.eval_context("", "", &eval_kernel, &eval_arch);
     let evaluate = |conf_file: &Path| {
         conf::evaluate(conf_file, &ctx).map_err(|source| EngineError::ArchiveConf {
@@ -125,8 +130,8 @@ pub fn load_tarball_with(
     // upstream 3.0 calls added).
     if link.is_dir() && !force {
         return Err(EngineError::ArchiveAlreadyAdded {
-            module,
-            version,
+            module: module.into(),
+            version: version.into(),
             dkms_layout,
         });
     }
@@ -207,8 +212,8 @@ pub fn load_tarball_with(
     }
     drop(temp);
     Ok(Loaded {
-        module,
-        version,
+        module: module.into(),
+        version: version.into(),
         source,
         loaded,
         skipped,
@@ -217,7 +222,25 @@ pub fn load_tarball_with(
 
 /// The `(kernel, arch)` directories under `dkms_main_tree`, sorted; only real
 /// directories with UTF-8 names not starting with a dot (upstream's `*/*`).
-fn list_builds(main_tree: &Path, progress: &dyn Progress) -> Vec<(String, String)> {
+/// The running kernel, else the newest installed one; fails when there is neither.
+fn default_kernel(paths: &crate::paths::Paths) -> Result<KernelArch, EngineError> {
+    let release = crate::kernel::running_release().or_else(|| {
+        let newest = crate::kernel::installed_kernels(paths).into_iter().next();
+        newest.map(|k| k.release)
+    });
+    match release {
+        Some(release) => Ok((release, crate::kernel::default_arch_name())),
+        None => Err(EngineError::NoKernelToBuild(crate::kernel::NotInstalled {
+            kernel: "(the running kernel)".into(),
+            dir: paths.install_tree.clone(),
+            installed: Vec::new(),
+        })),
+    }
+}
+
+/// Build directories whose kernel or arch is no plain name are skipped, as the tree
+/// listings skip them.
+fn list_builds(main_tree: &Path, progress: &dyn Progress) -> Vec<KernelArch> {
     let subdirs = |dir: &Path| {
         let entries = fs::read_dir(dir).into_iter().flatten().flatten();
         let dirs = entries.filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
@@ -235,9 +258,10 @@ fn list_builds(main_tree: &Path, progress: &dyn Progress) -> Vec<(String, String
     };
     let kernels = subdirs(main_tree).into_iter();
     let arches = |k: String| {
+        let release = KernelRelease::parse(&k).ok();
         subdirs(&main_tree.join(&k))
             .into_iter()
-            .map(move |a| (k.clone(), a))
+            .filter_map(move |a| Some((release.clone()?, Arch::parse(&a).ok()?)))
     };
     kernels.flat_map(arches).collect()
 }

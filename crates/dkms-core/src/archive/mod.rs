@@ -63,9 +63,9 @@ pub struct Loaded {
     pub version: String,
     pub source: LoadedSource,
     /// Builds placed into the DKMS tree, as `(kernel, arch)`.
-    pub loaded: Vec<(String, String)>,
+    pub loaded: Vec<crate::tree::KernelArch>,
     /// Builds skipped because the DKMS tree already had them (without force).
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<crate::tree::KernelArch>,
 }
 
 /// `path` as the tarball member it came from (`./dkms_source_tree/dkms.conf`).

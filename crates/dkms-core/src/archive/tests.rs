@@ -57,9 +57,14 @@ fn add_build(host: &Host, kernel: &str) {
     write(&build.join("log/make.log"), b"make log\n");
 }
 
-fn kernels(list: &[&str]) -> Vec<(String, String)> {
+fn kernels(list: &[&str]) -> Vec<crate::tree::KernelArch> {
     list.iter()
-        .map(|k| (k.to_string(), A.to_string()))
+        .map(|k| {
+            (
+                crate::name::KernelRelease::parse(k).unwrap(),
+                crate::name::Arch::parse(A).unwrap(),
+            )
+        })
         .collect()
 }
 

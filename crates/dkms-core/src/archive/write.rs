@@ -33,15 +33,17 @@ pub fn make_tarball_with(
     host: &Host,
     module: &str,
     version: &str,
-    kernels: &[(String, String)],
+    kernels: &[crate::tree::KernelArch],
     mode: TarballMode,
     archive: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<PathBuf, EngineError> {
     let paths = &host.paths;
     engine::require_added(host, module, version)?;
-    let (first_kernel, first_arch) = kernels.first().cloned().unwrap_or_default();
-    host.read_conf(module, version, &first_kernel, &first_arch)?;
+    let (first_kernel, first_arch) = kernels
+        .first()
+        .map_or(("", ""), |(k, a)| (k.as_str(), a.as_str()));
+    host.read_conf(module, version, first_kernel, first_arch)?;
 
     let mut builds: Vec<(&str, &str, PathBuf)> = Vec::new();
     let mut names = Vec::new();
@@ -49,7 +51,7 @@ pub fn make_tarball_with(
         let dir = tree::build_dir(paths, module, version, kernel, arch);
         if !tree::layout::modules_of(&dir).is_dir() {
             let (module, version) = (module.into(), version.into());
-            let (kernel, arch) = (kernel.clone(), arch.clone());
+            let (kernel, arch) = (kernel.to_string(), arch.to_string());
             return Err(EngineError::NotBuiltForArchive {
                 module,
                 version,
@@ -59,7 +61,10 @@ pub fn make_tarball_with(
         }
         progress.event(Event::ArchivingBuild { kernel, arch });
         names.push(format!("kernel{kernel}-{arch}"));
-        if !builds.iter().any(|(k, a, _)| k == kernel && a == arch) {
+        if !builds
+            .iter()
+            .any(|(k, a, _)| *k == kernel.as_str() && *a == arch.as_str())
+        {
             builds.push((kernel, arch, dir));
         }
     }

@@ -101,10 +101,10 @@ pub fn key(host: &Host, target: &Target, conf: &DkmsConf) -> String {
     let mut h = Sha256::new();
     h.update(concat!("dkms-hook build cache 1 ", env!("CARGO_PKG_VERSION")).as_bytes());
     for part in [
-        &target.module,
-        &target.version,
-        &target.kernel,
-        &target.arch,
+        target.module.as_str(),
+        target.version.as_str(),
+        target.kernel.as_str(),
+        target.arch.as_str(),
     ] {
         h.update(part.as_bytes());
         h.update(b"\0");

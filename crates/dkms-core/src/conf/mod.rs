@@ -24,6 +24,7 @@ pub use raw::{parse_dump, RawConf};
 pub use validate::validate;
 
 use crate::exec::ExecError;
+use crate::name::{ModuleName, ModuleVersion};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -228,8 +229,8 @@ pub struct Deprecation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DkmsConf {
     pub file: PathBuf,
-    pub package_name: String,
-    pub package_version: String,
+    pub package_name: ModuleName,
+    pub package_version: ModuleVersion,
     pub modules: Vec<ModuleSpec>,
     /// The MAKE command MAKE_MATCH selects for this kernel; `None` means the default
     /// `make -C <kernel_source_dir> M=<build dir>`.

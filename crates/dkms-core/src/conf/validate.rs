@@ -7,6 +7,7 @@ use super::{
     ConfError, Deprecation, DkmsConf, EvalContext, ModuleSpec, Problem, RawConf, UpstreamRule,
 };
 use crate::kernel::KernelConfig;
+use crate::name::{ModuleName, ModuleVersion, NameError};
 use crate::version::ver_cmp;
 use std::cmp::Ordering;
 use std::path::Path;
@@ -76,6 +77,13 @@ pub fn validate(
         });
     };
 
+    let package_name = check_identifier(file, "PACKAGE_NAME", &package_name, ModuleName::parse)?;
+    let package_version = check_identifier(
+        file,
+        "PACKAGE_VERSION",
+        &package_version,
+        ModuleVersion::parse,
+    )?;
     Ok(DkmsConf {
         file: file.to_path_buf(),
         package_name,
@@ -145,7 +153,12 @@ fn required_name(
     let before = problems.len();
     collect(check_before_round_trip(raw, directive), problems)?;
     if problems.len() == before {
-        collect(check_identifier(&raw.file, directive, &value), problems)?;
+        // Module names and versions share name.rs's rules; the typed value is taken
+        // once every rule passed (below, in validate).
+        collect(
+            check_identifier(&raw.file, directive, &value, ModuleVersion::parse).map(|_| ()),
+            problems,
+        )?;
     }
     Ok(value)
 }
@@ -155,8 +168,13 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 /// Names and versions become path components and status fields: no separators,
-/// whitespace or control characters.
-fn check_identifier(file: &Path, directive: &str, value: &str) -> Result<(), ConfError> {
+/// whitespace or control characters. Parsed here, where they enter from the file.
+fn check_identifier<T>(
+    file: &Path,
+    directive: &str,
+    value: &str,
+    parse: fn(&str) -> Result<T, NameError>,
+) -> Result<T, ConfError> {
     // `<name>-<version>` names a directory: each must leave room in NAME_MAX (255).
     const MAX: usize = 127;
     if value.len() > MAX {
@@ -173,12 +191,15 @@ fn check_identifier(file: &Path, directive: &str, value: &str) -> Result<(), Con
     }
     // name.rs decides what a usable name is (module names and versions share its
     // rules); an empty value is the required-directive check's to report.
-    let message = match crate::name::ModuleName::parse(value).map_err(|e| e.problem) {
-        Err(crate::name::A_PATH) => format!("'{value}' is not a usable name (it would be a path)"),
-        Err(crate::name::WHITESPACE) => {
+    let message = match parse(value) {
+        Ok(name) => return Ok(name),
+        Err(e) if e.problem == crate::name::A_PATH => {
+            format!("'{value}' is not a usable name (it would be a path)")
+        }
+        Err(e) if e.problem == crate::name::WHITESPACE => {
             format!("{value:?} contains whitespace or control characters")
         }
-        _ => return Ok(()),
+        Err(e) => e.to_string(),
     };
     Err(ConfError::directive(
         file,

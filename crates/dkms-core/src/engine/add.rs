@@ -5,6 +5,7 @@ use super::build::run_script;
 use super::{EngineError, Event, Options, Progress};
 use crate::conf;
 use crate::host::Host;
+use crate::name::{Arch, KernelRelease, ModuleName, ModuleVersion};
 use crate::tree::Target;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum AddSource {
     /// `m/v` or `-m m -v v`: the source is already at `<source_tree>/<m>-<v>`.
-    ModuleVersion { module: String, version: String },
+    ModuleVersion {
+        module: ModuleName,
+        version: ModuleVersion,
+    },
     /// A directory holding a dkms.conf, or the dkms.conf itself; copied into the
     /// source tree when it is elsewhere.
     Path(PathBuf),
@@ -25,11 +29,11 @@ pub enum AddSource {
 pub fn add(
     host: &Host,
     source: &AddSource,
-    kernel: &str,
-    arch: &str,
+    kernel: &KernelRelease,
+    arch: &Arch,
     options: &Options,
     progress: &dyn Progress,
-) -> Result<(String, String), EngineError> {
+) -> Result<(ModuleName, ModuleVersion), EngineError> {
     let (module, version, source_dir) = match source {
         AddSource::ModuleVersion { module, version } => {
             let dir = host.paths.source_dir(module, version);
@@ -66,7 +70,10 @@ pub fn add(
             };
             if !same {
                 if host.paths.source_link(&module, &version).exists() {
-                    return Err(EngineError::AlreadyAdded { module, version });
+                    return Err(EngineError::AlreadyAdded {
+                        module: module.into(),
+                        version: version.into(),
+                    });
                 }
                 progress.event(Event::CopyingSource {
                     from: &dir,
@@ -86,7 +93,10 @@ pub fn add(
 
     let link = host.paths.source_link(&module, &version);
     if link.symlink_metadata().is_ok() {
-        return Err(EngineError::AlreadyAdded { module, version });
+        return Err(EngineError::AlreadyAdded {
+            module: module.into(),
+            version: version.into(),
+        });
     }
     // Validate before touching the tree: a bad dkms.conf adds nothing.
     let target = Target::new(&module, &version, kernel, arch);

@@ -92,7 +92,7 @@ fn build_target(
     let kernel_source_dir = host.paths.kernel_source_dir(&target.kernel);
     if !kernel_source_dir.join("include").is_dir() {
         return Err(EngineError::NoHeaders {
-            kernel: target.kernel.clone(),
+            kernel: target.kernel.to_string(),
             dir: kernel_source_dir,
         });
     }

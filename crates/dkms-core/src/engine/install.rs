@@ -70,7 +70,10 @@ pub fn install(
     let previous =
         tree::installed_version(&host.paths, &target.module, &target.kernel, &target.arch)
             .filter(|v| *v != target.version)
-            .map(|v| Target::new(&target.module, &v, &target.kernel, &target.arch));
+            .map(|version| Target {
+                version,
+                ..target.clone()
+            });
     let old_files = previous
         .as_ref()
         .map(|old| installed_files(host, old, options))
@@ -79,7 +82,7 @@ pub fn install(
 
     // The force-install list (upstream's force_installation), per module name.
     let tokens = super::version_check::force_list(&host.paths.force_install_dir);
-    let listed_force = tokens.contains(&target.module);
+    let listed_force = tokens.iter().any(|t| *t == target.module);
     let listed_override = tokens.contains(&format!("{}_version-override", target.module));
     if listed_force || listed_override {
         let version_override = listed_override;

@@ -4,7 +4,8 @@
 
 use super::{require_added, uninstall, EngineError, Event, Options, Progress};
 use crate::host::Host;
-use crate::tree::{self, Target};
+use crate::name::{ModuleName, ModuleVersion};
+use crate::tree::{self, KernelArch, Target};
 
 /// Uninstalls (if installed) and deletes one build. Returns false when there was no
 /// build for that kernel.
@@ -41,9 +42,9 @@ pub fn unbuild(
 /// version itself when none is left (POST_REMOVE runs in each uninstall).
 pub fn remove(
     host: &Host,
-    module: &str,
-    version: &str,
-    kernels: &[(String, String)],
+    module: &ModuleName,
+    version: &ModuleVersion,
+    kernels: &[KernelArch],
     all: bool,
     options: &Options,
     progress: &dyn Progress,

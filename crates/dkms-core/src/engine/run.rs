@@ -8,6 +8,7 @@
 
 use super::{depmod, install, EngineError, Event, Options, Progress};
 use crate::host::Host;
+use crate::name::KernelRelease;
 use crate::plan::Plan;
 use crate::tree::Target;
 use serde::Serialize;
@@ -89,8 +90,8 @@ struct Shared {
     states: Vec<State>,
     results: Vec<Option<JobResult>>,
     /// Unfinished targets per kernel, for depmod as soon as a kernel is done.
-    left_per_kernel: HashMap<String, usize>,
-    installed_per_kernel: HashMap<String, bool>,
+    left_per_kernel: HashMap<KernelRelease, usize>,
+    installed_per_kernel: HashMap<KernelRelease, bool>,
     started: usize,
     depmod_failures: Vec<(String, String)>,
     from_cache: Vec<Target>,
@@ -400,9 +401,13 @@ fn lookup_cache(
 
 /// Counts a finished target of `kernel`; after its last one, returns the kernel when
 /// anything was installed there, for one depmod (run outside the lock).
-fn finish_kernel(state: &mut Shared, kernel: &str, installed: bool) -> Option<String> {
+fn finish_kernel(
+    state: &mut Shared,
+    kernel: &KernelRelease,
+    installed: bool,
+) -> Option<KernelRelease> {
     if installed {
-        state.installed_per_kernel.insert(kernel.to_string(), true);
+        state.installed_per_kernel.insert(kernel.clone(), true);
     }
     let left = state.left_per_kernel.get_mut(kernel)?;
     *left -= 1;
@@ -412,21 +417,23 @@ fn finish_kernel(state: &mut Shared, kernel: &str, installed: bool) -> Option<St
             .get(kernel)
             .copied()
             .unwrap_or(false))
-    .then(|| kernel.to_string())
+    .then(|| kernel.clone())
 }
 
 fn run_depmods<'a>(
     host: &Host,
     options: &Options,
     progress: &dyn Progress,
-    kernels: &[String],
+    kernels: &[KernelRelease],
     lock: &dyn Fn() -> std::sync::MutexGuard<'a, Shared>,
 ) {
     for kernel in kernels {
         match depmod(host, kernel, options, progress) {
             Ok(true) => progress.event(Event::DepmodDone { kernel }),
             Ok(false) => {}
-            Err(e) => lock().depmod_failures.push((kernel.clone(), e.to_string())),
+            Err(e) => lock()
+                .depmod_failures
+                .push((kernel.to_string(), e.to_string())),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::commands::{Failure, Outcomes};
 use crate::engine::{self, Options, Progress};
 use crate::exit::Exit;
 use crate::host::Host;
+use crate::name::{Arch, KernelRelease};
 use crate::paths::Paths;
 use crate::plan::{self, Selection};
 use crate::tree::{self, SourceState, Target};
@@ -142,7 +143,7 @@ pub fn preflight(
     let deferred: BTreeSet<String> = newest
         .keys()
         .filter(|m| arriving.iter().any(|dir| dir.starts_with(&format!("{m}-"))))
-        .cloned()
+        .map(|m| m.to_string())
         .collect();
     report.deferred = deferred.iter().cloned().collect();
     for kernel in &incoming {
@@ -150,14 +151,14 @@ pub fn preflight(
         let critical_here = || {
             newest
                 .iter()
-                .filter(|(m, _)| !deferred.contains(*m))
+                .filter(|(m, _)| !deferred.contains(m.as_str()))
                 .filter_map(|(m, v)| {
                     let conf = host.read_conf(m, v, kernel, arch).ok()?;
                     if !conf.autoinstall {
                         return None;
                     }
                     let built = conf.modules.iter().map(|s| s.built_name.as_str());
-                    critical.why(m, built).map(|w| (m.clone(), w.clone()))
+                    critical.why(m, built).map(|w| (m.to_string(), w.clone()))
                 })
                 .collect::<Vec<_>>()
         };
@@ -274,7 +275,7 @@ fn build_for(
     ));
     let root = scratch_host.dkms_root().map_err(|e| e.to_string())?;
     for (module, version) in plan::newest_versions(host) {
-        if deferred.contains(&module) {
+        if deferred.contains(module.as_str()) {
             continue;
         }
         let real = host.paths.source_link(&module, &version);
@@ -295,7 +296,10 @@ fn build_for(
     debug_assert!(tree::module_versions(&scratch_host.paths, None, None)
         .iter()
         .all(|mv| mv.source == SourceState::Added));
-    let kernels = [(kernel.to_string(), arch.to_string())];
+    let kernels = [(
+        KernelRelease::parse(kernel).map_err(|e| e.to_string())?,
+        Arch::parse(arch).map_err(|e| e.to_string())?,
+    )];
     let planned = plan::plan(&scratch_host, &kernels, |_, _, _| {
         Some(Selection::IfAutoinstall)
     });

@@ -11,8 +11,9 @@
 use crate::conf::{self, DkmsConf};
 use crate::host::Host;
 use crate::kernel::Kernel;
+use crate::name::{Arch, ModuleName, ModuleVersion};
 use crate::plan::{self, Plan};
-use crate::tree::Target;
+use crate::tree::{KernelArch, Target};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -105,8 +106,8 @@ pub fn parse_targets(input: &[u8]) -> Changes {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub dir: PathBuf,
-    pub module: String,
-    pub version: String,
+    pub module: ModuleName,
+    pub version: ModuleVersion,
 }
 
 /// Reads PACKAGE_NAME and PACKAGE_VERSION of a source: the directory name is not
@@ -135,21 +136,22 @@ pub fn identify(
 /// The post-transaction work: every changed source for every kernel with headers
 /// (rebuilt even if that version is installed: its files were just replaced), plus
 /// the newest AUTOINSTALL modules for kernels whose modules tree or headers changed.
-pub fn install_plan(host: &Host, sources: &[Source], changes: &Changes, arch: &str) -> Plan {
-    let kernels: Vec<(String, String)> = crate::kernel::installed_kernels(&host.paths)
+pub fn install_plan(host: &Host, sources: &[Source], changes: &Changes, arch: &Arch) -> Plan {
+    let kernels: Vec<KernelArch> = crate::kernel::installed_kernels(&host.paths)
         .into_iter()
         .filter(|k| k.has_headers)
-        .map(|k| (k.release, arch.to_string()))
+        .map(|k| (k.release, arch.clone()))
         .collect();
     let newest = plan::newest_versions(host);
     plan::plan(host, &kernels, |kernel, module, version| {
         if sources
             .iter()
-            .any(|s| s.module == module && s.version == version)
+            .any(|s| s.module == *module && s.version == *version)
         {
             Some(plan::Selection::Rebuild)
-        } else if (changes.kernels.contains(kernel) || changes.headers.contains(kernel))
-            && newest.get(module).map(String::as_str) == Some(version)
+        } else if (changes.kernels.contains(kernel.as_str())
+            || changes.headers.contains(kernel.as_str()))
+            && newest.get(module) == Some(version)
         {
             Some(plan::Selection::IfAutoinstall)
         } else {
@@ -184,7 +186,7 @@ pub fn headers_only_kernels(changes: &Changes) -> BTreeSet<String> {
 }
 
 /// Targets of a removed module source, for every kernel it is built for.
-pub fn builds_of(host: &Host, module: &str, version: &str) -> Vec<Target> {
+pub fn builds_of(host: &Host, module: &ModuleName, version: &ModuleVersion) -> Vec<Target> {
     crate::tree::built_for(&host.paths, module, version, None, None)
         .into_iter()
         .map(|(k, a)| Target::new(module, version, &k, &a))

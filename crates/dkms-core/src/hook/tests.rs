@@ -62,7 +62,7 @@ fn the_upgrade_hook_only_notes_the_replaced_version_and_the_install_hook_takes_t
         &t.host,
         PreTransaction::Upgrade,
         b"usr/src/hello-1.0/dkms.conf\n",
-        "6.1.0-test",
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
         &options(),
         &events,
     )
@@ -76,7 +76,13 @@ fn the_upgrade_hook_only_notes_the_replaced_version_and_the_install_hook_takes_t
 
     // The post-transaction hook reads and removes the note; a version not in the
     // DKMS tree has nothing to retire.
-    let report = post_transaction(&t.host, b"", "6.1.0-test", &options(), &events);
+    let report = post_transaction(
+        &t.host,
+        b"",
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
+        &options(),
+        &events,
+    );
     assert_eq!(report.exit(), Exit::Success, "{report:?}");
     assert!(!exists(&note));
     assert!(report.retired.is_empty() && report.unbuilt.is_empty());
@@ -87,7 +93,13 @@ fn lines_that_are_not_paths_are_reported_but_do_not_fail_the_hook() {
     let t = tree();
     let events = Recorder::default();
     let input = b"\xff\n../x\nusr/lib/modules/6.9/kernel/a.ko\n".repeat(3);
-    let report = post_transaction(&t.host, &input, "6.1.0-test", &options(), &events);
+    let report = post_transaction(
+        &t.host,
+        &input,
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
+        &options(),
+        &events,
+    );
     assert_eq!(report.exit(), Exit::Success);
     assert_eq!(
         report.rejected.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
@@ -115,7 +127,7 @@ fn a_source_whose_dkms_conf_is_bad_is_a_problem_and_the_rest_still_counts() {
         &t.host,
         PreTransaction::Upgrade,
         b"usr/src/bad-1.0/dkms.conf\nusr/src/good-2.0/dkms.conf\n",
-        "6.1.0-test",
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
         &options(),
         &Recorder::default(),
     )
@@ -144,7 +156,7 @@ fn removing_a_kernel_takes_its_dkms_directory_and_leftovers_along_but_not_other_
         &t.host,
         PreTransaction::Remove,
         b"usr/lib/modules/6.1.0-gone/modules.order\n",
-        "6.1.0-test",
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
         &options(),
         &Recorder::default(),
     )
@@ -173,7 +185,7 @@ fn a_symlinked_dkms_directory_of_a_removed_kernel_is_refused_not_followed() {
         &t.host,
         PreTransaction::Remove,
         b"usr/lib/modules/6.1.0-gone/modules.order\n",
-        "6.1.0-test",
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
         &options(),
         &events,
     )
@@ -196,7 +208,7 @@ fn a_headers_only_change_without_installs_regenerates_no_initramfs() {
     let report = post_transaction(
         &t.host,
         b"usr/lib/modules/6.1.0-test/build/include/\n",
-        "6.1.0-test",
+        &crate::name::KernelRelease::parse("6.1.0-test").unwrap(),
         &options(),
         &Recorder::default(),
     );
@@ -230,7 +242,7 @@ fn upgrade_hello(make_2_0: &str) -> (Tree, HookReport, Vec<String>) {
         &t.host,
         PreTransaction::Remove,
         input,
-        kernel,
+        &crate::name::KernelRelease::parse(kernel).unwrap(),
         &options(),
         &Recorder::default(),
     )
@@ -244,7 +256,13 @@ fn upgrade_hello(make_2_0: &str) -> (Tree, HookReport, Vec<String>) {
     std::fs::write(&conf, text).unwrap();
 
     let events = Recorder::default();
-    let report = post_transaction(&t.host, input, kernel, &options(), &events);
+    let report = post_transaction(
+        &t.host,
+        input,
+        &crate::name::KernelRelease::parse(kernel).unwrap(),
+        &options(),
+        &events,
+    );
     let seen = events.0.into_inner().unwrap();
     (t, report, seen)
 }
@@ -263,14 +281,19 @@ fn an_old_version_stays_installed_where_its_replacement_failed_to_build() {
         "{:?}",
         report.problems
     );
-    assert_eq!(report.added, [("hello".to_string(), "2.0".to_string())]);
+    assert_eq!(
+        report.added,
+        [("hello".parse().unwrap(), "2.0".parse().unwrap())]
+    );
     assert_eq!(
         report
             .kept
             .iter()
             .map(|t| t.to_string())
             .collect::<Vec<_>>(),
-        [Target::new("hello", "1.0", "6.1.0-test", arch).to_string()]
+        [Target::parse("hello", "1.0", "6.1.0-test", arch)
+            .unwrap()
+            .to_string()]
     );
     assert!(report.retired.is_empty());
     assert!(crate::tree::is_installed(

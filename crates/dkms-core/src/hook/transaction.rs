@@ -11,6 +11,7 @@ use crate::conf::ConfError;
 use crate::engine::{self, AddSource, EngineError, Event, Options, Progress};
 use crate::exec::ExecError;
 use crate::exit::Exit;
+use crate::name::{KernelRelease, ModuleName, ModuleVersion};
 use crate::plan::Left;
 use crate::tree::{self, SourceState, Target};
 use crate::Host;
@@ -61,7 +62,7 @@ pub struct HookReport {
     /// Sources of the transaction, identified by their dkms.conf.
     pub sources: Vec<Source>,
     /// `module/version` added to the DKMS tree.
-    pub added: Vec<(String, String)>,
+    pub added: Vec<(ModuleName, ModuleVersion)>,
     /// Targets built and installed.
     pub installed: Vec<Target>,
     /// Of those, the ones taken from the build cache, without compiling.
@@ -155,7 +156,7 @@ pub fn pre_transaction(
     host: &Host,
     kind: PreTransaction,
     input: &[u8],
-    kernel: &str,
+    kernel: &KernelRelease,
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<HookReport, EngineError> {
@@ -225,12 +226,12 @@ fn remove_kernels(
 pub fn post_transaction(
     host: &Host,
     input: &[u8],
-    kernel: &str,
+    kernel: &KernelRelease,
     options: &Options,
     progress: &dyn Progress,
 ) -> HookReport {
     let (changes, mut report) = start(host, input, kernel, progress);
-    let arch = crate::kernel::default_arch();
+    let arch = crate::kernel::default_arch_name();
     for source in &report.sources {
         let listed =
             tree::module_versions(&host.paths, Some(&source.module), Some(&source.version));
@@ -244,22 +245,22 @@ pub fn post_transaction(
             host,
             &AddSource::Path(source.dir.clone()),
             kernel,
-            arch,
+            &arch,
             options,
             progress,
         );
         match added {
             Ok(mv) => report.added.push(mv),
             Err(error) => report.problems.push(Problem::AddFailed {
-                module: source.module.clone(),
-                version: source.version.clone(),
+                module: source.module.to_string(),
+                version: source.version.to_string(),
                 error,
             }),
         }
     }
     warn_headless(host, &changes, progress);
 
-    let plan = targets::install_plan(host, &report.sources, &changes, arch);
+    let plan = targets::install_plan(host, &report.sources, &changes, &arch);
     for decision in &plan.decisions {
         if let Some(Left::Deferred(missing)) = &decision.left {
             progress.event(Event::DeferredInTransaction {
@@ -274,7 +275,7 @@ pub fn post_transaction(
     outcomes.add_run(engine::run_plan(host, &plan, options, progress));
     // An old version is kept where its replacement was tried and failed; one that
     // the plan could not even try (a bad dkms.conf) does not hold the old one back.
-    let failed_on: BTreeSet<(String, String)> = outcomes
+    let failed_on: BTreeSet<(ModuleName, KernelRelease)> = outcomes
         .failed
         .iter()
         .map(|(t, _)| (t.module.clone(), t.kernel.clone()))
@@ -282,7 +283,7 @@ pub fn post_transaction(
     let installed_on: BTreeSet<String> = outcomes
         .installed
         .iter()
-        .map(|t| t.kernel.clone())
+        .map(|t| t.kernel.to_string())
         .collect();
     for (target, failure) in planned.failed.iter().chain(&outcomes.failed) {
         report.problems.push(Problem::Target {
@@ -344,7 +345,7 @@ fn warn_headless(host: &Host, changes: &Changes, progress: &dyn Progress) {
 /// version failed to build, the old one stays installed and working.
 fn retire_removed_versions(
     host: &Host,
-    failed: &BTreeSet<(String, String)>,
+    failed: &BTreeSet<(ModuleName, KernelRelease)>,
     options: &Options,
     progress: &dyn Progress,
     report: &mut HookReport,
@@ -397,10 +398,12 @@ fn retire_removed_versions(
                 version: &mv.version,
             });
             match engine::remove(host, &mv.module, &mv.version, &[], true, options, progress) {
-                Ok(()) => report.retired.push((mv.module.clone(), mv.version.clone())),
+                Ok(()) => report
+                    .retired
+                    .push((mv.module.to_string(), mv.version.to_string())),
                 Err(error) => report.problems.push(Problem::Remove {
-                    module: mv.module.clone(),
-                    version: mv.version.clone(),
+                    module: mv.module.to_string(),
+                    version: mv.version.to_string(),
                     error,
                 }),
             }

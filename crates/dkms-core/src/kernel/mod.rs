@@ -9,7 +9,7 @@ pub mod config;
 
 pub use config::{KernelConfig, KernelConfigs};
 
-use crate::name::KernelRelease;
+use crate::name::{Arch, KernelRelease};
 use crate::paths::Paths;
 use crate::version::ver_cmp;
 use serde::Serialize;
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kernel {
     /// The release, as `uname -r` prints it (`6.1.0-54-amd64`, `6.12.4-arch1-1`).
-    pub release: String,
+    pub release: KernelRelease,
     pub dir: PathBuf,
     /// Headers present (`<kernel_source_dir>/include`): modules can be built.
     pub has_headers: bool,
@@ -32,7 +32,7 @@ pub struct Kernel {
 impl Kernel {
     /// Looks at `<install_tree>/<release>`; `None` when there is no such directory.
     pub fn probe(paths: &Paths, release: &str) -> Option<Kernel> {
-        let release = KernelRelease::parse(release).ok()?.as_str().to_string();
+        let release = KernelRelease::parse(release).ok()?;
         let dir = paths.kernel_dir(&release);
         if !dir.is_dir() {
             return None;
@@ -96,9 +96,17 @@ pub fn require_installed(paths: &Paths, release: &str) -> Result<Kernel, NotInst
         dir: paths.kernel_dir(release),
         installed: installed_kernels(paths)
             .into_iter()
-            .map(|k| k.release)
+            .map(|k| k.release.to_string())
             .collect(),
     })
+}
+
+/// The running kernel's release, as `uname -r` prints it: upstream's default kernel
+/// for every command but `status`. `None` without /proc or for a release that is no
+/// plain name.
+pub fn running_release() -> Option<KernelRelease> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    KernelRelease::parse(release.trim()).ok()
 }
 
 /// The machine architecture as `uname -m` prints it, which dkms uses as the default
@@ -110,6 +118,12 @@ pub fn default_arch() -> &'static str {
         "powerpc64" => "ppc64",
         other => other,
     }
+}
+
+/// [`default_arch`] as a name. It comes from the compile target, not from input, and
+/// every Rust target arch is a plain name (a test holds it).
+pub fn default_arch_name() -> Arch {
+    Arch::parse(default_arch()).expect("the compile target's arch is a plain name")
 }
 
 #[cfg(test)]

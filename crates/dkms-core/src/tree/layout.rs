@@ -23,6 +23,7 @@
 //! Only path arithmetic: nothing here reads the disk (apart from `kernel_config`'s
 //! choice between two files) or changes it.
 
+use crate::name::{Arch, KernelRelease, ModuleName, ModuleVersion, NameError};
 use crate::paths::Paths;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -299,20 +300,47 @@ impl Paths {
 /// installs, and the node of the build plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Target {
-    pub module: String,
-    pub version: String,
-    pub kernel: String,
-    pub arch: String,
+    pub module: ModuleName,
+    pub version: ModuleVersion,
+    pub kernel: KernelRelease,
+    pub arch: Arch,
 }
 
+/// A kernel release and the architecture a module is built for it: what `-k K/A`
+/// names, and what the per-kernel commands loop over.
+pub type KernelArch = (KernelRelease, Arch);
+
 impl Target {
-    pub fn new(module: &str, version: &str, kernel: &str, arch: &str) -> Target {
+    /// From names already validated where they entered, so a `Target` always joins
+    /// onto a tree root as plain path components.
+    pub fn new(
+        module: &ModuleName,
+        version: &ModuleVersion,
+        kernel: &KernelRelease,
+        arch: &Arch,
+    ) -> Target {
         Target {
-            module: module.into(),
-            version: version.into(),
-            kernel: kernel.into(),
-            arch: arch.into(),
+            module: module.clone(),
+            version: version.clone(),
+            kernel: kernel.clone(),
+            arch: arch.clone(),
         }
+    }
+
+    /// Parses the four names where they enter as strings; fails naming the first
+    /// that is not a plain path component.
+    pub fn parse(
+        module: &str,
+        version: &str,
+        kernel: &str,
+        arch: &str,
+    ) -> Result<Target, NameError> {
+        Ok(Target {
+            module: ModuleName::parse(module)?,
+            version: ModuleVersion::parse(version)?,
+            kernel: KernelRelease::parse(kernel)?,
+            arch: Arch::parse(arch)?,
+        })
     }
 
     /// `<dkms_tree>/<m>/<v>/<k>/<a>`: the finished build (`module/`, `log/`).

@@ -4,5 +4,5 @@
 pub mod layout;
 mod scan;
 
-pub use layout::{KernelEntry, Target};
+pub use layout::{KernelArch, KernelEntry, Target};
 pub use scan::*;

@@ -5,8 +5,8 @@
 //! which is bash's glob order over the whole relative path in the C locale (so
 //! `a-b/1` sorts before `a/1`), and nothing here spawns a process.
 
-use super::layout::{self, is_install_link_name, KernelEntry, Target};
-use crate::name::{self, Arch, KernelRelease};
+use super::layout::{self, is_install_link_name, KernelArch, KernelEntry, Target};
+use crate::name::{self, Arch, KernelRelease, ModuleName};
 use crate::paths::Paths;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -30,8 +30,8 @@ pub enum SourceState {
 /// A `<module>/<version>` directory of the DKMS tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleVersion {
-    pub module: String,
-    pub version: String,
+    pub module: ModuleName,
+    pub version: name::ModuleVersion,
     pub source: SourceState,
 }
 
@@ -45,21 +45,24 @@ pub fn module_versions(
     let mut found = Vec::new();
     for m in child_names(&paths.dkms_tree, module) {
         // Dot names are ours (the build cache) and hidden from upstream's globs.
-        if m.starts_with('.') || name::ModuleName::parse(&m).is_err() {
+        if m.starts_with('.') {
             continue;
         }
+        let Ok(module_name) = ModuleName::parse(&m) else {
+            continue;
+        };
         let module_dir = paths.dkms_tree.join(&m);
         for v in child_names(&module_dir, version) {
             if is_install_link_name(&v) || !module_dir.join(&v).is_dir() {
                 continue;
             }
-            if name::ModuleVersion::parse(&v).is_err() {
+            let Ok(version_name) = name::ModuleVersion::parse(&v) else {
                 continue;
-            }
+            };
             let source = source_state(paths, &m, &v);
             found.push(ModuleVersion {
-                module: m.clone(),
-                version: v,
+                module: module_name.clone(),
+                version: version_name,
                 source,
             });
         }
@@ -147,22 +150,22 @@ pub fn built_for(
     version: &str,
     kernel: Option<&str>,
     arch: Option<&str>,
-) -> Vec<(String, String)> {
+) -> Vec<KernelArch> {
     let version_dir = paths.version_dir(module, version);
     let mut found = Vec::new();
     for k in child_names(&version_dir, kernel) {
         if kernel.is_none() && !looks_like_release(&k) {
             continue;
         }
-        if KernelRelease::parse(&k).is_err() {
+        let Ok(release) = KernelRelease::parse(&k) else {
             continue;
-        }
+        };
         for a in child_names(&version_dir.join(&k), arch) {
-            if Arch::parse(&a).is_err() {
+            let Ok(arch) = Arch::parse(&a) else {
                 continue;
-            }
+            };
             if layout::modules_of(&version_dir.join(&k).join(&a)).is_dir() {
-                found.push((k.clone(), a));
+                found.push((release.clone(), arch));
             }
         }
     }
@@ -317,14 +320,15 @@ pub fn kernel_entries(
 }
 
 /// The version of `module` installed for a kernel and arch, from its install link.
-pub fn installed_version(paths: &Paths, module: &str, kernel: &str, arch: &str) -> Option<String> {
+pub fn installed_version(
+    paths: &Paths,
+    module: &str,
+    kernel: &str,
+    arch: &str,
+) -> Option<name::ModuleVersion> {
     let target = std::fs::read_link(install_link(paths, module, kernel, arch)).ok()?;
-    let version = target
-        .components()
-        .next()?
-        .as_os_str()
-        .to_str()?
-        .to_string();
+    let version =
+        name::ModuleVersion::parse(target.components().next()?.as_os_str().to_str()?).ok()?;
     is_installed(paths, module, &version, kernel, arch).then_some(version)
 }
 

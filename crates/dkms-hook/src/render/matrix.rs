@@ -59,7 +59,11 @@ pub fn render(matrix: &Matrix, color: bool) -> String {
         out.push_str("No DKMS modules are added.\n");
         return out;
     }
-    let names: Vec<String> = matrix.kernels.iter().map(|k| k.release.clone()).collect();
+    let names: Vec<String> = matrix
+        .kernels
+        .iter()
+        .map(|k| k.release.to_string())
+        .collect();
     let suffix = common_suffix(&names);
     let labels: Vec<&str> = names.iter().map(|n| &n[..n.len() - suffix.len()]).collect();
     let first_width = matrix
