@@ -1,7 +1,7 @@
 //! `add`: register a module source with DKMS (`<m>/<v>/source -> <source_tree>/<m>-<v>`).
 
 use super::build::copy_tree;
-use super::build::run_script;
+use super::script::run_script;
 use super::{EngineError, Event, Options, Progress};
 use crate::conf;
 use crate::host::Host;

@@ -48,7 +48,7 @@ pub fn install(
     super::note_no_modules(&conf, progress);
     let source_dir = target.source_link(&host.paths);
     if let Some(script) = &conf.pre_install {
-        if let Err(e) = super::build::run_script(
+        if let Err(e) = super::script::run_script(
             host,
             target,
             "pre_install",
@@ -198,7 +198,7 @@ pub fn install(
     }
     if let Some(script) = &conf.post_install {
         // dkms ignores POST_INSTALL's exit status: the module is installed.
-        match super::build::run_script(
+        match super::script::run_script(
             host,
             target,
             "post_install",
@@ -369,7 +369,7 @@ fn post_remove(
         });
         return Ok(());
     }
-    match build::run_script(
+    match super::script::run_script(
         host,
         target,
         "post_remove",

@@ -17,6 +17,7 @@ mod install;
 mod output;
 mod remove;
 mod run;
+mod script;
 mod shared_build;
 pub mod version_check;
 
