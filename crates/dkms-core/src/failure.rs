@@ -75,7 +75,7 @@ pub fn read(paths: &Paths, target: &Target) -> Option<FailureRecord> {
 
 /// `log` through `<v>/build` when that link points at `target`'s work dir and `log`
 /// is the work dir's make.log.
-pub(crate) fn log_as_found(paths: &Paths, target: &Target, log: PathBuf) -> PathBuf {
+fn log_as_found(paths: &Paths, target: &Target, log: PathBuf) -> PathBuf {
     let work = target.work_dir(paths);
     let shared = paths.shared_build_dir(&target.module, &target.version);
     let points_here =

@@ -56,14 +56,6 @@ pub fn build(
     // After a success `<v>/build` goes, as upstream's; after a remembered failure it
     // points at the failed build's kept work dir, so `<v>/build/make.log` is its log.
     let settled = shared_build::settle(host, target);
-    // The error names the log where users and upstream look: `<v>/build/make.log`
-    // when `<v>/build` now points at this build's kept work dir.
-    let result = result.map_err(|mut e| {
-        if let Some(log) = e.log_mut() {
-            *log = crate::failure::log_as_found(&host.paths, target, std::mem::take(log));
-        }
-        e
-    });
     result.and(settled)
 }
 

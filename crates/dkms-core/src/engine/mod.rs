@@ -323,17 +323,6 @@ impl EngineError {
             _ => None,
         }
     }
-
-    /// The log named in the error, to point it where users look for it.
-    pub(crate) fn log_mut(&mut self) -> Option<&mut PathBuf> {
-        match self {
-            EngineError::BuildFailed { log, .. }
-            | EngineError::ScriptFailed { log, .. }
-            | EngineError::ModulesMissing { log, .. }
-            | EngineError::KnownFailure { log, .. } => Some(log),
-            _ => None,
-        }
-    }
 }
 
 /// Attaches what was being done and to which path to an I/O error, as the fs layer
