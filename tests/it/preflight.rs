@@ -143,7 +143,7 @@ snapshot t4
     // The post-transaction hook installed hello from what the pre-flight built.
     assert!(
         t4.contains(&format!(
-            "reusing the cached build of hello/1.0 for {K2} (not compiled)"
+            "hello/1.0 for {K2} (x86_64): from the build cache (not compiled)"
         )) && t4.contains("build cache: 1 of 1 installed module(s) taken from it, not compiled"),
         "{t4}"
     );

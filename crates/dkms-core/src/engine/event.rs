@@ -203,12 +203,11 @@ pub enum Event<'a> {
     BuildCacheFailed { target: &'a Target, error: &'a str },
     /// A job is skipped because a dependency failed (a warning).
     DependencyFailed { target: &'a Target, reason: &'a str },
-    /// Job `number` of `total` starts, doing `work`.
+    /// Job `number` of `total` starts.
     JobStarted {
         number: usize,
         total: usize,
         target: &'a Target,
-        work: super::JobWork,
     },
     /// Job `number` of `total` ended.
     JobFinished {

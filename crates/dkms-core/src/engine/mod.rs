@@ -26,7 +26,7 @@ pub use build::build;
 pub(crate) use build::copy_tree;
 pub use install::{depmod, install, uninstall};
 pub use remove::{remove, unbuild};
-pub use run::{run_plan, JobResult, JobWork, Outcome, RunReport};
+pub use run::{run_plan, JobResult, Outcome, RunReport};
 
 /// Removes a file or a directory tree inside the DKMS tree or the install tree
 /// (whichever holds `path`), never following a symlink out of it: not inside what

@@ -36,20 +36,6 @@ pub enum JobResult {
     },
 }
 
-/// What a job is about to do, known before it starts: its start line says it (a
-/// build taken from the cache is not "building").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobWork {
-    /// Compile, then install.
-    Build,
-    /// Restored from the build cache, then installed: nothing is compiled.
-    FromBuildCache,
-    /// Install the build already in the DKMS tree.
-    InstallBuilt,
-    /// Report a remembered failure: nothing is rebuilt (see `--retry-failed`).
-    KnownFailure,
-}
-
 /// One target's outcome, in plan order.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -235,38 +221,26 @@ pub fn run_plan(host: &Host, plan: &Plan, options: &Options, progress: &dyn Prog
                     return;
                 };
                 let target = jobs[i];
-                let quiet = WarningsOnly(progress, options.job_steps);
-                let known = (!options.retry_failed)
-                    .then(|| crate::failure::still_failing(&host.paths, target))
-                    .flatten();
-                let needs_build = rebuild[i] || !target.is_built(&host.paths);
-                // The cache is looked up before the start line, so that it can say
-                // whether this job compiles.
-                let (from_cache, store_key) = if known.is_none() && needs_build {
-                    lookup_cache(host, target, &options, &quiet)
-                } else {
-                    (false, None)
-                };
-                if from_cache {
-                    lock().from_cache.push(target.clone());
-                }
-                let work = if known.is_some() {
-                    JobWork::KnownFailure
-                } else if from_cache {
-                    JobWork::FromBuildCache
-                } else if needs_build {
-                    JobWork::Build
-                } else {
-                    JobWork::InstallBuilt
-                };
                 progress.event(Event::JobStarted {
                     number,
                     total,
                     target,
-                    work,
                 });
                 // make's implicit job slot: held for the whole build.
                 let token = options.jobserver.as_ref().and_then(|c| c.acquire().ok());
+                let quiet = WarningsOnly(progress, options.job_steps);
+                let known = (!options.retry_failed)
+                    .then(|| crate::failure::still_failing(&host.paths, target))
+                    .flatten();
+                let (from_cache, store_key) =
+                    if known.is_none() && (rebuild[i] || !target.is_built(&host.paths)) {
+                        lookup_cache(host, target, &options, &quiet)
+                    } else {
+                        (false, None)
+                    };
+                if from_cache {
+                    lock().from_cache.push(target.clone());
+                }
                 let outcome = if let Some(known) = known {
                     Err(EngineError::KnownFailure {
                         target: Box::new(target.clone()),
@@ -445,8 +419,8 @@ struct WarningsOnly<'a>(&'a dyn Progress, bool);
 
 impl Progress for WarningsOnly<'_> {
     fn event(&self, event: Event<'_>) {
-        // A build taken from the cache is said by the job's start line (`JobWork`).
-        if self.1 || event.is_warning() {
+        // A build taken from the cache is said even then: nothing else shows it.
+        if self.1 || event.is_warning() || matches!(event, Event::FromBuildCache { .. }) {
             self.0.event(event);
         } else {
             log::info!("{event:?}");

@@ -4,7 +4,7 @@
 
 use super::Line;
 use dkms_core::commands::{Failure, Outcomes, Skip};
-use dkms_core::engine::{EngineError, Event, JobResult, JobWork};
+use dkms_core::engine::{EngineError, Event, JobResult};
 use dkms_core::hook::Problem;
 use dkms_core::tree::Target;
 
@@ -173,22 +173,10 @@ pub fn line<'a>(event: &Event<'a>) -> Option<Line<'a>> {
             number,
             total,
             target,
-            work,
-        } => {
-            let what = format!("{}/{} for {}", target.module, target.version, target.kernel);
-            Step(match work {
-                JobWork::Build => format!("[{number}/{total}] building {what}"),
-                JobWork::FromBuildCache => format!(
-                    "[{number}/{total}] reusing the cached build of {what} (not compiled)"
-                ),
-                JobWork::InstallBuilt => {
-                    format!("[{number}/{total}] installing {what} (already built)")
-                }
-                JobWork::KnownFailure => {
-                    format!("[{number}/{total}] {what}: failed before, not rebuilt")
-                }
-            })
-        }
+        } => Step(format!(
+            "[{number}/{total}] building {}/{} for {}",
+            target.module, target.version, target.kernel
+        )),
         E::JobFinished {
             number,
             total,
