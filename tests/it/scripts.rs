@@ -197,25 +197,11 @@ fn install_scripts_output_is_shown_and_a_failing_pre_install_aborts_the_install(
     // Upstream runs PRE_INSTALL and POST_INSTALL with the terminal as their output
     // (`Running the pre_install script:` then what they print); a failing
     // PRE_INSTALL dies with 101 before anything is installed.
-    use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
-    let source = sb.copy_fixture("hello", "1.0");
-    let say = source.join("say.sh");
-    fs::write(
-        &say,
-        "#!/bin/sh\necho \"said $1\"\necho \"warned $1\" >&2\nexit $2\n",
-    )
-    .unwrap();
-    fs::set_permissions(&say, fs::Permissions::from_mode(0o755)).unwrap();
-    let conf = source.join("dkms.conf");
-    let text = fs::read_to_string(&conf).unwrap();
-    fs::write(
-        &conf,
-        format!(
-            "{text}PRE_INSTALL=\"say.sh pre_install 3\"\nPOST_INSTALL=\"say.sh post_install 5\"\n"
-        ),
-    )
-    .unwrap();
+    let (conf, text) = hello_with_say_scripts(
+        &sb,
+        "PRE_INSTALL=\"say.sh pre_install 3\"\nPOST_INSTALL=\"say.sh post_install 5\"\n",
+    );
     sb.ours(&["add", "hello/1.0"]);
     let refused = sb.run_ours_as_dkms(&["install", "-m", "hello", "-v", "1.0", "-k", K53]);
     assert_eq!(refused.code, 101, "{refused}");
@@ -255,23 +241,8 @@ fn post_remove_runs_after_each_uninstall_and_its_output_is_shown() {
     // Upstream runs POST_REMOVE in do_uninstall: on `dkms uninstall`, and on `remove`
     // once for each kernel the version was installed for (a build that is not
     // installed runs none). Its output reaches the terminal; its status is ignored.
-    use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
-    let source = sb.copy_fixture("hello", "1.0");
-    let say = source.join("say.sh");
-    fs::write(
-        &say,
-        "#!/bin/sh\necho \"said $1\"\necho \"warned $1\" >&2\nexit $2\n",
-    )
-    .unwrap();
-    fs::set_permissions(&say, fs::Permissions::from_mode(0o755)).unwrap();
-    let conf = source.join("dkms.conf");
-    let text = fs::read_to_string(&conf).unwrap();
-    fs::write(
-        &conf,
-        format!("{text}POST_REMOVE=\"say.sh post_remove 9\"\n"),
-    )
-    .unwrap();
+    hello_with_say_scripts(&sb, "POST_REMOVE=\"say.sh post_remove 9\"\n");
     let said = "Running the post_remove script:\nsaid post_remove\n";
     sb.ours(&["add", "hello/1.0"]);
     for kernel in KERNELS {
@@ -302,4 +273,23 @@ fn post_remove_runs_after_each_uninstall_and_its_output_is_shown() {
         "once per kernel\n{removed}"
     );
     assert!(!sb.dkms_tree().join("hello/1.0").exists(), "{removed}");
+}
+
+/// The hello fixture with a `say.sh` (prints "said $1" on stdout and "warned $1" on
+/// stderr, exits $2) and `directives` appended to its dkms.conf; returns the
+/// dkms.conf's path and its text before the directives, for a test that rewrites it.
+fn hello_with_say_scripts(sb: &Sandbox, directives: &str) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let source = sb.copy_fixture("hello", "1.0");
+    let say = source.join("say.sh");
+    fs::write(
+        &say,
+        "#!/bin/sh\necho \"said $1\"\necho \"warned $1\" >&2\nexit $2\n",
+    )
+    .unwrap();
+    fs::set_permissions(&say, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = source.join("dkms.conf");
+    let text = fs::read_to_string(&conf).unwrap();
+    fs::write(&conf, format!("{text}{directives}")).unwrap();
+    (conf, text)
 }
